@@ -1,0 +1,104 @@
+"""The labrun Jupyter Server extension: settings, the store, the REST API."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Unicode, default
+
+from labrun.settings import API_PREFIX, data_dir
+
+from . import auth
+from .events import EventBus
+from .handlers.base import tornado_pattern
+from .openapi import build_document
+from .routes import ROUTES
+from .store import Database, Store, check_schema
+from .store.database import sqlite_url
+
+
+class LabRun(ExtensionApp):
+    """Runs, metrics, artifacts, datasets, queues and GPUs behind ``/labrun/api/v1``.
+
+    Configure with ``c.LabRun.<name>`` in a Jupyter config file, ``--LabRun.<name>=...`` on
+    the command line, or the ``LABRUN_<NAME>`` environment variable.
+    """
+
+    name = "labrun"
+    description = "labrun: notebook runs on a shared GPU pool"
+    # `labrun server` runs this extension alone; inside JupyterLab, Lab loads it.
+    load_other_extensions = True
+
+    db_url = Unicode(
+        help="SQLAlchemy URL of the run store. Empty: SQLite in the Jupyter data dir. "
+        "For a team: postgresql+psycopg://USER@HOST:PORT/DB (env LABRUN_DB_URL)."
+    ).tag(config=True)
+
+    artifact_root = Unicode(
+        help="Where artifacts are stored: a directory or any fsspec URL. Empty: "
+        "'artifacts' beside the embedded database (env LABRUN_ARTIFACT_ROOT)."
+    ).tag(config=True)
+
+    auto_upgrade = Bool(
+        True,
+        help="Upgrade an older database schema on start. When False, an older schema stops "
+        "the server with the `labrun db upgrade` command to run.",
+    ).tag(config=True)
+
+    worker_timeout = Float(
+        30.0, help="Seconds without a heartbeat after which a worker counts as gone."
+    ).tag(config=True)
+
+    user = Unicode(
+        help="Whom runs are recorded under when Jupyter's identity provider does not name "
+        "users (a single-user server). Default: the user the server runs as."
+    ).tag(config=True)
+
+    @default("db_url")
+    def _db_url_default(self) -> str:
+        return os.environ.get("LABRUN_DB_URL", "")
+
+    @default("artifact_root")
+    def _artifact_root_default(self) -> str:
+        return os.environ.get("LABRUN_ARTIFACT_ROOT", "")
+
+    @default("user")
+    def _user_default(self) -> str:
+        return os.environ.get("LABRUN_USER") or getpass.getuser()
+
+    # Set in initialize_settings, never at import: starting an engine is a side effect.
+    db: Database
+    store: Store
+    events: EventBus
+    token_secret: str
+    openapi: dict[str, Any]
+
+    def initialize_settings(self) -> None:
+        url = self.db_url or sqlite_url(data_dir() / "labrun.db")
+        self.db = Database(url)
+        # At start-up, before the server takes requests: the one time the store is used
+        # synchronously.
+        check_schema(self.db.engine, auto_upgrade=self.auto_upgrade)
+        root = self.artifact_root or str(data_dir() / "artifacts")
+        self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
+        self.token_secret = self.store.secret("token_secret", auth.new_secret)
+        self.events = EventBus()
+        self.openapi = build_document(ROUTES)
+        self.log.info(
+            "labrun: store at %s", self.db.engine.url.render_as_string(hide_password=True)
+        )
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(
+            (API_PREFIX + tornado_pattern(path), handler) for path, handler in ROUTES
+        )
+
+    async def stop_extension(self) -> None:
+        if hasattr(self, "db"):
+            self.db.close()
+
+
+main = launch_new_instance = LabRun.launch_instance

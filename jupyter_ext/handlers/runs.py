@@ -1,0 +1,168 @@
+"""Runs and their parts: params, metrics, logs, artifacts, datasets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labrun.models import (
+    AppendLogs,
+    ArtifactList,
+    CreateRun,
+    DescribeArtifact,
+    DescribeDatasetVersion,
+    DescribeRun,
+    LinkDataset,
+    ListRunsQuery,
+    LogMetrics,
+    LogParams,
+    LogTail,
+    LogTailQuery,
+    MetricsIngested,
+    MetricsQuery,
+    RunList,
+    RunMetrics,
+    UpdateRun,
+)
+
+from .base import LabrunHandler, operation
+
+
+class RunsHandler(LabrunHandler):
+    @operation("List runs, filtered, sorted and paged", query=ListRunsQuery, response=RunList)
+    async def get(self, query: ListRunsQuery) -> RunList:
+        return await self.call(self.store.runs.list, query)
+
+    @operation("Create a run", body=CreateRun, response=DescribeRun, status=201)
+    async def post(self, body: CreateRun) -> DescribeRun:
+        run = await self.call(self.store.runs.create, body, self.username)
+        self.events.publish("run.created", run)
+        return run
+
+
+class RunHandler(LabrunHandler):
+    @operation("Describe a run", response=DescribeRun)
+    async def get(self, run_id: int) -> DescribeRun:
+        return await self.call(self.store.runs.get, run_id)
+
+    @operation(
+        "Change a run's status, name, tags or environment",
+        body=UpdateRun,
+        response=DescribeRun,
+        errors=(400, 403, 404, 409),
+    )
+    async def patch(self, run_id: int, body: UpdateRun) -> DescribeRun:
+        run = await self.call(self.store.runs.update, run_id, body)
+        self.events.publish("run.updated", run)
+        return run
+
+
+class RunCancelHandler(LabrunHandler):
+    @operation("Cancel a queued or running run", response=DescribeRun, errors=(403, 404, 409))
+    async def post(self, run_id: int) -> DescribeRun:
+        run = await self.call(self.store.runs.cancel, run_id)
+        self.events.publish("run.updated", run)
+        return run
+
+
+class RunParamsHandler(LabrunHandler):
+    @operation("A run's parameters")
+    async def get(self, run_id: int) -> dict[str, Any]:
+        return await self.call(self.store.runs.params, run_id)
+
+    @operation("Record parameters (merged into those already recorded)", body=LogParams)
+    async def post(self, run_id: int, body: LogParams) -> dict[str, Any]:
+        params = await self.call(self.store.runs.log_params, run_id, body.params)
+        self.events.publish("run.params", {"run_id": run_id, "params": params})
+        return params
+
+
+class RunMetricsHandler(LabrunHandler):
+    @operation("Query a run's metric series", query=MetricsQuery, response=RunMetrics)
+    async def get(self, run_id: int, query: MetricsQuery) -> RunMetrics:
+        return await self.call(self.store.metrics.query, run_id, query)
+
+    @operation("Ingest a batch of metric points", body=LogMetrics, response=MetricsIngested)
+    async def post(self, run_id: int, body: LogMetrics) -> MetricsIngested:
+        result = await self.call(self.store.metrics.ingest, run_id, body)
+        if result.accepted and self.events.subscribers:
+            self.events.publish("run.metrics", {"run_id": run_id, "points": result.accepted})
+        return result
+
+
+class RunLogsHandler(LabrunHandler):
+    @operation("Tail a run's log after an offset", query=LogTailQuery, response=LogTail)
+    async def get(self, run_id: int, query: LogTailQuery) -> LogTail:
+        return await self.call(self.store.logs.tail, run_id, query)
+
+    @operation("Append to a run's log", body=AppendLogs, response=LogTail, status=201)
+    async def post(self, run_id: int, body: AppendLogs) -> LogTail:
+        tail = await self.call(self.store.logs.append, run_id, body)
+        self.events.publish("run.log", {"run_id": run_id, "next_offset": tail.next_offset})
+        return tail
+
+
+class RunArtifactsHandler(LabrunHandler):
+    @operation("List a run's artifacts", response=ArtifactList)
+    async def get(self, run_id: int) -> ArtifactList:
+        return await self.call(self.store.artifacts.list, run_id)
+
+
+class RunArtifactHandler(LabrunHandler):
+    @operation(
+        "Download an artifact",
+        response_content="application/octet-stream",
+    )
+    async def get(self, run_id: int, artifact: str) -> None:
+        meta: DescribeArtifact = await self.call(self.store.artifacts.get, run_id, artifact)
+        self.set_header("Content-Type", meta.content_type)
+        self.set_header("Content-Length", str(meta.size))
+        self.set_header("ETag", f'"{meta.sha256}"')
+        self.set_header("X-Content-Type-Options", "nosniff")
+        # Never rendered inline by the browser: an uploaded HTML file must not run here.
+        filename = artifact.rsplit("/", 1)[-1].replace('"', "")
+        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        chunks = self.store.artifacts.read_chunks(meta.uri)
+        while (chunk := await self.call(next, chunks, None)) is not None:
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+    @operation(
+        "Upload an artifact (the request body is the file)",
+        response=DescribeArtifact,
+        status=201,
+        request_content="application/octet-stream",
+    )
+    async def put(self, run_id: int, artifact: str) -> DescribeArtifact:
+        content_type = self.request.headers.get("Content-Type")
+        if content_type in (None, "application/octet-stream", "application/x-www-form-urlencoded"):
+            content_type = None
+        kind = self.request.headers.get("X-Labrun-Artifact-Kind", "file")
+        meta = await self.call(
+            self.store.artifacts.put,
+            run_id,
+            artifact,
+            self.request.body,
+            content_type=content_type,
+            kind=kind,
+        )
+        self.events.publish(
+            "run.artifact", {"run_id": run_id, "artifact": meta.model_dump(mode="json")}
+        )
+        return meta
+
+
+class RunDatasetsHandler(LabrunHandler):
+    @operation("The dataset versions a run used or produced")
+    async def get(self, run_id: int) -> list[dict[str, Any]]:
+        rows = await self.call(self.store.datasets.of_run, run_id)
+        return [{"role": role, **v.model_dump(mode="json")} for role, v in rows]
+
+    @operation(
+        "Record that a run used (or produced) a dataset version",
+        body=LinkDataset,
+        response=DescribeDatasetVersion,
+        status=201,
+    )
+    async def post(self, run_id: int, body: LinkDataset) -> DescribeDatasetVersion:
+        return await self.call(self.store.datasets.link, run_id, body)

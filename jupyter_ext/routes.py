@@ -1,0 +1,66 @@
+"""Every route of the REST API, in one table: the server registers it, OpenAPI describes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .handlers.catalog import (
+    CompareHandler,
+    DatasetHandler,
+    DatasetsHandler,
+    DatasetVersionHandler,
+    DatasetVersionsHandler,
+    ProjectsHandler,
+)
+from .handlers.meta import EventsHandler, OpenAPIHandler, TokensHandler, VersionHandler
+from .handlers.pool import (
+    GpuHistoryHandler,
+    GpusHandler,
+    QueueHandler,
+    QueuesHandler,
+    SamplesHandler,
+    WorkerHandler,
+    WorkersHandler,
+)
+from .handlers.runs import (
+    RunArtifactHandler,
+    RunArtifactsHandler,
+    RunCancelHandler,
+    RunDatasetsHandler,
+    RunHandler,
+    RunLogsHandler,
+    RunMetricsHandler,
+    RunParamsHandler,
+    RunsHandler,
+)
+
+# (path relative to /labrun/api/v1, handler). Path parameters are named as in
+# handlers.base.PATH_PARAMS, which gives each its pattern and type.
+ROUTES: list[tuple[str, Any]] = [
+    ("/version", VersionHandler),
+    ("/openapi.json", OpenAPIHandler),
+    ("/tokens", TokensHandler),
+    ("/events", EventsHandler),
+    ("/projects", ProjectsHandler),
+    ("/runs", RunsHandler),
+    ("/runs/{run_id}", RunHandler),
+    ("/runs/{run_id}/cancel", RunCancelHandler),
+    ("/runs/{run_id}/params", RunParamsHandler),
+    ("/runs/{run_id}/metrics", RunMetricsHandler),
+    ("/runs/{run_id}/logs", RunLogsHandler),
+    ("/runs/{run_id}/artifacts", RunArtifactsHandler),
+    ("/runs/{run_id}/artifacts/{artifact}", RunArtifactHandler),
+    ("/runs/{run_id}/datasets", RunDatasetsHandler),
+    ("/compare", CompareHandler),
+    ("/datasets", DatasetsHandler),
+    ("/datasets/{name}", DatasetHandler),
+    ("/datasets/{name}/versions", DatasetVersionsHandler),
+    ("/datasets/{name}/versions/{version}", DatasetVersionHandler),
+    ("/queues", QueuesHandler),
+    ("/queues/{name}", QueueHandler),
+    ("/workers", WorkersHandler),
+    ("/workers/{worker_id}", WorkerHandler),
+    ("/gpus", GpusHandler),
+    ("/gpus/history", GpuHistoryHandler),
+    ("/gpus/samples", SamplesHandler),
+]

@@ -1,0 +1,131 @@
+"""Artifacts: files of a run, stored content-addressed under an fsspec URL.
+
+The bytes live under ``artifact_root`` (a directory by default, or any fsspec URL) at a
+path derived from their SHA-256, so the same content uploaded twice is stored once; the
+database keeps each run's name for it, its size, digest and content type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import posixpath
+
+import fsspec
+from sqlalchemy import select
+
+from labrun.errors import InvalidRequest, NotFound
+from labrun.models import ArtifactList, DescribeArtifact
+
+from .database import Database
+from .models import Artifact, utcnow
+from .runs import RunStore
+
+# Types a browser should not guess at; notebooks are JSON to everything but Jupyter.
+mimetypes.add_type("application/x-ipynb+json", ".ipynb")
+mimetypes.add_type("application/yaml", ".yaml")
+mimetypes.add_type("text/markdown", ".md")
+for _suffix in (".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".pkl"):
+    mimetypes.add_type("application/octet-stream", _suffix)
+
+
+def check_name(name: str) -> str:
+    """An artifact name is a relative POSIX path that stays inside the run."""
+    normalized = posixpath.normpath(name) if name else ""
+    if (
+        not name
+        or len(name) > 1024
+        or name.startswith("/")
+        or "\\" in name
+        or normalized.startswith("..")
+        or normalized != name
+    ):
+        raise InvalidRequest(
+            f"artifact name {name!r} must be a relative path like 'model.pt' or 'plots/loss.png'"
+        )
+    return name
+
+
+def content_type_of(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+def describe(a: Artifact) -> DescribeArtifact:
+    return DescribeArtifact(
+        name=a.name,
+        size=a.size,
+        sha256=a.sha256,
+        content_type=a.content_type,
+        kind=a.kind,
+        uri=a.uri,
+        created_at=a.created_at,
+    )
+
+
+class ArtifactStore:
+    def __init__(self, db: Database, root: str) -> None:
+        self.db = db
+        self.root = root.rstrip("/")
+
+    def _uri(self, digest: str) -> str:
+        return f"{self.root}/sha256/{digest[:2]}/{digest}"
+
+    def put(
+        self, run_id: int, name: str, data: bytes, *, content_type: str | None, kind: str = "file"
+    ) -> DescribeArtifact:
+        check_name(name)
+        digest = hashlib.sha256(data).hexdigest()
+        uri = self._uri(digest)
+        fs, path = fsspec.core.url_to_fs(uri)
+        with self.db.session() as session:
+            RunStore.load(session, run_id)
+        if not fs.exists(path):
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            # Write beside, then move: a reader never sees half a file under its digest.
+            partial = f"{path}.partial"
+            with fs.open(partial, "wb") as f:
+                f.write(data)
+            fs.mv(partial, path)
+        with self.db.session() as session:
+            artifact = session.scalar(
+                select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)
+            )
+            if artifact is None:
+                artifact = Artifact(run_id=run_id, name=name)
+                session.add(artifact)
+            artifact.uri = uri
+            artifact.size = len(data)
+            artifact.sha256 = digest
+            artifact.content_type = content_type or content_type_of(name)
+            artifact.kind = kind
+            artifact.created_at = utcnow()
+            session.flush()
+            return describe(artifact)
+
+    def list(self, run_id: int) -> ArtifactList:
+        with self.db.session() as session:
+            RunStore.load(session, run_id)
+            rows = session.scalars(
+                select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.name)
+            ).all()
+            return ArtifactList(artifacts=[describe(a) for a in rows])
+
+    def get(self, run_id: int, name: str) -> DescribeArtifact:
+        with self.db.session() as session:
+            RunStore.load(session, run_id)
+            artifact = session.scalar(
+                select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)
+            )
+            if artifact is None:
+                raise NotFound(
+                    f"run {run_id} has no artifact named {name!r}; "
+                    f"`labrun show {run_id}` lists its artifacts"
+                )
+            return describe(artifact)
+
+    @staticmethod
+    def read_chunks(uri: str, chunk_size: int = 1 << 20):
+        with fsspec.open(uri, "rb") as f:
+            while chunk := f.read(chunk_size):
+                yield chunk

@@ -1,0 +1,157 @@
+"""Metric time series: bulk ingest with a latest-value summary, and range queries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import case, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from labrun.models import LogMetrics, MetricSeries, MetricsIngested, MetricsQuery, RunMetrics
+
+from .database import Database
+from .models import Metric, MetricBatch, MetricSummary
+from .runs import RunStore
+
+METRICS = Metric.__table__
+SUMMARIES = MetricSummary.__table__
+
+
+def downsample(steps: list[int], values: list[Any], times: list[float], most: int):
+    """Keep at most ``most`` points: the first, the last, and each bucket's min and max.
+
+    Keeping extremes rather than every n-th point means a spike in a long curve stays
+    visible after downsampling.
+    """
+    n = len(steps)
+    if n <= most:
+        return steps, values, times
+    buckets = max(1, (most - 2) // 2)
+    keep = {0, n - 1}
+    size = (n - 2) / buckets
+    for b in range(buckets):
+        lo, hi = 1 + int(b * size), 1 + int((b + 1) * size)
+        idx = [i for i in range(lo, min(hi, n - 1)) if values[i] is not None]
+        if idx:
+            keep.add(min(idx, key=values.__getitem__))
+            keep.add(max(idx, key=values.__getitem__))
+    chosen = sorted(keep)
+    return [steps[i] for i in chosen], [values[i] for i in chosen], [times[i] for i in chosen]
+
+
+class MetricStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    def ingest(self, run_id: int, batch: LogMetrics) -> MetricsIngested:
+        """Store a batch of points in one transaction; a batch id seen before is skipped."""
+        now = time.time()
+        rows = [
+            {
+                "run_id": run_id,
+                "key": p.key,
+                "step": p.step,
+                "value": p.value,
+                "time": p.time if p.time is not None else now,
+            }
+            for p in batch.points
+        ]
+        try:
+            with self.db.session() as session:
+                RunStore.load(session, run_id)
+                if batch.batch_id is not None:
+                    seen = session.get(MetricBatch, (run_id, batch.batch_id))
+                    if seen is not None:
+                        return MetricsIngested(accepted=0, duplicate=True)
+                    session.add(
+                        MetricBatch(run_id=run_id, batch_id=batch.batch_id, points=len(rows))
+                    )
+                    session.flush()
+                if rows:
+                    connection = session.connection()
+                    # Core executemany: the driver's bulk path, no ORM unit of work per row.
+                    connection.execute(METRICS.insert(), rows)
+                    self._summarize(session, rows)
+        except IntegrityError:
+            # Two copies of one batch raced past the check above; the other one won.
+            if batch.batch_id is None:
+                raise
+            return MetricsIngested(accepted=0, duplicate=True)
+        return MetricsIngested(accepted=len(rows))
+
+    def _summarize(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            key, value = row["key"], row["value"]
+            s = latest.get(key)
+            if s is None:
+                latest[key] = {
+                    "run_id": row["run_id"],
+                    "key": key,
+                    "step": row["step"],
+                    "value": value,
+                    "time": row["time"],
+                    "min": value,
+                    "max": value,
+                    "count": 1,
+                }
+                continue
+            s["count"] += 1
+            if row["step"] >= s["step"]:
+                s["step"], s["value"], s["time"] = row["step"], value, row["time"]
+            if value is not None:
+                s["min"] = value if s["min"] is None else min(s["min"], value)
+                s["max"] = value if s["max"] is None else max(s["max"], value)
+        stmt = self._insert(SUMMARIES).values(list(latest.values()))
+        new = stmt.excluded
+        newer = new.step >= SUMMARIES.c.step
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[SUMMARIES.c.run_id, SUMMARIES.c.key],
+            set_={
+                "step": case((newer, new.step), else_=SUMMARIES.c.step),
+                "value": case((newer, new.value), else_=SUMMARIES.c.value),
+                "time": case((newer, new.time), else_=SUMMARIES.c.time),
+                "min": case(
+                    (SUMMARIES.c.min.is_(None), new.min),
+                    (new.min < SUMMARIES.c.min, new.min),
+                    else_=SUMMARIES.c.min,
+                ),
+                "max": case(
+                    (SUMMARIES.c.max.is_(None), new.max),
+                    (new.max > SUMMARIES.c.max, new.max),
+                    else_=SUMMARIES.c.max,
+                ),
+                "count": SUMMARIES.c.count + new.count,
+            },
+        )
+        session.execute(stmt)
+
+    def query(self, run_id: int, query: MetricsQuery) -> RunMetrics:
+        with self.db.session() as session:
+            RunStore.load(session, run_id)
+            stmt = select(Metric.key, Metric.step, Metric.value, Metric.time).where(
+                Metric.run_id == run_id
+            )
+            if query.keys:
+                stmt = stmt.where(Metric.key.in_(query.keys))
+            if query.step_min is not None:
+                stmt = stmt.where(Metric.step >= query.step_min)
+            if query.step_max is not None:
+                stmt = stmt.where(Metric.step <= query.step_max)
+            stmt = stmt.order_by(Metric.key, Metric.step, Metric.id)
+            series: dict[str, tuple[list[int], list[Any], list[float]]] = {}
+            for key, step, value, t in session.execute(stmt):
+                steps, values, times = series.setdefault(key, ([], [], []))
+                steps.append(step)
+                values.append(value)
+                times.append(t)
+        out = []
+        for key, (steps, values, times) in series.items():
+            if query.max_points is not None:
+                steps, values, times = downsample(steps, values, times, query.max_points)
+            out.append(MetricSeries(key=key, steps=steps, values=values, times=times))
+        return RunMetrics(run_id=run_id, series=out)

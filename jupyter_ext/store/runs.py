@@ -1,0 +1,362 @@
+"""Runs: create, read, list (filtered, sorted by any column, parameter or metric), update."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, cast, func, select
+from sqlalchemy.orm import Session, aliased, contains_eager
+
+from labrun.errors import Conflict, InvalidRequest, NotFound
+from labrun.models import (
+    FINISHED_STATUSES,
+    CompareRow,
+    Comparison,
+    CreateRun,
+    DescribeProject,
+    DescribeRun,
+    ListRunsQuery,
+    ProjectList,
+    RunList,
+    RunStatus,
+    RunSummary,
+    UpdateRun,
+)
+
+from .database import Database
+from .models import MetricSummary, Param, Project, Queue, Run, RunTransition, utcnow
+
+# Which status may follow which. A finished run stays finished; a lost one may be
+# queued again (the dispatcher's retry) or given up.
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.queued: frozenset(
+        {RunStatus.running, RunStatus.cancelled, RunStatus.failed, RunStatus.lost}
+    ),
+    RunStatus.running: frozenset(
+        {RunStatus.completed, RunStatus.failed, RunStatus.cancelled, RunStatus.lost}
+    ),
+    RunStatus.lost: frozenset({RunStatus.queued, RunStatus.failed, RunStatus.cancelled}),
+    RunStatus.completed: frozenset(),
+    RunStatus.failed: frozenset(),
+    RunStatus.cancelled: frozenset(),
+}
+
+SORTABLE_COLUMNS = {
+    "id": Run.id,
+    "created_at": Run.created_at,
+    "started_at": Run.started_at,
+    "ended_at": Run.ended_at,
+    "name": Run.name,
+    "status": Run.status,
+    "user": Run.user,
+    "queue": Run.queue,
+    "kind": Run.kind,
+    "project": Project.name,
+}
+
+
+def numeric(value: Any) -> float | None:
+    """The number a parameter value sorts by, or None for non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _duration(run: Run) -> float | None:
+    if run.started_at is None:
+        return None
+    end = run.ended_at or utcnow()
+    return (end - run.started_at).total_seconds()
+
+
+def _summary_fields(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "project": run.project.name,
+        "name": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "user": run.user,
+        "queue": run.queue,
+        "requested_gpus": run.requested_gpus,
+        "worker": run.worker,
+        "attempt": run.attempt,
+        "parent_id": run.parent_id,
+        "tags": run.tags or [],
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration": _duration(run),
+    }
+
+
+class RunStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- helpers used by the other stores too --------------------------------------
+
+    @staticmethod
+    def load(session: Session, run_id: int) -> Run:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}; `labrun runs` lists the runs")
+        return run
+
+    @staticmethod
+    def _project(session: Session, name: str) -> Project:
+        project = session.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            project = Project(name=name)
+            session.add(project)
+            session.flush()
+        return project
+
+    @staticmethod
+    def _params_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {run_id: {} for run_id in run_ids}
+        if run_ids:
+            rows = session.execute(
+                select(Param.run_id, Param.key, Param.value).where(Param.run_id.in_(run_ids))
+            )
+            for run_id, key, value in rows:
+                out[run_id][key] = value
+        return out
+
+    @staticmethod
+    def _metrics_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, float | None]]:
+        out: dict[int, dict[str, float | None]] = {run_id: {} for run_id in run_ids}
+        if run_ids:
+            rows = session.execute(
+                select(MetricSummary.run_id, MetricSummary.key, MetricSummary.value).where(
+                    MetricSummary.run_id.in_(run_ids)
+                )
+            )
+            for run_id, key, value in rows:
+                out[run_id][key] = value
+        return out
+
+    def _describe(self, session: Session, run: Run) -> DescribeRun:
+        return DescribeRun(
+            **_summary_fields(run),
+            params=self._params_of(session, [run.id])[run.id],
+            metrics=self._metrics_of(session, [run.id])[run.id],
+            source=run.source,
+            notebook=run.notebook,
+            environment=run.environment or {},
+            error=run.error,
+        )
+
+    @staticmethod
+    def _set_params(session: Session, run_id: int, params: dict[str, Any]) -> None:
+        for key, value in params.items():
+            if not key or len(key) > 256:
+                raise InvalidRequest(f"parameter name {key!r} must be 1 to 256 characters")
+            session.merge(Param(run_id=run_id, key=key, value=value, value_num=numeric(value)))
+
+    @staticmethod
+    def transition(
+        session: Session, run: Run, status: RunStatus, message: str | None = None
+    ) -> None:
+        """Move ``run`` to ``status``, stamping the time; refuse an impossible move."""
+        current = RunStatus(run.status)
+        if status == current:
+            return
+        if status not in TRANSITIONS[current]:
+            raise Conflict(
+                f"run {run.id} is {current.value} and cannot become {status.value}"
+                + ("; start a new run or `labrun rerun` it" if current.finished else "")
+            )
+        now = utcnow()
+        run.status = status.value
+        if status == RunStatus.queued:
+            run.queued_at = now
+        elif status == RunStatus.running:
+            run.started_at = run.started_at or now
+        elif status in FINISHED_STATUSES or status == RunStatus.lost:
+            run.ended_at = now
+        session.add(RunTransition(run_id=run.id, status=status.value, time=now, message=message))
+
+    # --- the operations ----------------------------------------------------------------
+
+    def create(self, req: CreateRun, user: str) -> DescribeRun:
+        with self.db.session() as session:
+            if req.queue is not None and session.get(Queue, req.queue) is None:
+                raise NotFound(f"no queue named {req.queue!r}; `labrun queues` lists them")
+            if req.parent_id is not None:
+                self.load(session, req.parent_id)
+            now = utcnow()
+            run = Run(
+                project=self._project(session, req.project),
+                name=req.name,
+                kind=req.kind.value,
+                status=req.status.value,
+                user=user,
+                queue=req.queue,
+                requested_gpus=req.requested_gpus,
+                resources={"GPU": req.requested_gpus} if req.requested_gpus else {},
+                tags=req.tags,
+                source=req.source,
+                notebook=req.notebook,
+                environment=req.environment,
+                parent_id=req.parent_id,
+                created_at=now,
+                queued_at=now if req.status == RunStatus.queued else None,
+                started_at=now if req.status == RunStatus.running else None,
+            )
+            session.add(run)
+            session.flush()
+            session.add(RunTransition(run_id=run.id, status=run.status, time=now))
+            self._set_params(session, run.id, req.params)
+            session.flush()
+            return self._describe(session, run)
+
+    def get(self, run_id: int) -> DescribeRun:
+        with self.db.session() as session:
+            return self._describe(session, self.load(session, run_id))
+
+    def update(self, run_id: int, req: UpdateRun) -> DescribeRun:
+        with self.db.session() as session:
+            run = self.load(session, run_id)
+            if req.status is not None:
+                message = (req.error or {}).get("message") if req.error else None
+                self.transition(session, run, req.status, message)
+            for field in ("name", "tags", "worker", "environment", "error"):
+                value = getattr(req, field)
+                if value is not None:
+                    setattr(run, field, value)
+            session.flush()
+            return self._describe(session, run)
+
+    def cancel(self, run_id: int) -> DescribeRun:
+        with self.db.session() as session:
+            run = self.load(session, run_id)
+            if RunStatus(run.status).finished:
+                raise Conflict(f"run {run_id} is already {run.status}; there is nothing to cancel")
+            self.transition(session, run, RunStatus.cancelled, "cancelled by request")
+            session.flush()
+            return self._describe(session, run)
+
+    def log_params(self, run_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        with self.db.session() as session:
+            self.load(session, run_id)
+            self._set_params(session, run_id, params)
+            session.flush()
+            return self._params_of(session, [run_id])[run_id]
+
+    def params(self, run_id: int) -> dict[str, Any]:
+        with self.db.session() as session:
+            self.load(session, run_id)
+            return self._params_of(session, [run_id])[run_id]
+
+    def list(self, query: ListRunsQuery) -> RunList:
+        with self.db.session() as session:
+            stmt = select(Run).join(Run.project).options(contains_eager(Run.project))
+            if query.project is not None:
+                stmt = stmt.where(Project.name == query.project)
+            if query.status:
+                stmt = stmt.where(Run.status.in_([s.value for s in query.status]))
+            if query.user is not None:
+                stmt = stmt.where(Run.user == query.user)
+            if query.kind is not None:
+                stmt = stmt.where(Run.kind == query.kind.value)
+            if query.parent_id is not None:
+                stmt = stmt.where(Run.parent_id == query.parent_id)
+            if query.q:
+                stmt = stmt.where(Run.name.ilike(f"%{query.q}%"))
+            total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+            stmt = self._order(stmt, query.sort).offset(query.offset).limit(query.limit)
+            runs = session.scalars(stmt).all()
+            return RunList(
+                runs=self._summaries(session, runs),
+                total=total,
+                offset=query.offset,
+                limit=query.limit,
+            )
+
+    def _summaries(self, session: Session, runs: Sequence[Run]) -> list[RunSummary]:
+        ids = [run.id for run in runs]
+        params = self._params_of(session, ids)
+        metrics = self._metrics_of(session, ids)
+        return [
+            RunSummary(**_summary_fields(run), params=params[run.id], metrics=metrics[run.id])
+            for run in runs
+        ]
+
+    @staticmethod
+    def _order(stmt: Any, sort: str) -> Any:
+        descending = sort.startswith("-")
+        field = sort.lstrip("-+")
+        keys: list[Any]
+        if field.startswith("metrics."):
+            summary = aliased(MetricSummary)
+            stmt = stmt.outerjoin(
+                summary, (summary.run_id == Run.id) & (summary.key == field[len("metrics.") :])
+            )
+            keys = [summary.value]
+        elif field.startswith("params."):
+            param = aliased(Param)
+            stmt = stmt.outerjoin(
+                param, (param.run_id == Run.id) & (param.key == field[len("params.") :])
+            )
+            keys = [param.value_num, cast(param.value, String)]
+        elif field in SORTABLE_COLUMNS:
+            keys = [SORTABLE_COLUMNS[field]]
+        else:
+            raise InvalidRequest(
+                f"cannot sort by {sort!r}; use one of {', '.join(sorted(SORTABLE_COLUMNS))}, "
+                "params.NAME or metrics.NAME, with a leading '-' for descending"
+            )
+        # Runs without the value go last either way; the id breaks ties so pages are stable.
+        ordered = [(k.desc() if descending else k.asc()).nulls_last() for k in keys]
+        tiebreak = Run.id.desc() if descending else Run.id.asc()
+        return stmt.order_by(*ordered, tiebreak)
+
+    def compare(self, run_ids: Iterable[int]) -> Comparison:
+        ids = list(dict.fromkeys(run_ids))
+        with self.db.session() as session:
+            runs = [self.load(session, run_id) for run_id in ids]
+            summaries = self._summaries(session, runs)
+
+        def rows(values_of: list[dict[str, Any]]) -> list[CompareRow]:
+            keys = sorted({key for values in values_of for key in values})
+            out = []
+            for key in keys:
+                values = [values.get(key) for values in values_of]
+                out.append(
+                    CompareRow(key=key, values=values, differs=len(set(map(repr, values))) > 1)
+                )
+            return out
+
+        return Comparison(
+            runs=summaries,
+            params=rows([s.params for s in summaries]),
+            metrics=rows([dict(s.metrics) for s in summaries]),
+        )
+
+    def projects(self) -> ProjectList:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Project, func.count(Run.id))
+                .outerjoin(Run, Run.project_id == Project.id)
+                .group_by(Project.id)
+                .order_by(Project.name)
+            )
+            return ProjectList(
+                projects=[
+                    DescribeProject(name=p.name, created_at=p.created_at, runs=n) for p, n in rows
+                ]
+            )
+
+    def transitions(self, run_id: int) -> list[tuple[str, datetime]]:
+        with self.db.session() as session:
+            self.load(session, run_id)
+            rows = session.execute(
+                select(RunTransition.status, RunTransition.time)
+                .where(RunTransition.run_id == run_id)
+                .order_by(RunTransition.id)
+            )
+            return [(status, time) for status, time in rows]

@@ -1,0 +1,38 @@
+"""The ``labrun`` command line: the same operations as the sidebar and the Python API."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from labrun import __version__
+from labrun.errors import LabrunError
+
+from .runs import compare, logs, runs, show
+from .server import db, server
+
+
+class LabrunGroup(click.Group):
+    """Turns labrun's own errors into one clear line and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LabrunError as err:
+            click.echo(f"Error: {err.message}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=LabrunGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="labrun")
+def main() -> None:
+    """labrun: run notebooks on a shared GPU pool and keep an exact record of every run.
+
+    Commands that read runs find the server from LABRUN_SERVER_URL and LABRUN_TOKEN, or
+    else from the Jupyter servers running on this machine.
+    """
+
+
+for command in (runs, show, logs, compare, server, db):
+    main.add_command(command)

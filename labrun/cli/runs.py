@@ -1,0 +1,185 @@
+"""Read-side commands: runs, show, logs, compare."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.table import Table
+
+from labrun.client import Client
+from labrun.models import RunStatus
+
+from .output import ago, console, duration, number, print_json, status, when
+
+
+@click.command()
+@click.option("--project", "-p", help="Only runs of this project.")
+@click.option(
+    "--status",
+    "-s",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in RunStatus]),
+    help="Only runs in this status (repeatable).",
+)
+@click.option("--user", "-u", help="Only runs of this user.")
+@click.option(
+    "--sort",
+    default="-created_at",
+    show_default=True,
+    help="Column, params.NAME or metrics.NAME; '-' for descending.",
+)
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def runs(
+    project: str | None,
+    statuses: tuple[str, ...],
+    user: str | None,
+    sort: str,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List runs, newest first."""
+    with Client() as client:
+        listing = client.list_runs(
+            project=project, status=list(statuses) or None, user=user, sort=sort, limit=limit
+        )
+    if as_json:
+        print_json(listing)
+        return
+    if not listing.runs:
+        console.print("No runs yet. Start one with labrun.init() in a script or notebook.")
+        return
+    metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:4]
+    param_keys = sorted({k for r in listing.runs for k in r.params})[:4]
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "project", "name", "status", "user", "started", "duration"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for key in param_keys:
+        table.add_column(key, style="blue")
+    for key in metric_keys:
+        table.add_column(key, justify="right", style="green")
+    for r in listing.runs:
+        table.add_row(
+            str(r.id),
+            r.project,
+            r.name or "",
+            status(r.status.value),
+            r.user,
+            ago(r.started_at) if r.started_at else "",
+            duration(r.duration),
+            *(number(r.params.get(k)) for k in param_keys),
+            *(number(r.metrics.get(k)) for k in metric_keys),
+        )
+    console.print(table)
+    if listing.total > len(listing.runs):
+        console.print(f"[dim]{len(listing.runs)} of {listing.total} runs; --limit shows more[/]")
+
+
+@click.command()
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def show(run_id: int, as_json: bool) -> None:
+    """Show one run: parameters, latest metrics, datasets, artifacts."""
+    with Client() as client:
+        run = client.get_run(run_id)
+        artifacts = client.artifacts(run_id).artifacts
+        datasets = client.run_datasets(run_id)
+    if as_json:
+        print_json(
+            {
+                **run.model_dump(mode="json"),
+                "artifacts": [a.model_dump(mode="json") for a in artifacts],
+                "datasets": datasets,
+            }
+        )
+        return
+    console.print(f"[bold]Run {run.id}[/] {run.name or ''}  {status(run.status.value)}")
+    facts = [
+        ("project", run.project),
+        ("user", run.user),
+        ("kind", run.kind.value),
+        ("queue", run.queue or ""),
+        ("worker", run.worker or ""),
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("ended", when(run.ended_at)),
+        ("duration", duration(run.duration)),
+    ]
+    for label, value in facts:
+        if value:
+            console.print(f"  {label:<9} {value}")
+    if run.error:
+        console.print(f"  [red]error[/]     {run.error.get('message', run.error)}")
+    for title, values in (("Parameters", run.params), ("Latest metrics", run.metrics)):
+        if values:
+            table = Table(title=title, title_justify="left", box=None, header_style="bold")
+            table.add_column("name")
+            table.add_column("value", justify="right")
+            for key in sorted(values):
+                table.add_row(key, number(values[key]))
+            console.print(table)
+    if datasets:
+        table = Table(title="Datasets", title_justify="left", box=None, header_style="bold")
+        for column in ("dataset", "version", "role", "hash"):
+            table.add_column(column)
+        for d in datasets:
+            table.add_row(d["dataset"], d["version"], d["role"], d["content_hash"][:12])
+        console.print(table)
+    if artifacts:
+        table = Table(title="Artifacts", title_justify="left", box=None, header_style="bold")
+        for column in ("name", "size", "type", "sha256"):
+            table.add_column(column, justify="right" if column == "size" else "left")
+        for a in artifacts:
+            table.add_row(a.name, f"{a.size:,}", a.content_type, a.sha256[:12])
+        console.print(table)
+
+
+@click.command()
+@click.argument("run_id", type=int)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option(
+    "--interval", default=1.0, show_default=True, help="Seconds between polls with --follow."
+)
+def logs(run_id: int, follow: bool, interval: float) -> None:
+    """Print a run's log."""
+    offset = 0
+    with Client() as client:
+        while True:
+            tail = client.logs(run_id, offset=offset)
+            for entry in tail.entries:
+                click.echo(entry.text, nl=False, err=entry.stream == "stderr")
+            offset = tail.next_offset
+            if tail.entries:
+                continue
+            if not follow or client.get_run(run_id).status.finished:
+                return
+            time.sleep(interval)
+
+
+@click.command()
+@click.argument("run_ids", type=int, nargs=-1, required=True)
+@click.option("--all", "show_all", is_flag=True, help="Also show parameters that are equal.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def compare(run_ids: tuple[int, ...], show_all: bool, as_json: bool) -> None:
+    """Compare runs: parameters and latest metrics side by side."""
+    with Client() as client:
+        comparison = client.compare(run_ids)
+    if as_json:
+        print_json(comparison)
+        return
+    table = Table(box=None, header_style="bold")
+    table.add_column("")
+    for r in comparison.runs:
+        table.add_column(f"{r.id} {r.name or ''}".strip(), justify="right")
+    table.add_row("[bold]status[/]", *(status(r.status.value) for r in comparison.runs))
+    for section, rows in (("params", comparison.params), ("metrics", comparison.metrics)):
+        shown = [row for row in rows if show_all or row.differs or section == "metrics"]
+        if shown:
+            table.add_section()
+            for row in shown:
+                style = "yellow" if row.differs else ""
+                cells = [f"[{style}]{number(v)}[/]" if style else number(v) for v in row.values]
+                table.add_row(f"{section}.{row.key}", *cells)
+    console.print(table)

@@ -1,0 +1,314 @@
+"""The HTTP client of the labrun REST API, and how it finds a server.
+
+Every part of labrun that talks to the server (the public API, the CLI, kernels, workers)
+goes through :class:`Client`: one place that authenticates, and that turns an error
+response back into the :mod:`labrun.errors` class the server raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from jupyter_core.paths import jupyter_runtime_dir
+from pydantic import BaseModel
+from typing_extensions import Self
+
+from labrun import settings
+from labrun.errors import LabrunError, ServerUnavailable, error_from_response
+from labrun.models import (
+    AppendLogs,
+    ArtifactList,
+    Comparison,
+    CreateDatasetVersion,
+    CreateRun,
+    DatasetList,
+    DescribeArtifact,
+    DescribeDataset,
+    DescribeDatasetVersion,
+    DescribeRun,
+    GpuList,
+    IssuedToken,
+    LinkDataset,
+    LogEntryIn,
+    LogMetrics,
+    LogTail,
+    MetricsIngested,
+    QueueList,
+    RunList,
+    RunMetrics,
+    ServerVersion,
+    UpdateRun,
+    WorkerList,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+HOW_TO_CONNECT = (
+    f"set {settings.SERVER_URL} (e.g. http://127.0.0.1:8888/) and {settings.TOKEN} "
+    "(the server's token), or start a server on this machine with `jupyter lab` or "
+    "`labrun server`"
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_jupyter_servers() -> Iterator[dict[str, Any]]:
+    """The Jupyter servers of this user on this machine, newest first.
+
+    Read from the files each server writes in the Jupyter runtime dir, as
+    ``jupyter server list`` does, without importing Jupyter Server.
+    """
+    runtime = Path(jupyter_runtime_dir())
+    files = sorted(runtime.glob("jpserver-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and "url" in info and _pid_alive(int(info.get("pid", 0))):
+            yield info
+
+
+def discover(timeout: float = 2.0) -> tuple[str, str]:
+    """The URL and token of the labrun server to use.
+
+    ``LABRUN_SERVER_URL`` and ``LABRUN_TOKEN`` win; otherwise the first running local
+    Jupyter server that has the labrun extension.
+    """
+    url = os.environ.get(settings.SERVER_URL)
+    if url:
+        return url, os.environ.get(settings.TOKEN, "")
+    for info in running_jupyter_servers():
+        base, token = info["url"], info.get("token", "")
+        try:
+            response = httpx.get(
+                f"{base.rstrip('/')}{settings.API_PREFIX}/version",
+                headers={"Authorization": f"token {token}"} if token else {},
+                timeout=timeout,
+            )
+        except httpx.HTTPError:
+            continue
+        if response.status_code == 200:
+            return base, token
+    raise ServerUnavailable(f"no labrun server found: {HOW_TO_CONNECT}")
+
+
+class Client:
+    """A connection to one labrun server.
+
+    Parameters
+    ----------
+    url, token:
+        The server's base URL (``http://host:8888/``) and a token: the Jupyter Server's
+        own, or one it issued (``POST /labrun/api/v1/tokens``). Both default to
+        :func:`discover`.
+    timeout:
+        Seconds to wait for any one request.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0):
+        if url is None:
+            url, found_token = discover()
+            token = found_token if token is None else token
+        self.url = url.rstrip("/") + "/"
+        self.token = token or ""
+        headers = {"Authorization": f"token {self.token}"} if self.token else {}
+        self._http = httpx.Client(
+            base_url=self.url.rstrip("/") + settings.API_PREFIX, headers=headers, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the one request function ------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: BaseModel | None = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        if body is not None:
+            content = body.model_dump_json(exclude_unset=True).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(
+                method, path, params=query, content=content, headers=headers
+            )
+        except httpx.TransportError as err:
+            raise ServerUnavailable(
+                f"cannot reach the labrun server at {self.url} ({err.__class__.__name__}: {err}); "
+                f"is it running? Otherwise {HOW_TO_CONNECT}"
+            ) from err
+        if response.status_code >= 400:
+            try:
+                error = response.json()
+                message, code = error.get("message", response.text), error.get("code")
+            except ValueError:
+                message, code = response.text or response.reason_phrase, None
+            if response.status_code == 403 and code in (None, "forbidden"):
+                message = f"the server at {self.url} refused the token ({message}); check {settings.TOKEN}"
+            raise error_from_response(response.status_code, code, message)
+        return response
+
+    def _get(self, model: type[M], path: str, **params: Any) -> M:
+        return model.model_validate_json(self.request("GET", path, params=params).content)
+
+    def _send(self, model: type[M], method: str, path: str, body: BaseModel | None = None) -> M:
+        return model.model_validate_json(self.request(method, path, body=body).content)
+
+    # --- runs ----------------------------------------------------------------------
+
+    def version(self) -> ServerVersion:
+        return self._get(ServerVersion, "/version")
+
+    def create_run(self, req: CreateRun) -> DescribeRun:
+        return self._send(DescribeRun, "POST", "/runs", req)
+
+    def get_run(self, run_id: int) -> DescribeRun:
+        return self._get(DescribeRun, f"/runs/{run_id}")
+
+    def list_runs(self, **query: Any) -> RunList:
+        return self._get(RunList, "/runs", **query)
+
+    def update_run(self, run_id: int, req: UpdateRun) -> DescribeRun:
+        return self._send(DescribeRun, "PATCH", f"/runs/{run_id}", req)
+
+    def cancel_run(self, run_id: int) -> DescribeRun:
+        return self._send(DescribeRun, "POST", f"/runs/{run_id}/cancel")
+
+    def log_params(self, run_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        response = self.request(
+            "POST",
+            f"/runs/{run_id}/params",
+            content=json.dumps({"params": params}, default=str).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return response.json()
+
+    def log_metrics(self, run_id: int, batch: LogMetrics) -> MetricsIngested:
+        return self._send(MetricsIngested, "POST", f"/runs/{run_id}/metrics", batch)
+
+    def post_metrics_json(self, run_id: int, payload: bytes) -> MetricsIngested:
+        """Send a batch already encoded as ``LogMetrics`` JSON (the sender's fast path)."""
+        response = self.request(
+            "POST",
+            f"/runs/{run_id}/metrics",
+            content=payload,
+            headers={"Content-Type": "application/json"},
+        )
+        return MetricsIngested.model_validate_json(response.content)
+
+    def metrics(self, run_id: int, **query: Any) -> RunMetrics:
+        return self._get(RunMetrics, f"/runs/{run_id}/metrics", **query)
+
+    def append_logs(self, run_id: int, entries: Iterable[LogEntryIn]) -> LogTail:
+        return self._send(
+            LogTail, "POST", f"/runs/{run_id}/logs", AppendLogs(entries=list(entries))
+        )
+
+    def logs(self, run_id: int, offset: int = 0, limit: int = 1000) -> LogTail:
+        return self._get(LogTail, f"/runs/{run_id}/logs", offset=offset, limit=limit)
+
+    def upload_artifact(
+        self,
+        run_id: int,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        kind: str = "file",
+    ) -> DescribeArtifact:
+        headers = {
+            "Content-Type": content_type or "application/octet-stream",
+            "X-Labrun-Artifact-Kind": kind,
+        }
+        response = self.request(
+            "PUT", f"/runs/{run_id}/artifacts/{_quote_path(name)}", content=data, headers=headers
+        )
+        return DescribeArtifact.model_validate_json(response.content)
+
+    def artifacts(self, run_id: int) -> ArtifactList:
+        return self._get(ArtifactList, f"/runs/{run_id}/artifacts")
+
+    def download_artifact(self, run_id: int, name: str) -> bytes:
+        return self.request("GET", f"/runs/{run_id}/artifacts/{_quote_path(name)}").content
+
+    def compare(self, run_ids: Iterable[int]) -> Comparison:
+        return self._get(Comparison, "/compare", runs=list(run_ids))
+
+    def run_datasets(self, run_id: int) -> list[dict[str, Any]]:
+        return self.request("GET", f"/runs/{run_id}/datasets").json()
+
+    # --- datasets, pool ------------------------------------------------------------
+
+    def datasets(self) -> DatasetList:
+        return self._get(DatasetList, "/datasets")
+
+    def dataset(self, name: str) -> DescribeDataset:
+        return self._get(DescribeDataset, f"/datasets/{_quote_path(name)}")
+
+    def add_dataset_version(self, name: str, req: CreateDatasetVersion) -> DescribeDatasetVersion:
+        return self._send(
+            DescribeDatasetVersion, "POST", f"/datasets/{_quote_path(name)}/versions", req
+        )
+
+    def link_dataset(self, run_id: int, req: LinkDataset) -> DescribeDatasetVersion:
+        return self._send(DescribeDatasetVersion, "POST", f"/runs/{run_id}/datasets", req)
+
+    def queues(self) -> QueueList:
+        return self._get(QueueList, "/queues")
+
+    def workers(self) -> WorkerList:
+        return self._get(WorkerList, "/workers")
+
+    def gpus(self) -> GpuList:
+        return self._get(GpuList, "/gpus")
+
+    def issue_token(self, name: str, kind: str = "worker") -> IssuedToken:
+        response = self.request(
+            "POST",
+            "/tokens",
+            content=json.dumps({"name": name, "kind": kind}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return IssuedToken.model_validate_json(response.content)
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set)):
+        return ",".join(str(getattr(v, "value", v)) for v in value)
+    return getattr(value, "value", value)
+
+
+def _quote_path(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="/")
+
+
+__all__ = ["Client", "LabrunError", "discover", "running_jupyter_servers"]

@@ -1,0 +1,256 @@
+"""The public tracking API: ``labrun.init``, ``log``, ``log_params``, ``log_artifact``, ``finish``."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from typing_extensions import Self
+
+from labrun import settings
+from labrun.client import Client
+from labrun.errors import InvalidRequest, LabrunError
+from labrun.models import CreateRun, DescribeRun, RunKind, RunStatus, UpdateRun
+from labrun.sender import MetricSender, Point
+
+logger = logging.getLogger("labrun")
+
+_current: Run | None = None
+_current_lock = threading.Lock()
+
+
+def _number(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(
+            f"metric {key!r} must be a number, got {type(value).__name__} {value!r}; "
+            "record text with labrun.log_params"
+        ) from None
+    return number
+
+
+def basic_environment() -> dict[str, Any]:
+    """What every run records about where it ran (the magics add git, packages, GPUs)."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "pid": os.getpid(),
+    }
+
+
+class Run:
+    """A tracked run: metrics, parameters and artifacts go to it until :meth:`finish`.
+
+    Usually made by :func:`labrun.init`; usable as a context manager, which finishes the
+    run as ``failed`` when the block raises.
+    """
+
+    def __init__(self, client: Client, described: DescribeRun, *, owned: bool) -> None:
+        self.client = client
+        self.id = described.id
+        self.info = described
+        # A run this process created is finished by it; a job's run is finished by the job.
+        self._owned = owned
+        self._step = 0
+        self._finished = False
+        self._sender = MetricSender(client, self.id, spool_dir=settings.spool_dir())
+
+    def __repr__(self) -> str:
+        return f"<labrun.Run {self.id} {self.info.name or ''} at {self.client.url}>"
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record metric values at ``step`` (default: one more than the last call's).
+
+        Returns at once: points are sent in the background, in bulk.
+        """
+        if step is None:
+            step = self._step
+        self._step = step + 1
+        now = time.time()
+        points: list[Point] = [(str(k), _number(k, v), step, now) for k, v in metrics.items()]
+        self._sender.add(points)
+
+    def log_params(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Record hyperparameters (merged with those recorded before)."""
+        merged = {**(params or {}), **kwargs}
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in merged.items()
+        }
+        return self.client.log_params(self.id, clean)
+
+    def log_artifact(
+        self, path: str | os.PathLike[str], name: str | None = None, *, kind: str = "file"
+    ) -> None:
+        """Upload a file (or every file under a folder) as an artifact of the run."""
+        source = Path(path)
+        if not source.exists():
+            raise InvalidRequest(f"cannot log artifact {str(path)!r}: no such file or folder")
+        if source.is_dir():
+            prefix = name or source.name
+            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                rel = file.relative_to(source).as_posix()
+                self.client.upload_artifact(
+                    self.id, f"{prefix}/{rel}", file.read_bytes(), kind=kind
+                )
+        else:
+            self.client.upload_artifact(
+                self.id, name or source.name, source.read_bytes(), kind=kind
+            )
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the points logged so far reached the server."""
+        return self._sender.flush(timeout)
+
+    def finish(
+        self,
+        status: str = "completed",
+        *,
+        error: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Send what is left and mark the run finished (``completed`` or ``failed``)."""
+        global _current
+        if self._finished:
+            return
+        self._finished = True
+        left = self._sender.close(timeout)
+        if left:
+            logger.warning(
+                "labrun: the server is unreachable; %d metric points of run %d wait in %s "
+                "and are sent the next time labrun runs",
+                left,
+                self.id,
+                self._sender.spool.path,
+            )
+        if self._owned:
+            try:
+                self.client.update_run(self.id, UpdateRun(status=RunStatus(status), error=error))
+            except LabrunError as err:
+                logger.warning("labrun: could not mark run %d %s: %s", self.id, status, err)
+        with _current_lock:
+            if _current is self:
+                _current = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.finish("completed")
+        else:
+            self.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    tags: list[str] | None = None,
+    client: Client | None = None,
+) -> Run:
+    """Start a tracked run, or attach to the job's run inside a labrun job.
+
+    Parameters
+    ----------
+    project:
+        The project the run belongs to (default ``$LABRUN_PROJECT`` or ``"default"``).
+    name:
+        A name to find the run by.
+    params:
+        Hyperparameters to record now (more with :func:`log_params`).
+    tags:
+        Free-form labels.
+    client:
+        The server connection (default: found from ``LABRUN_SERVER_URL`` or the running
+        Jupyter servers).
+
+    Returns
+    -------
+    Run
+        Also the current run that :func:`log` and friends use.
+    """
+    global _current
+    with _current_lock:
+        if _current is not None and not _current._finished:
+            _current.finish()
+        client = client or Client()
+        job_run = os.environ.get(settings.RUN_ID)
+        if job_run:
+            run = Run(client, client.get_run(int(job_run)), owned=False)
+            if params:
+                run.log_params(params)
+        else:
+            described = client.create_run(
+                CreateRun(
+                    project=project or os.environ.get(settings.PROJECT) or "default",
+                    name=name,
+                    kind=RunKind.script,
+                    params=dict(params or {}),
+                    tags=tags or [],
+                    environment=basic_environment(),
+                )
+            )
+            run = Run(client, described, owned=True)
+        _current = run
+    return run
+
+
+def current_run() -> Run:
+    """The current run; inside a labrun job, the job's run even without ``init``."""
+    if _current is None or _current._finished:
+        if os.environ.get(settings.RUN_ID):
+            return init()
+        raise InvalidRequest("no current run: call labrun.init() first")
+    return _current
+
+
+def log(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Record metric values on the current run (see :meth:`Run.log`)."""
+    current_run().log(metrics, step)
+
+
+def log_params(params: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Record hyperparameters on the current run."""
+    return current_run().log_params(params, **kwargs)
+
+
+def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> None:
+    """Upload a file or folder as an artifact of the current run."""
+    current_run().log_artifact(path, name)
+
+
+def finish(status: str = "completed") -> None:
+    """Finish the current run (nothing happens without one)."""
+    if _current is not None:
+        _current.finish(status)
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    # A script that never calls finish() still sends its last points.
+    if _current is not None and not _current._finished:
+        _current.finish("completed", timeout=10.0)

@@ -1,0 +1,79 @@
+"""Shared fixtures: an isolated home, real databases, and real labrun servers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything reads them: Jupyter, IPython, Dask and friends write under $HOME and
+# /tmp by default. Every test session gets its own folders.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="labrun-tests-"))
+for _name, _sub in {
+    "JUPYTER_CONFIG_DIR": "jupyter-config",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "IPYTHONDIR": "ipython",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_CONFIG_HOME": "config",
+    "LABRUN_DATA_DIR": "labrun-data",
+}.items():
+    os.environ[_name] = str(_SESSION_HOME / _sub)
+for _name in ("LABRUN_SERVER_URL", "LABRUN_TOKEN", "LABRUN_RUN_ID", "LABRUN_DB_URL"):
+    os.environ.pop(_name, None)
+
+from support.postgres import PostgresServer  # noqa: E402
+from support.server import LabrunServer  # noqa: E402
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the whole session."""
+    server = PostgresServer.find()
+    if server is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("LABRUN_REQUIRE_POSTGRES"):
+            pytest.fail(message + "; LABRUN_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: SQLite in a temp folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'labrun.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+def jp_server_config(tmp_path: Path) -> dict:
+    """Jupyter Server with labrun, authentication required, SQLite in a temp folder."""
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"labrun": True},
+            "allow_unauthenticated_access": False,
+        },
+        "LabRun": {
+            "db_url": f"sqlite:///{tmp_path / 'server.db'}",
+            "artifact_root": str(tmp_path / "artifacts"),
+            "user": "alice",
+        },
+    }
+
+
+@pytest.fixture
+def labrun_server(tmp_path: Path) -> Iterator[LabrunServer]:
+    """``labrun server`` in its own process, on a free port, with its own database."""
+    server = LabrunServer(tmp_path / "server")
+    server.start()
+    yield server
+    server.stop()

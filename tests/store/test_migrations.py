@@ -1,0 +1,48 @@
+"""Alembic migrations: they build the models' schema, go down and up, and guard versions."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from labrun.errors import SchemaMismatch
+from labrun.jupyter_ext.store import database
+from labrun.jupyter_ext.store.models import Base
+
+
+def test_migrations_build_exactly_the_models(db_url: str) -> None:
+    engine = database.make_engine(db_url)
+    database.upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], f"models and migrations disagree; add a migration: {diff}"
+
+
+def test_downgrade_to_empty_and_up_again(db_url: str) -> None:
+    engine = database.make_engine(db_url)
+    database.upgrade(engine)
+    database.downgrade(engine, "base")
+    assert database.schema_revisions(engine)[0] is None
+    database.upgrade(engine)
+    current, head = database.schema_revisions(engine)
+    assert current == head
+
+
+def test_an_older_schema_names_the_upgrade_command(db_url: str) -> None:
+    engine = database.make_engine(db_url)
+    with pytest.raises(SchemaMismatch, match="labrun db upgrade --db-url"):
+        database.check_schema(engine, auto_upgrade=False)
+    database.check_schema(engine, auto_upgrade=True)
+    database.check_schema(engine, auto_upgrade=False)
+
+
+def test_a_newer_schema_is_refused_and_left_alone(db_url: str) -> None:
+    engine = database.make_engine(db_url)
+    database.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaMismatch, match="written by a newer labrun"):
+        database.check_schema(engine, auto_upgrade=True)
+    assert database.schema_revisions(engine)[0] == "9999"

@@ -1,0 +1,197 @@
+"""The run store against a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labrun.errors import Conflict, InvalidRequest, NotFound
+from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.models import (
+    CreateDatasetVersion,
+    CreateQueue,
+    CreateRun,
+    GpuInfo,
+    GpuSampleIn,
+    IngestSamples,
+    LinkDataset,
+    ListRunsQuery,
+    LogMetrics,
+    MetricPoint,
+    MetricsQuery,
+    RegisterWorker,
+    RunStatus,
+    UpdateRun,
+)
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
+    db = Database(db_url)
+    check_schema(db.engine, auto_upgrade=True)
+    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
+    db.close()
+
+
+def points(key: str, values: list[float], start: int = 0) -> list[MetricPoint]:
+    return [MetricPoint(key=key, value=v, step=start + i) for i, v in enumerate(values)]
+
+
+def test_create_and_get_run_keeps_params_and_timestamps(store: Store) -> None:
+    run = store.runs.create(
+        CreateRun(project="seg", name="baseline", params={"lr": 0.01, "arch": "unet"}), "alice"
+    )
+    again = store.runs.get(run.id)
+    assert again.project == "seg"
+    assert again.params == {"lr": 0.01, "arch": "unet"}
+    assert again.status == RunStatus.running
+    assert again.user == "alice"
+    assert again.started_at is not None and again.started_at.tzinfo is not None
+
+
+def test_missing_run_is_not_found_with_a_hint(store: Store) -> None:
+    with pytest.raises(NotFound, match="no run with id 404; `labrun runs`"):
+        store.runs.get(404)
+
+
+def test_status_transitions_are_recorded_and_enforced(store: Store) -> None:
+    run = store.runs.create(CreateRun(status="queued"), "alice")
+    store.runs.update(run.id, UpdateRun(status=RunStatus.running))
+    done = store.runs.update(run.id, UpdateRun(status=RunStatus.completed))
+    assert done.ended_at is not None
+    assert [s for s, _ in store.runs.transitions(run.id)] == ["queued", "running", "completed"]
+    with pytest.raises(Conflict, match="is completed and cannot become running"):
+        store.runs.update(run.id, UpdateRun(status=RunStatus.running))
+    with pytest.raises(Conflict, match="already completed"):
+        store.runs.cancel(run.id)
+
+
+def test_metrics_ingest_keeps_every_point_and_the_latest_by_step(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "alice")
+    store.metrics.ingest(run.id, LogMetrics(points=points("loss", [3.0, 2.0, 1.0])))
+    # An older step arriving later does not replace the latest value.
+    store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="loss", value=9.0, step=0)]))
+    series = store.metrics.query(run.id, MetricsQuery()).series
+    assert [(s.key, s.steps, s.values) for s in series] == [
+        ("loss", [0, 0, 1, 2], [3.0, 9.0, 2.0, 1.0])
+    ]
+    assert store.runs.get(run.id).metrics == {"loss": 1.0}
+
+
+def test_a_batch_sent_twice_is_stored_once(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "alice")
+    batch = LogMetrics(batch_id="b-1", points=points("acc", [0.1, 0.2]))
+    assert store.metrics.ingest(run.id, batch).accepted == 2
+    second = store.metrics.ingest(run.id, batch)
+    assert second.duplicate and second.accepted == 0
+    assert store.metrics.query(run.id, MetricsQuery()).series[0].values == [0.1, 0.2]
+
+
+def test_metric_query_by_key_and_step_range_and_downsampled(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "alice")
+    values = [math.sin(i / 10) for i in range(1000)]
+    values[500] = 50.0  # a spike that downsampling must keep
+    store.metrics.ingest(run.id, LogMetrics(points=points("loss", values) + points("lr", [0.1] * 10)))
+    ranged = store.metrics.query(run.id, MetricsQuery(keys=["loss"], step_min=10, step_max=19))
+    assert [s.key for s in ranged.series] == ["loss"]
+    assert ranged.series[0].steps == list(range(10, 20))
+    small = store.metrics.query(run.id, MetricsQuery(keys=["loss"], max_points=50)).series[0]
+    assert len(small.steps) <= 50
+    assert small.steps[0] == 0 and small.steps[-1] == 999
+    assert 50.0 in small.values
+
+
+def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:
+    ids = {}
+    for lr, loss, project in [(0.1, 0.5, "a"), (0.01, 0.2, "a"), (0.001, 0.9, "b"), (0.05, None, "a")]:
+        run = store.runs.create(CreateRun(project=project, name=f"lr={lr}", params={"lr": lr}), "bob")
+        if loss is not None:
+            store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="loss", value=loss)]))
+        ids[lr] = run.id
+
+    by_loss = store.runs.list(ListRunsQuery(sort="metrics.loss"))
+    # Runs without the metric sort last.
+    assert [r.id for r in by_loss.runs] == [ids[0.01], ids[0.1], ids[0.001], ids[0.05]]
+    by_lr = store.runs.list(ListRunsQuery(sort="-params.lr"))
+    assert [r.params["lr"] for r in by_lr.runs] == [0.1, 0.05, 0.01, 0.001]
+    project_a = store.runs.list(ListRunsQuery(project="a", sort="name"))
+    assert project_a.total == 3 and {r.project for r in project_a.runs} == {"a"}
+    page = store.runs.list(ListRunsQuery(sort="id", offset=1, limit=2))
+    assert [r.id for r in page.runs] == sorted(ids.values())[1:3] and page.total == 4
+    assert store.runs.list(ListRunsQuery(q="=0.0")).total == 3
+    with pytest.raises(InvalidRequest, match="cannot sort by 'colour'"):
+        store.runs.list(ListRunsQuery(sort="colour"))
+
+
+def test_compare_flags_differences(store: Store) -> None:
+    a = store.runs.create(CreateRun(params={"lr": 0.1, "seed": 1}), "bob")
+    b = store.runs.create(CreateRun(params={"lr": 0.2, "seed": 1}), "bob")
+    rows = {row.key: row for row in store.runs.compare([a.id, b.id]).params}
+    assert rows["lr"].differs and rows["lr"].values == [0.1, 0.2]
+    assert not rows["seed"].differs
+
+
+def test_artifacts_are_content_addressed_and_replaced_by_name(store: Store) -> None:
+    a = store.runs.create(CreateRun(), "bob")
+    b = store.runs.create(CreateRun(), "bob")
+    first = store.artifacts.put(a.id, "model.pt", b"weights", content_type=None)
+    same = store.artifacts.put(b.id, "copy/model.pt", b"weights", content_type=None)
+    assert first.uri == same.uri
+    assert first.content_type == "application/octet-stream"
+    replaced = store.artifacts.put(a.id, "model.pt", b"better weights", content_type=None)
+    assert replaced.sha256 != first.sha256
+    assert [x.name for x in store.artifacts.list(a.id).artifacts] == ["model.pt"]
+    assert b"".join(store.artifacts.read_chunks(replaced.uri)) == b"better weights"
+    for bad in ("../escape", "/abs", "a/../../b", ""):
+        with pytest.raises(InvalidRequest, match="must be a relative path"):
+            store.artifacts.put(a.id, bad, b"x", content_type=None)
+
+
+def test_dataset_versions_follow_content(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "bob")
+    v1 = store.datasets.add_version("frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2))
+    same = store.datasets.add_version("frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2))
+    v2 = store.datasets.add_version("frames", CreateDatasetVersion(content_hash="bbbbbbbb2", size=12, file_count=3))
+    assert (v1.version, v1.created) == ("v1", True)
+    assert (same.version, same.created) == ("v1", False)
+    assert v2.version == "v2"
+    with pytest.raises(Conflict, match="is version v1, not v2"):
+        store.datasets.add_version(
+            "frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2, version="v2")
+        )
+    store.datasets.link(run.id, LinkDataset(dataset="frames", version="v2"))
+    assert store.datasets.get_version("frames", "v2").runs == [run.id]
+    with pytest.raises(NotFound, match="has no version 'v9'"):
+        store.datasets.get_version("frames", "v9")
+
+
+def test_queues_count_their_runs(store: Store) -> None:
+    store.pool.create_queue(CreateQueue(name="gpu-long", priority=5))
+    store.runs.create(CreateRun(status="queued", queue="gpu-long"), "bob")
+    queues = {q.name: q for q in store.pool.list_queues().queues}
+    assert set(queues) == {"default", "gpu-long"}
+    assert queues["gpu-long"].queued == 1
+    with pytest.raises(Conflict):
+        store.pool.create_queue(CreateQueue(name="gpu-long"))
+    with pytest.raises(NotFound, match="no queue named 'nope'"):
+        store.runs.create(CreateRun(queue="nope"), "bob")
+
+
+def test_gpus_show_latest_sample_and_holder(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "carol")
+    store.pool.heartbeat("w1", RegisterWorker(host="gpu01", gpus=[GpuInfo(index=0, name="Fake GPU"), GpuInfo(index=1)]))
+    store.pool.ingest_samples(
+        IngestSamples(
+            gpus=[
+                GpuSampleIn(worker_id="w1", gpu_index=0, time=1.0, utilization=10, run_id=run.id),
+                GpuSampleIn(worker_id="w1", gpu_index=0, time=2.0, utilization=90, run_id=run.id),
+                GpuSampleIn(worker_id="w1", gpu_index=1, time=2.0, utilization=0),
+            ]
+        )
+    )
+    gpus = {g.index: g for g in store.pool.gpus().gpus}
+    assert gpus[0].utilization == 90 and gpus[0].user == "carol" and not gpus[0].idle
+    assert gpus[1].idle and gpus[1].user is None

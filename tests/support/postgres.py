@@ -1,0 +1,67 @@
+"""A throwaway PostgreSQL cluster, started from the installed binaries (RECIPE.md)."""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresServer:
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="labrun-pg-"))
+        self._names = itertools.count()
+
+    @classmethod
+    def find(cls) -> PostgresServer | None:
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+        on_path = shutil.which("pg_ctl")
+        if on_path:
+            candidates.insert(0, str(Path(on_path).resolve().parent))
+        for bindir in candidates:
+            if (Path(bindir) / "initdb").exists():
+                return cls(Path(bindir))
+        return None
+
+    def _run(self, *args: str) -> None:
+        # initdb refuses to run as root: run the cluster as the postgres user.
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        self._run(str(self.bindir / "initdb"), "-D", str(data), "-U", "labrun", "--auth=trust", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-o", options, "-w", "start")
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://labrun@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = f"test_{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=labrun dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,80 @@
+"""``labrun server`` as a real subprocess: what a script, a kernel or the CLI talks to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .postgres import free_port
+
+
+class LabrunServer:
+    """A labrun server in its own process group; restartable on the same port and data."""
+
+    def __init__(self, directory: Path, *, token: str = "test-token", db_url: str | None = None) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.token = token
+        self.db_url = db_url or f"sqlite:///{self.dir / 'labrun.db'}"
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.dir / "server.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment a client of this server runs with."""
+        return {**os.environ, "LABRUN_SERVER_URL": self.url, "LABRUN_TOKEN": self.token}
+
+    def start(self, timeout: float = 60.0) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "labrun.cli",
+            "server",
+            "--port",
+            str(self.port),
+            "--token",
+            self.token,
+            "--db-url",
+            self.db_url,
+            f"--LabRun.artifact_root={self.dir / 'artifacts'}",
+            f"--ServerApp.root_dir={self.dir}",
+        ]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"labrun server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                response = httpx.get(
+                    f"{self.url}labrun/api/v1/version",
+                    headers={"Authorization": f"token {self.token}"},
+                    timeout=1,
+                )
+                if response.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"labrun server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
