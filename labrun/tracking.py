@@ -27,7 +27,8 @@ from labrun.sender import MetricSender, Point
 logger = logging.getLogger("labrun")
 
 _current: Run | None = None
-_current_lock = threading.Lock()
+# Re-entrant: init() finishes the previous run while holding it.
+_current_lock = threading.RLock()
 
 
 def _number(key: str, value: Any) -> float | None:

@@ -25,8 +25,8 @@ for _name, _sub in {
 for _name in ("LABRUN_SERVER_URL", "LABRUN_TOKEN", "LABRUN_RUN_ID", "LABRUN_DB_URL"):
     os.environ.pop(_name, None)
 
-from support.postgres import PostgresServer  # noqa: E402
-from support.server import LabrunServer  # noqa: E402
+from support.postgres import PostgresServer
+from support.server import LabrunServer
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 

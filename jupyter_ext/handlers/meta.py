@@ -50,6 +50,10 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
 
     auth_resource = "labrun"
 
+    async def prepare(self, *, _redirect_to_login: bool = False) -> None:  # type: ignore[override]
+        # A WebSocket client cannot follow a redirect to the login page: refuse with 403.
+        await super().prepare(_redirect_to_login=False)
+
     async def pre_get(self) -> None:
         authorized = await ensure_async(
             self.authorizer.is_authorized(self, self.current_user, "read", self.auth_resource)

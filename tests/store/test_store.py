@@ -94,7 +94,9 @@ def test_metric_query_by_key_and_step_range_and_downsampled(store: Store) -> Non
     run = store.runs.create(CreateRun(), "alice")
     values = [math.sin(i / 10) for i in range(1000)]
     values[500] = 50.0  # a spike that downsampling must keep
-    store.metrics.ingest(run.id, LogMetrics(points=points("loss", values) + points("lr", [0.1] * 10)))
+    store.metrics.ingest(
+        run.id, LogMetrics(points=points("loss", values) + points("lr", [0.1] * 10))
+    )
     ranged = store.metrics.query(run.id, MetricsQuery(keys=["loss"], step_min=10, step_max=19))
     assert [s.key for s in ranged.series] == ["loss"]
     assert ranged.series[0].steps == list(range(10, 20))
@@ -106,8 +108,15 @@ def test_metric_query_by_key_and_step_range_and_downsampled(store: Store) -> Non
 
 def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:
     ids = {}
-    for lr, loss, project in [(0.1, 0.5, "a"), (0.01, 0.2, "a"), (0.001, 0.9, "b"), (0.05, None, "a")]:
-        run = store.runs.create(CreateRun(project=project, name=f"lr={lr}", params={"lr": lr}), "bob")
+    for lr, loss, project in [
+        (0.1, 0.5, "a"),
+        (0.01, 0.2, "a"),
+        (0.001, 0.9, "b"),
+        (0.05, None, "a"),
+    ]:
+        run = store.runs.create(
+            CreateRun(project=project, name=f"lr={lr}", params={"lr": lr}), "bob"
+        )
         if loss is not None:
             store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="loss", value=loss)]))
         ids[lr] = run.id
@@ -152,15 +161,22 @@ def test_artifacts_are_content_addressed_and_replaced_by_name(store: Store) -> N
 
 def test_dataset_versions_follow_content(store: Store) -> None:
     run = store.runs.create(CreateRun(), "bob")
-    v1 = store.datasets.add_version("frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2))
-    same = store.datasets.add_version("frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2))
-    v2 = store.datasets.add_version("frames", CreateDatasetVersion(content_hash="bbbbbbbb2", size=12, file_count=3))
+    v1 = store.datasets.add_version(
+        "frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2)
+    )
+    same = store.datasets.add_version(
+        "frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2)
+    )
+    v2 = store.datasets.add_version(
+        "frames", CreateDatasetVersion(content_hash="bbbbbbbb2", size=12, file_count=3)
+    )
     assert (v1.version, v1.created) == ("v1", True)
     assert (same.version, same.created) == ("v1", False)
     assert v2.version == "v2"
     with pytest.raises(Conflict, match="is version v1, not v2"):
         store.datasets.add_version(
-            "frames", CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2, version="v2")
+            "frames",
+            CreateDatasetVersion(content_hash="aaaaaaaa1", size=10, file_count=2, version="v2"),
         )
     store.datasets.link(run.id, LinkDataset(dataset="frames", version="v2"))
     assert store.datasets.get_version("frames", "v2").runs == [run.id]
@@ -182,7 +198,10 @@ def test_queues_count_their_runs(store: Store) -> None:
 
 def test_gpus_show_latest_sample_and_holder(store: Store) -> None:
     run = store.runs.create(CreateRun(), "carol")
-    store.pool.heartbeat("w1", RegisterWorker(host="gpu01", gpus=[GpuInfo(index=0, name="Fake GPU"), GpuInfo(index=1)]))
+    store.pool.heartbeat(
+        "w1",
+        RegisterWorker(host="gpu01", gpus=[GpuInfo(index=0, name="Fake GPU"), GpuInfo(index=1)]),
+    )
     store.pool.ingest_samples(
         IngestSamples(
             gpus=[

@@ -17,7 +17,9 @@ from .postgres import free_port
 class LabrunServer:
     """A labrun server in its own process group; restartable on the same port and data."""
 
-    def __init__(self, directory: Path, *, token: str = "test-token", db_url: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, token: str = "test-token", db_url: str | None = None
+    ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

@@ -1,0 +1,151 @@
+"""The public API (labrun.init/log/...) against a real `labrun server` process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from support.server import LabrunServer
+
+import labrun
+from labrun.client import Client
+from labrun.errors import InvalidRequest, ServerUnavailable
+
+
+@pytest.fixture
+def client(labrun_server: LabrunServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Client:
+    monkeypatch.setenv("LABRUN_SPOOL_DIR", str(tmp_path / "spool"))
+    return Client(labrun_server.url, labrun_server.token)
+
+
+def total_points(client: Client, run_id: int, key: str) -> list[int]:
+    series = {s.key: s for s in client.metrics(run_id, keys=[key]).series}
+    return series[key].steps if key in series else []
+
+
+def test_init_log_finish_records_everything(client: Client, tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    run = labrun.init(project="demo", name="first", params={"lr": 0.01}, client=client)
+    for step in range(500):
+        labrun.log({"loss": 1 / (step + 1), "acc": step / 500})
+    labrun.log_params(batch_size=32)
+    labrun.log_artifact(model)
+    labrun.finish()
+
+    described = client.get_run(run.id)
+    assert described.status.value == "completed"
+    assert described.params == {"lr": 0.01, "batch_size": 32}
+    assert described.metrics == {"loss": pytest.approx(1 / 500), "acc": pytest.approx(499 / 500)}
+    assert total_points(client, run.id, "loss") == list(range(500))
+    assert [a.name for a in client.artifacts(run.id).artifacts] == ["model.pt"]
+    assert described.environment["python"] == sys.version.split()[0]
+
+
+def test_log_rejects_non_numbers_with_a_hint(client: Client) -> None:
+    run = labrun.init(client=client)
+    with pytest.raises(InvalidRequest, match=r"metric 'name' must be a number.*log_params"):
+        run.log({"name": "resnet"})
+    run.finish()
+
+
+def test_log_without_init_says_what_to_do() -> None:
+    labrun.finish()
+    with pytest.raises(InvalidRequest, match=r"call labrun.init\(\) first"):
+        labrun.log({"loss": 1.0})
+
+
+def test_run_context_manager_marks_failure(client: Client) -> None:
+    with pytest.raises(ZeroDivisionError), labrun.init(client=client) as run:
+        1 / 0  # noqa: B018
+    described = client.get_run(run.id)
+    assert described.status.value == "failed"
+    assert described.error == {"type": "ZeroDivisionError", "message": "division by zero"}
+
+
+def test_no_point_is_lost_while_the_server_is_down(
+    labrun_server: LabrunServer, client: Client
+) -> None:
+    # Given a run logging with the server up
+    run = labrun.init(name="outage", client=client)
+    for step in range(1000):
+        run.log({"loss": float(step)}, step=step)
+    assert run.flush(timeout=30)
+
+    # When the server stops mid-run, the run keeps logging (spooled locally)
+    labrun_server.stop()
+    for step in range(1000, 3000):
+        run.log({"loss": float(step)}, step=step)
+    assert not run.flush(timeout=2), "points cannot be delivered while the server is down"
+    assert run._sender.spool.count() == 2000
+
+    # Then, once the server is back, every point arrives exactly once
+    labrun_server.start()
+    for step in range(3000, 4000):
+        run.log({"loss": float(step)}, step=step)
+    run.finish(timeout=60)
+    assert total_points(client, run.id, "loss") == list(range(4000))
+    assert run._sender.spool.count() == 0
+
+
+def test_points_spooled_by_an_ended_process_are_sent_by_the_next(
+    labrun_server: LabrunServer, client: Client, tmp_path: Path
+) -> None:
+    # Given a job process attached to a run, logging while the server is down, and ending
+    # with its points still spooled
+    run = labrun.init(name="left-behind", client=client)
+    attached, go = tmp_path / "attached", tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time
+        import labrun
+        run = labrun.init()
+        pathlib.Path({str(attached)!r}).touch()
+        while not pathlib.Path({str(go)!r}).exists():
+            time.sleep(0.05)
+        for step in range(300):
+            labrun.log({{"loss": float(step)}}, step=step)
+        run.finish(timeout=1)
+        """
+    )
+    env = {**labrun_server.env, "LABRUN_RUN_ID": str(run.id)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not attached.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    labrun_server.stop()
+    go.touch()
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    assert "wait in" in stderr  # it said where its points are kept
+
+    # When the server is back and the next process starts logging
+    labrun_server.start()
+    later = labrun.init(name="next", client=Client(labrun_server.url, labrun_server.token))
+    later.finish(timeout=60)
+
+    # Then the ended process's points arrived
+    assert total_points(client, run.id, "loss") == list(range(300))
+    run.finish()
+
+
+def test_unreachable_server_error_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABRUN_SERVER_URL", "http://127.0.0.1:9/")
+    with pytest.raises(ServerUnavailable, match="LABRUN_SERVER_URL"):
+        labrun.init()
+
+
+def test_discovery_finds_a_running_jupyter_server(
+    labrun_server: LabrunServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # labrun server writes its jpserver-*.json into the runtime dir, as Jupyter does.
+    monkeypatch.delenv("LABRUN_SERVER_URL", raising=False)
+    with Client() as found:
+        assert found.url == labrun_server.url
+        assert found.version().api == 1

@@ -1,0 +1,134 @@
+"""The REST API through a real Jupyter Server with authentication on."""
+
+from __future__ import annotations
+
+import pytest
+from support.api import Api
+
+
+async def test_run_lifecycle_over_rest(api: Api) -> None:
+    # Given a new run with parameters
+    run = await api(
+        "POST", "runs", body={"project": "seg", "name": "unet", "params": {"lr": 0.1}}, status=201
+    )
+    assert run["user"] == "alice" and run["status"] == "running"
+    run_id = str(run["id"])
+
+    # When it logs metrics, params, log lines and an artifact, and completes
+    ingested = await api(
+        "POST",
+        f"runs/{run_id}/metrics",
+        body={
+            "points": [
+                {"key": "loss", "value": 0.5, "step": 1},
+                {"key": "loss", "value": 0.25, "step": 2},
+            ]
+        },
+    )
+    assert ingested == {"accepted": 2, "duplicate": False}
+    assert await api("POST", f"runs/{run_id}/params", body={"params": {"epochs": 3}}) == {
+        "lr": 0.1,
+        "epochs": 3,
+    }
+    tail = await api(
+        "POST",
+        f"runs/{run_id}/logs",
+        body={"entries": [{"text": "epoch 1\n"}, {"stream": "stderr", "text": "warn\n"}]},
+        status=201,
+    )
+    await api("PUT", f"runs/{run_id}/artifacts/plots/loss.png", raw=b"\x89PNG....", status=201)
+    done = await api("PATCH", f"runs/{run_id}", body={"status": "completed"})
+
+    # Then everything reads back
+    assert done["status"] == "completed" and done["metrics"] == {"loss": 0.25}
+    series = await api("GET", f"runs/{run_id}/metrics", params={"keys": "loss", "step_min": 2})
+    assert series["series"] == [
+        {"key": "loss", "steps": [2], "values": [0.25], "times": series["series"][0]["times"]}
+    ]
+    later = await api("GET", f"runs/{run_id}/logs", params={"offset": tail["entries"][0]["offset"]})
+    assert [e["text"] for e in later["entries"]] == ["warn\n"]
+    artifacts = await api("GET", f"runs/{run_id}/artifacts")
+    assert [(a["name"], a["content_type"]) for a in artifacts["artifacts"]] == [
+        ("plots/loss.png", "image/png")
+    ]
+    download = await api("GET", f"runs/{run_id}/artifacts/plots/loss.png")
+    assert download.body == b"\x89PNG...." and download.headers["Content-Type"] == "image/png"
+    listing = await api("GET", "runs", params={"project": "seg", "sort": "-metrics.loss"})
+    assert [r["id"] for r in listing["runs"]] == [run["id"]]
+
+
+async def test_cancel_and_conflicts(api: Api) -> None:
+    run = await api("POST", "runs", body={"status": "queued"}, status=201)
+    cancelled = await api("POST", f"runs/{run['id']}/cancel")
+    assert cancelled["status"] == "cancelled"
+    again = await api("POST", f"runs/{run['id']}/cancel", status=409)
+    assert again["code"] == "conflict" and "already cancelled" in again["message"]
+
+
+async def test_datasets_queues_workers_gpus_compare(api: Api) -> None:
+    v1 = await api(
+        "POST",
+        "datasets/frames/versions",
+        body={"content_hash": "0123456789", "size": 5, "file_count": 1},
+        status=201,
+    )
+    same = await api(
+        "POST",
+        "datasets/frames/versions",
+        body={"content_hash": "0123456789", "size": 5, "file_count": 1},
+        status=200,
+    )
+    assert v1["version"] == same["version"] == "v1"
+    assert [d["name"] for d in (await api("GET", "datasets"))["datasets"]] == ["frames"]
+
+    await api("POST", "queues", body={"name": "long", "priority": 3}, status=201)
+    dup = await api("POST", "queues", body={"name": "long"}, status=409)
+    assert "already exists" in dup["message"]
+    assert {q["name"] for q in (await api("GET", "queues"))["queues"]} == {"default", "long"}
+
+    await api(
+        "PUT",
+        "workers/w1",
+        body={"host": "gpu01", "gpus": [{"index": 0, "name": "Fake GPU", "memory_total": 1024}]},
+    )
+    await api(
+        "POST",
+        "gpus/samples",
+        body={"gpus": [{"worker_id": "w1", "gpu_index": 0, "time": 1.0, "utilization": 42}]},
+        status=201,
+    )
+    gpus = await api("GET", "gpus")
+    assert [(g["worker_id"], g["utilization"], g["idle"]) for g in gpus["gpus"]] == [
+        ("w1", 42, True)
+    ]
+    assert (await api("GET", "workers"))["workers"][0]["alive"] is True
+
+    a = await api("POST", "runs", body={"params": {"lr": 1}}, status=201)
+    b = await api("POST", "runs", body={"params": {"lr": 2}}, status=201)
+    comparison = await api("GET", "compare", params={"runs": f"{a['id']},{b['id']}"})
+    assert comparison["params"] == [{"key": "lr", "values": [1, 2], "differs": True}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "code", "fragment"),
+    [
+        ("GET", "runs/999", None, 404, "no run with id 999"),
+        ("GET", "runs", {"sort": "shoe"}, 400, "cannot sort by 'shoe'"),
+        ("GET", "runs", {"limit": "lots"}, 400, "query.limit"),
+        ("GET", "runs", {"colour": "red"}, 400, "unknown query argument 'colour'"),
+        ("GET", "datasets/none", None, 404, "no dataset named 'none'"),
+        ("GET", "queues/none", None, 404, "no queue named 'none'"),
+        ("GET", "runs/1/artifacts/missing.txt", None, 404, "no artifact named 'missing.txt'"),
+    ],
+)
+async def test_errors_are_json_with_a_message(
+    api: Api, method: str, path: str, params: dict | None, code: int, fragment: str
+) -> None:
+    await api("POST", "runs", body={}, status=201)
+    error = await api(method, path, params=params, status=code)
+    assert fragment in error["message"] and error["code"]
+
+
+async def test_unknown_queue_on_create_is_404_naming_the_queue(api: Api) -> None:
+    error = await api("POST", "runs", body={"queue": "gpu-huge"}, status=404)
+    assert error["message"] == "no queue named 'gpu-huge'; `labrun queues` lists them"
