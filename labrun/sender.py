@@ -87,7 +87,7 @@ def drain(client: Client, path: Path) -> int:
         batch = json.loads(line)
         points = [tuple(p) for p in batch["points"]]
         try:
-            client.post_metrics_json(batch["run_id"], encode_batch(batch["batch_id"], points))  # type: ignore[arg-type]
+            client.post_metrics_json(batch["run_id"], encode_batch(batch["batch_id"], points))
         except ServerUnavailable:
             rest = path.with_suffix(".tmp")
             rest.write_text("\n".join(lines[i:]) + "\n")

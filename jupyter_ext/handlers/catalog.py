@@ -19,7 +19,7 @@ from .base import LabrunHandler, operation
 class DatasetsHandler(LabrunHandler):
     @operation("List datasets with their versions", response=DatasetList)
     async def get(self) -> DatasetList:
-        return await self.call(self.store.datasets.list)
+        return await self.call(self.store.datasets.list_datasets)
 
     @operation(
         "Create a dataset (200 with the existing one when the name is taken)",

@@ -50,7 +50,7 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
 
     auth_resource = "labrun"
 
-    async def prepare(self, *, _redirect_to_login: bool = False) -> None:  # type: ignore[override]
+    async def prepare(self, *, _redirect_to_login: bool = False) -> None:
         # A WebSocket client cannot follow a redirect to the login page: refuse with 403.
         await super().prepare(_redirect_to_login=False)
 

@@ -30,7 +30,7 @@ from .base import LabrunHandler, operation
 class RunsHandler(LabrunHandler):
     @operation("List runs, filtered, sorted and paged", query=ListRunsQuery, response=RunList)
     async def get(self, query: ListRunsQuery) -> RunList:
-        return await self.call(self.store.runs.list, query)
+        return await self.call(self.store.runs.list_runs, query)
 
     @operation("Create a run", body=CreateRun, response=DescribeRun, status=201)
     async def post(self, body: CreateRun) -> DescribeRun:
@@ -104,7 +104,7 @@ class RunLogsHandler(LabrunHandler):
 class RunArtifactsHandler(LabrunHandler):
     @operation("List a run's artifacts", response=ArtifactList)
     async def get(self, run_id: int) -> ArtifactList:
-        return await self.call(self.store.artifacts.list, run_id)
+        return await self.call(self.store.artifacts.list_artifacts, run_id)
 
 
 class RunArtifactHandler(LabrunHandler):

@@ -6,7 +6,9 @@ from sqlalchemy import create_engine
 from labrun.jupyter_ext.store.models import Base
 
 config = context.config
-engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+engine = config.attributes.get("engine") or create_engine(
+    config.get_main_option("sqlalchemy.url") or ""
+)
 
 with engine.begin() as connection:
     context.configure(

@@ -103,7 +103,7 @@ class ArtifactStore:
             session.flush()
             return describe(artifact)
 
-    def list(self, run_id: int) -> ArtifactList:
+    def list_artifacts(self, run_id: int) -> ArtifactList:
         with self.db.session() as session:
             RunStore.load(session, run_id)
             rows = session.scalars(

@@ -69,7 +69,7 @@ class DatasetStore:
             session.flush()
             return self._describe(self._load(session, req.name)), True
 
-    def list(self) -> DatasetList:
+    def list_datasets(self) -> DatasetList:
         with self.db.session() as session:
             rows = session.scalars(
                 select(Dataset).options(selectinload(Dataset.versions)).order_by(Dataset.name)

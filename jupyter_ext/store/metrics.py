@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, select
+from sqlalchemy import Table, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,8 +16,8 @@ from .database import Database
 from .models import Metric, MetricBatch, MetricSummary
 from .runs import RunStore
 
-METRICS = Metric.__table__
-SUMMARIES = MetricSummary.__table__
+METRICS = cast(Table, Metric.__table__)
+SUMMARIES = cast(Table, MetricSummary.__table__)
 
 
 def downsample(steps: list[int], values: list[Any], times: list[float], most: int):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from labrun.errors import Conflict, NotFound
@@ -37,7 +37,7 @@ class PoolStore:
 
     def list_queues(self) -> QueueList:
         with self.db.session() as session:
-            counts: dict[tuple[str, str], int] = {
+            counts: dict[tuple[str | None, str], int] = {
                 (queue, status): n
                 for queue, status, n in session.execute(
                     select(Run.queue, Run.status, func.count())
@@ -139,11 +139,9 @@ class PoolStore:
         with self.db.session() as session:
             connection = session.connection()
             if req.gpus:
-                connection.execute(GpuSample.__table__.insert(), [s.model_dump() for s in req.gpus])
+                connection.execute(insert(GpuSample), [s.model_dump() for s in req.gpus])
             if req.hosts:
-                connection.execute(
-                    HostSample.__table__.insert(), [s.model_dump() for s in req.hosts]
-                )
+                connection.execute(insert(HostSample), [s.model_dump() for s in req.hosts])
         return len(req.gpus) + len(req.hosts)
 
     def gpus(self) -> GpuList:

@@ -252,7 +252,7 @@ class RunStore:
             self.load(session, run_id)
             return self._params_of(session, [run_id])[run_id]
 
-    def list(self, query: ListRunsQuery) -> RunList:
+    def list_runs(self, query: ListRunsQuery) -> RunList:
         with self.db.session() as session:
             stmt = select(Run).join(Run.project).options(contains_eager(Run.project))
             if query.project is not None:

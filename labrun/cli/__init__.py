@@ -9,6 +9,7 @@ import click
 from labrun import __version__
 from labrun.errors import LabrunError
 
+from .demo import demo
 from .runs import compare, logs, runs, show
 from .server import db, server
 
@@ -34,5 +35,5 @@ def main() -> None:
     """
 
 
-for command in (runs, show, logs, compare, server, db):
+for command in (demo, runs, show, logs, compare, server, db):
     main.add_command(command)

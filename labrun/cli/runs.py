@@ -51,24 +51,35 @@ def runs(
     if not listing.runs:
         console.print("No runs yet. Start one with labrun.init() in a script or notebook.")
         return
-    metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:4]
-    param_keys = sorted({k for r in listing.runs for k in r.params})[:4]
+    metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:3]
+    param_keys = sorted({k for r in listing.runs for k in r.params})[:3]
     table = Table(box=None, header_style="bold")
-    for column in ("id", "project", "name", "status", "user", "started", "duration"):
-        table.add_column(column, justify="right" if column == "id" else "left")
+    columns = ["id", "project", "name", "status", "user", "started", "duration"]
+    if project is not None:
+        columns.remove("project")
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right" if column == "id" else "left",
+            no_wrap=column != "name",
+            min_width=12 if column == "name" else None,
+        )
     for key in param_keys:
         table.add_column(key, style="blue")
     for key in metric_keys:
         table.add_column(key, justify="right", style="green")
     for r in listing.runs:
+        cells = {
+            "id": str(r.id),
+            "project": r.project,
+            "name": r.name or "",
+            "status": status(r.status.value),
+            "user": r.user,
+            "started": ago(r.started_at) if r.started_at else "",
+            "duration": duration(r.duration),
+        }
         table.add_row(
-            str(r.id),
-            r.project,
-            r.name or "",
-            status(r.status.value),
-            r.user,
-            ago(r.started_at) if r.started_at else "",
-            duration(r.duration),
+            *(cells[c] for c in columns),
             *(number(r.params.get(k)) for k in param_keys),
             *(number(r.metrics.get(k)) for k in metric_keys),
         )

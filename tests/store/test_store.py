@@ -121,18 +121,18 @@ def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:
             store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="loss", value=loss)]))
         ids[lr] = run.id
 
-    by_loss = store.runs.list(ListRunsQuery(sort="metrics.loss"))
+    by_loss = store.runs.list_runs(ListRunsQuery(sort="metrics.loss"))
     # Runs without the metric sort last.
     assert [r.id for r in by_loss.runs] == [ids[0.01], ids[0.1], ids[0.001], ids[0.05]]
-    by_lr = store.runs.list(ListRunsQuery(sort="-params.lr"))
+    by_lr = store.runs.list_runs(ListRunsQuery(sort="-params.lr"))
     assert [r.params["lr"] for r in by_lr.runs] == [0.1, 0.05, 0.01, 0.001]
-    project_a = store.runs.list(ListRunsQuery(project="a", sort="name"))
+    project_a = store.runs.list_runs(ListRunsQuery(project="a", sort="name"))
     assert project_a.total == 3 and {r.project for r in project_a.runs} == {"a"}
-    page = store.runs.list(ListRunsQuery(sort="id", offset=1, limit=2))
+    page = store.runs.list_runs(ListRunsQuery(sort="id", offset=1, limit=2))
     assert [r.id for r in page.runs] == sorted(ids.values())[1:3] and page.total == 4
-    assert store.runs.list(ListRunsQuery(q="=0.0")).total == 3
+    assert store.runs.list_runs(ListRunsQuery(q="=0.0")).total == 3
     with pytest.raises(InvalidRequest, match="cannot sort by 'colour'"):
-        store.runs.list(ListRunsQuery(sort="colour"))
+        store.runs.list_runs(ListRunsQuery(sort="colour"))
 
 
 def test_compare_flags_differences(store: Store) -> None:
@@ -152,7 +152,7 @@ def test_artifacts_are_content_addressed_and_replaced_by_name(store: Store) -> N
     assert first.content_type == "application/octet-stream"
     replaced = store.artifacts.put(a.id, "model.pt", b"better weights", content_type=None)
     assert replaced.sha256 != first.sha256
-    assert [x.name for x in store.artifacts.list(a.id).artifacts] == ["model.pt"]
+    assert [x.name for x in store.artifacts.list_artifacts(a.id).artifacts] == ["model.pt"]
     assert b"".join(store.artifacts.read_chunks(replaced.uri)) == b"better weights"
     for bad in ("../escape", "/abs", "a/../../b", ""):
         with pytest.raises(InvalidRequest, match="must be a relative path"):

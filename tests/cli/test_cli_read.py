@@ -1,0 +1,105 @@
+"""The read-side CLI against a real labrun server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from support.server import LabrunServer
+
+from labrun.cli import main
+from labrun.client import Client
+from labrun.models import CreateRun, LogEntryIn, LogMetrics, MetricPoint, UpdateRun
+
+
+@pytest.fixture
+def seeded(
+    labrun_server: LabrunServer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Client, list[int]]:
+    monkeypatch.setenv("LABRUN_SERVER_URL", labrun_server.url)
+    monkeypatch.setenv("LABRUN_TOKEN", labrun_server.token)
+    client = Client(labrun_server.url, labrun_server.token)
+    ids = []
+    for lr, loss in [(0.1, 0.4), (0.01, 0.2)]:
+        run = client.create_run(
+            CreateRun(project="seg", name=f"lr-{lr}", params={"lr": lr, "seed": 1})
+        )
+        client.log_metrics(run.id, LogMetrics(points=[MetricPoint(key="loss", value=loss, step=1)]))
+        client.append_logs(run.id, [LogEntryIn(text=f"training lr={lr}\n")])
+        client.update_run(run.id, UpdateRun(status="completed"))
+        ids.append(run.id)
+    client.create_run(CreateRun(project="other", name="elsewhere"))
+    return client, ids
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_runs_table_and_json_with_filters(seeded: tuple[Client, list[int]]) -> None:
+    _, ids = seeded
+    table = invoke("runs", "--project", "seg")
+    assert "lr-0.1" in table and "lr-0.01" in table and "elsewhere" not in table
+    listed = json.loads(invoke("runs", "--project", "seg", "--sort", "metrics.loss", "--json"))
+    assert [r["id"] for r in listed["runs"]] == [ids[1], ids[0]]
+    running = json.loads(invoke("runs", "--status", "running", "--json"))
+    assert [r["name"] for r in running["runs"]] == ["elsewhere"]
+
+
+def test_show_prints_params_metrics_and_json(seeded: tuple[Client, list[int]]) -> None:
+    _, ids = seeded
+    text = invoke("show", str(ids[0]))
+    assert "lr-0.1" in text and "completed" in text and "0.4" in text
+    data = json.loads(invoke("show", str(ids[0]), "--json"))
+    assert data["params"] == {"lr": 0.1, "seed": 1} and data["metrics"] == {"loss": 0.4}
+    assert data["artifacts"] == [] and data["datasets"] == []
+
+
+def test_compare_shows_only_differences_unless_all(seeded: tuple[Client, list[int]]) -> None:
+    _, ids = seeded
+    text = invoke("compare", *map(str, ids))
+    assert "params.lr" in text and "params.seed" not in text and "metrics.loss" in text
+    assert "params.seed" in invoke("compare", "--all", *map(str, ids))
+
+
+def test_logs_and_follow_until_the_run_ends(seeded: tuple[Client, list[int]]) -> None:
+    client, ids = seeded
+    assert invoke("logs", str(ids[0])) == "training lr=0.1\n"
+    live = client.create_run(CreateRun(name="live"))
+
+    def finish_later() -> None:
+        time.sleep(1.5)
+        client.append_logs(live.id, [LogEntryIn(text="epoch 2\n")])
+        client.update_run(live.id, UpdateRun(status="completed"))
+
+    threading.Thread(target=finish_later).start()
+    client.append_logs(live.id, [LogEntryIn(text="epoch 1\n")])
+    assert invoke("logs", str(live.id), "--follow", "--interval", "0.2") == "epoch 1\nepoch 2\n"
+
+
+def test_errors_are_one_line_with_what_to_do(
+    seeded: tuple[Client, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = CliRunner().invoke(main, ["show", "9999"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no run with id 9999; `labrun runs` lists the runs"
+    monkeypatch.setenv("LABRUN_SERVER_URL", "http://127.0.0.1:9/")
+    unreachable = CliRunner().invoke(main, ["runs"])
+    assert unreachable.exit_code == 1 and "cannot reach the labrun server" in unreachable.output
+    monkeypatch.setenv("LABRUN_TOKEN", "wrong")
+    monkeypatch.setenv("LABRUN_SERVER_URL", seeded[0].url)
+    refused = CliRunner().invoke(main, ["runs"])
+    assert refused.exit_code == 1 and "refused the token" in refused.output
+
+
+def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert "database: empty" in invoke("db", "current", "--db-url", url)
+    assert "schema empty -> 0001" in invoke("db", "upgrade", "--db-url", url)
+    assert invoke("db", "current", "--db-url", url).strip() == "database: 0001; this labrun: 0001"
