@@ -10,12 +10,18 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Re-install when the project's metadata changes.
+# An editable install does not place the wheel's data files: put the server extension's
+# switch where a wheel install puts it, so JupyterLab in the venv loads labrun.
+SWITCH := jupyter-config/jupyter_server_config.d/labrun.json
+SWITCH_DIR := $(VENV)/etc/jupyter/jupyter_server_config.d
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
 	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[all]"
+	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
 	touch $@
 
 install: $(VENV)/.installed-dev
