@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
@@ -156,13 +156,31 @@ class MetricPoint(Request):
     time: float | None = Field(None, description="seconds since the epoch; default: receipt")
 
 
+MetricKey = Annotated[str, Field(min_length=1, max_length=256)]
+# [key, value, step, time]: the compact form of a point, as labrun's own client sends it.
+MetricRow = tuple[MetricKey, float | None, int, float | None]
+
+
 class LogMetrics(Request):
     batch_id: str | None = Field(
         None,
         max_length=64,
         description="client-chosen id; a batch sent twice (a retry) is stored once",
     )
-    points: list[MetricPoint]
+    points: list[MetricPoint] = Field(
+        default_factory=list, description="points as objects: {key, value, step, time}"
+    )
+    rows: list[MetricRow] = Field(
+        default_factory=list,
+        description="points as [key, value, step, time] arrays: the same, smaller and "
+        "faster to parse (time may be null: the server's receipt time)",
+    )
+
+    @model_validator(mode="after")
+    def _some_points(self) -> LogMetrics:
+        if not self.points and not self.rows:
+            raise ValueError("a batch needs 'points' or 'rows'")
+        return self
 
 
 class MetricsIngested(Response):

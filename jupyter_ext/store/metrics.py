@@ -65,6 +65,7 @@ class MetricStore:
             (run_id, p.key, p.step, p.value, p.time if p.time is not None else now)
             for p in batch.points
         ]
+        rows += [(run_id, k, s, v, t if t is not None else now) for k, v, s, t in batch.rows]
         try:
             with self.db.session() as session:
                 RunStore.load(session, run_id)

@@ -166,7 +166,8 @@ class MetricSummary(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     time: Mapped[float] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_metric_summaries_key_value", "key", "value"),)
+    # Walked in order to list runs sorted by a metric; run_id breaks ties.
+    __table_args__ = (Index("ix_metric_summaries_key_value_run", "key", "value", "run_id"),)
 
 
 class MetricBatch(Base):

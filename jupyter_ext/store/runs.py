@@ -268,14 +268,63 @@ class RunStore:
             if query.q:
                 stmt = stmt.where(Run.name.ilike(f"%{query.q}%"))
             total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-            stmt = self._order(stmt, query.sort).offset(query.offset).limit(query.limit)
-            runs = session.scalars(stmt).all()
+            field = query.sort.lstrip("-+")
+            if field.startswith("metrics."):
+                runs = self._page_by_metric(
+                    session,
+                    stmt,
+                    field[len("metrics.") :],
+                    descending=query.sort.startswith("-"),
+                    offset=query.offset,
+                    limit=query.limit,
+                )
+            else:
+                stmt = self._order(stmt, query.sort).offset(query.offset).limit(query.limit)
+                runs = list(session.scalars(stmt).all())
             return RunList(
                 runs=self._summaries(session, runs),
                 total=total,
                 offset=query.offset,
                 limit=query.limit,
             )
+
+    @staticmethod
+    def _page_by_metric(
+        session: Session, stmt: Any, key: str, *, descending: bool, offset: int, limit: int
+    ) -> list[Run]:
+        """A page of runs sorted by a metric's latest value; runs without it come last.
+
+        Two index-driven queries instead of one outer join: the runs that have the metric
+        in the order of the (key, value, run_id) index, then, once those run out, the
+        runs without it by id. The outer join would sort every run on each request.
+        """
+        summary = aliased(MetricSummary)
+        has = stmt.join(
+            summary,
+            (summary.run_id == Run.id) & (summary.key == key) & summary.value.is_not(None),
+        )
+        order = (summary.value, summary.run_id)
+        ranked = has.order_by(*(c.desc() if descending else c.asc() for c in order))
+        runs = list(session.scalars(ranked.offset(offset).limit(limit)).all())
+        if len(runs) == limit:
+            return runs
+        if runs:
+            with_metric = offset + len(runs)
+        else:
+            with_metric = session.scalar(select(func.count()).select_from(has.subquery())) or 0
+        lacking = stmt.where(
+            ~select(MetricSummary.run_id)
+            .where(
+                MetricSummary.run_id == Run.id,
+                MetricSummary.key == key,
+                MetricSummary.value.is_not(None),
+            )
+            .exists()
+        ).order_by(Run.id.desc() if descending else Run.id.asc())
+        rest = session.scalars(
+            lacking.offset(max(0, offset - with_metric)).limit(limit - len(runs))
+        ).all()
+        return runs + list(rest)
 
     def _summaries(self, session: Session, runs: Sequence[Run]) -> list[RunSummary]:
         ids = [run.id for run in runs]
@@ -291,13 +340,7 @@ class RunStore:
         descending = sort.startswith("-")
         field = sort.lstrip("-+")
         keys: list[Any]
-        if field.startswith("metrics."):
-            summary = aliased(MetricSummary)
-            stmt = stmt.outerjoin(
-                summary, (summary.run_id == Run.id) & (summary.key == field[len("metrics.") :])
-            )
-            keys = [summary.value]
-        elif field.startswith("params."):
+        if field.startswith("params."):
             param = aliased(Param)
             stmt = stmt.outerjoin(
                 param, (param.run_id == Run.id) & (param.key == field[len("params.") :])

@@ -132,3 +132,17 @@ async def test_errors_are_json_with_a_message(
 async def test_unknown_queue_on_create_is_404_naming_the_queue(api: Api) -> None:
     error = await api("POST", "runs", body={"queue": "gpu-huge"}, status=404)
     assert error["message"] == "no queue named 'gpu-huge'; `labrun queues` lists them"
+
+
+async def test_metrics_in_compact_rows_form_and_empty_batches(api: Api) -> None:
+    run = await api("POST", "runs", body={}, status=201)
+    rows = [["loss", 0.5, 0, 1.0], ["loss", 0.4, 1, None], ["acc", None, 1, 2.0]]
+    assert (await api("POST", f"runs/{run['id']}/metrics", body={"rows": rows}))["accepted"] == 3
+    series = {s["key"]: s for s in (await api("GET", f"runs/{run['id']}/metrics"))["series"]}
+    assert series["loss"]["values"] == [0.5, 0.4] and series["acc"]["values"] == [None]
+    empty = await api("POST", f"runs/{run['id']}/metrics", body={"batch_id": "x"}, status=400)
+    assert "needs 'points' or 'rows'" in empty["message"]
+    bad = await api(
+        "POST", f"runs/{run['id']}/metrics", body={"rows": [["", 1.0, 0, 0.0]]}, status=400
+    )
+    assert "body.rows.0.0" in bad["message"]

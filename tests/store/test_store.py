@@ -214,3 +214,29 @@ def test_gpus_show_latest_sample_and_holder(store: Store) -> None:
     gpus = {g.index: g for g in store.pool.gpus().gpus}
     assert gpus[0].utilization == 90 and gpus[0].user == "carol" and not gpus[0].idle
     assert gpus[1].idle and gpus[1].user is None
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_metric_sort_pages_through_runs_without_the_metric(store: Store, descending: bool) -> None:
+    # Given 7 runs with a loss (some tied) and 5 without
+    with_loss, without = [], []
+    for i, loss in enumerate([0.5, 0.1, 0.3, 0.1, 0.9, 0.7, 0.3]):
+        run = store.runs.create(CreateRun(name=f"with-{i}"), "bob")
+        store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="loss", value=loss)]))
+        with_loss.append((loss, run.id))
+    for i in range(5):
+        run = store.runs.create(CreateRun(name=f"without-{i}"), "bob")
+        store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="acc", value=1.0)]))
+        without.append(run.id)
+
+    # When paging through them 5 at a time, sorted by loss
+    sort = "-metrics.loss" if descending else "metrics.loss"
+    seen = []
+    for offset in range(0, 15, 5):
+        page = store.runs.list_runs(ListRunsQuery(sort=sort, offset=offset, limit=5))
+        assert page.total == 12
+        seen += [r.id for r in page.runs]
+
+    # Then every run appears once: by loss (ties by id), then the rest by id
+    ranked = sorted(with_loss, reverse=descending)
+    assert seen == [run_id for _, run_id in ranked] + sorted(without, reverse=descending)
