@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from jupyter_core.paths import jupyter_runtime_dir
@@ -306,8 +307,6 @@ def _query_value(value: Any) -> Any:
 
 
 def _quote_path(name: str) -> str:
-    from urllib.parse import quote
-
     return quote(name, safe="/")
 
 

@@ -28,6 +28,7 @@ from labrun.errors import ServerUnavailable
 from labrun.settings import data_dir
 
 from .output import console
+from .runs import print_runs_table
 
 
 def _free_port() -> int:
@@ -128,27 +129,13 @@ def demo(project: str) -> None:
                 ids.append(run.id)
                 progress.advance(task)
         listing = client.list_runs(project=project, sort="metrics.loss", limit=len(ids))
-        from .runs import runs as runs_command
-
-        ctx = click.get_current_context()
-        os.environ.setdefault("LABRUN_SERVER_URL", client.url)
-        os.environ.setdefault("LABRUN_TOKEN", client.token)
-        ctx.invoke(
-            runs_command,
-            project=project,
-            statuses=(),
-            user=None,
-            sort="metrics.loss",
-            limit=len(ids),
-            as_json=False,
-        )
+        print_runs_table(listing, show_project=False)
         best = listing.runs[0]
         console.print(
             f"\nBest run: [bold]{best.id}[/] ({best.name}), final loss {best.metrics.get('loss'):.4g}"
         )
-        console.print(
-            f"Points recorded: {sum(len(client.metrics(i).series[0].steps) for i in ids) * 3:,}"
-        )
+        recorded = sum(len(series.steps) for i in ids for series in client.metrics(i).series)
+        console.print(f"Metric points recorded: {recorded:,}")
         console.print(
             "Open them: `labrun show RUN` and `labrun compare "
             + " ".join(map(str, ids))

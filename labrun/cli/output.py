@@ -7,6 +7,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
+import click
 from pydantic import BaseModel
 from rich.console import Console
 
@@ -28,12 +29,6 @@ def print_json(data: BaseModel | dict[str, Any] | list[Any]) -> None:
     else:
         text = json.dumps(data, indent=2, default=str)
     # Plain print: rich would wrap and colour what a script parses.
-    click_echo(text)
-
-
-def click_echo(text: str) -> None:
-    import click
-
     click.echo(text)
 
 

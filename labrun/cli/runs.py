@@ -8,9 +8,51 @@ import click
 from rich.table import Table
 
 from labrun.client import Client
-from labrun.models import RunStatus
+from labrun.models import RunList, RunStatus
 
 from .output import ago, console, duration, number, print_json, status, when
+
+
+def print_runs_table(listing: RunList, *, show_project: bool = True) -> None:
+    """Runs as a table: status, user, timing, and a few parameters and latest metrics."""
+    if not listing.runs:
+        console.print("No runs yet. Start one with labrun.init() in a script or notebook.")
+        return
+    metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:3]
+    param_keys = sorted({k for r in listing.runs for k in r.params})[:3]
+    table = Table(box=None, header_style="bold")
+    columns = ["id", "project", "name", "status", "user", "started", "duration"]
+    if not show_project:
+        columns.remove("project")
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right" if column == "id" else "left",
+            no_wrap=column != "name",
+            min_width=12 if column == "name" else None,
+        )
+    for key in param_keys:
+        table.add_column(key, style="blue")
+    for key in metric_keys:
+        table.add_column(key, justify="right", style="green")
+    for r in listing.runs:
+        cells = {
+            "id": str(r.id),
+            "project": r.project,
+            "name": r.name or "",
+            "status": status(r.status.value),
+            "user": r.user,
+            "started": ago(r.started_at) if r.started_at else "",
+            "duration": duration(r.duration),
+        }
+        table.add_row(
+            *(cells[c] for c in columns),
+            *(number(r.params.get(k)) for k in param_keys),
+            *(number(r.metrics.get(k)) for k in metric_keys),
+        )
+    console.print(table)
+    if listing.total > len(listing.runs):
+        console.print(f"[dim]{len(listing.runs)} of {listing.total} runs; --limit shows more[/]")
 
 
 @click.command()
@@ -48,44 +90,7 @@ def runs(
     if as_json:
         print_json(listing)
         return
-    if not listing.runs:
-        console.print("No runs yet. Start one with labrun.init() in a script or notebook.")
-        return
-    metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:3]
-    param_keys = sorted({k for r in listing.runs for k in r.params})[:3]
-    table = Table(box=None, header_style="bold")
-    columns = ["id", "project", "name", "status", "user", "started", "duration"]
-    if project is not None:
-        columns.remove("project")
-    for column in columns:
-        table.add_column(
-            column,
-            justify="right" if column == "id" else "left",
-            no_wrap=column != "name",
-            min_width=12 if column == "name" else None,
-        )
-    for key in param_keys:
-        table.add_column(key, style="blue")
-    for key in metric_keys:
-        table.add_column(key, justify="right", style="green")
-    for r in listing.runs:
-        cells = {
-            "id": str(r.id),
-            "project": r.project,
-            "name": r.name or "",
-            "status": status(r.status.value),
-            "user": r.user,
-            "started": ago(r.started_at) if r.started_at else "",
-            "duration": duration(r.duration),
-        }
-        table.add_row(
-            *(cells[c] for c in columns),
-            *(number(r.params.get(k)) for k in param_keys),
-            *(number(r.metrics.get(k)) for k in metric_keys),
-        )
-    console.print(table)
-    if listing.total > len(listing.runs):
-        console.print(f"[dim]{len(listing.runs)} of {listing.total} runs; --limit shows more[/]")
+    print_runs_table(listing, show_project=project is None)
 
 
 @click.command()
