@@ -7,11 +7,12 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 
 from labrun.settings import API_PREFIX, data_dir
 
 from . import auth
+from .dispatcher import Dispatcher, DispatcherSettings
 from .events import EventBus
 from .handlers.base import tornado_pattern
 from .openapi import build_document
@@ -57,6 +58,52 @@ class LabRun(ExtensionApp):
         "users (a single-user server). Default: the user the server runs as."
     ).tag(config=True)
 
+    dask_scheduler = Unicode(
+        help="Address of the Dask scheduler of the pool (tcp://host:8786). Empty: the server "
+        "starts a local pool (env LABRUN_DASK_SCHEDULER)."
+    ).tag(config=True)
+
+    start_pool = Bool(
+        True,
+        help="Start a local Dask pool when no dask_scheduler is set. When False and no "
+        "scheduler is set, jobs are stored as queued and wait (env LABRUN_START_POOL=0).",
+    ).tag(config=True)
+
+    local_workers = Int(
+        0,
+        help="CPU workers of the local pool where there is no GPU (0: two, or one per core "
+        "on a single-core machine). With GPUs: one worker per GPU.",
+    ).tag(config=True)
+
+    warm_kernels = Int(
+        1, help="Kernels kept started per worker thread, so a job does not wait for one."
+    ).tag(config=True)
+
+    max_attempts = Int(3, help="Times a job is dispatched before a lost job counts as failed.").tag(
+        config=True
+    )
+
+    max_gpus_per_user = Int(
+        0, help="GPUs one user may hold at once across the pool (0: no limit)."
+    ).tag(config=True)
+
+    public_url = Unicode(
+        help="The URL workers use to reach this server. Empty: the server's own "
+        "connection URL, right for a local pool (env LABRUN_PUBLIC_URL)."
+    ).tag(config=True)
+
+    @default("dask_scheduler")
+    def _dask_scheduler_default(self) -> str:
+        return os.environ.get("LABRUN_DASK_SCHEDULER", "")
+
+    @default("start_pool")
+    def _start_pool_default(self) -> bool:
+        return os.environ.get("LABRUN_START_POOL", "1").lower() not in ("0", "false", "no")
+
+    @default("public_url")
+    def _public_url_default(self) -> str:
+        return os.environ.get("LABRUN_PUBLIC_URL", "")
+
     @default("db_url")
     def _db_url_default(self) -> str:
         return os.environ.get("LABRUN_DB_URL", "")
@@ -75,6 +122,7 @@ class LabRun(ExtensionApp):
     events: EventBus
     token_secret: str
     openapi: dict[str, Any]
+    dispatcher: Dispatcher
 
     def initialize_settings(self) -> None:
         url = self.db_url or sqlite_url(data_dir() / "labrun.db")
@@ -87,6 +135,21 @@ class LabRun(ExtensionApp):
         self.token_secret = self.store.secret("token_secret", auth.new_secret)
         self.events = EventBus()
         self.openapi = build_document(ROUTES)
+        self.dispatcher = Dispatcher(
+            self.store,
+            DispatcherSettings(
+                scheduler=self.dask_scheduler,
+                start_local=self.start_pool,
+                local_workers=self.local_workers,
+                local_directory=str(data_dir() / "dask"),
+                max_attempts=self.max_attempts,
+                max_gpus_per_user=self.max_gpus_per_user,
+                worker_timeout=self.worker_timeout,
+                warm_kernels=self.warm_kernels,
+            ),
+            publish=self.events.publish,
+            call=self.db.run,
+        )
         self.log.info(
             "labrun: store at %s", self.db.engine.url.render_as_string(hide_password=True)
         )
@@ -96,7 +159,16 @@ class LabRun(ExtensionApp):
             (API_PREFIX + tornado_pattern(path), handler) for path, handler in ROUTES
         )
 
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # The server's URL is known only now; workers use it to report back.
+        settings = self.dispatcher.settings
+        settings.server_url = self.public_url or serverapp.connection_url
+        settings.token = auth.issue(self.token_secret, user=self.user, name="pool", kind="worker")
+        await self.dispatcher.start()
+
     async def stop_extension(self) -> None:
+        if hasattr(self, "dispatcher"):
+            await self.dispatcher.stop()
         if hasattr(self, "db"):
             self.db.close()
 

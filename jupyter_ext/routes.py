@@ -12,6 +12,14 @@ from .handlers.catalog import (
     DatasetVersionsHandler,
     ProjectsHandler,
 )
+from .handlers.jobs import (
+    JobsHandler,
+    PoolHandler,
+    RunClaimHandler,
+    RunRerunHandler,
+    SweepHandler,
+    SweepsHandler,
+)
 from .handlers.meta import EventsHandler, OpenAPIHandler, TokensHandler, VersionHandler
 from .handlers.pool import (
     GpuHistoryHandler,
@@ -32,6 +40,7 @@ from .handlers.runs import (
     RunMetricsHandler,
     RunParamsHandler,
     RunsHandler,
+    RunTransitionsHandler,
 )
 
 # (path relative to /labrun/api/v1, handler). Path parameters are named as in
@@ -45,6 +54,9 @@ ROUTES: list[tuple[str, Any]] = [
     ("/runs", RunsHandler),
     ("/runs/{run_id}", RunHandler),
     ("/runs/{run_id}/cancel", RunCancelHandler),
+    ("/runs/{run_id}/rerun", RunRerunHandler),
+    ("/runs/{run_id}/claim", RunClaimHandler),
+    ("/runs/{run_id}/transitions", RunTransitionsHandler),
     ("/runs/{run_id}/params", RunParamsHandler),
     ("/runs/{run_id}/metrics", RunMetricsHandler),
     ("/runs/{run_id}/logs", RunLogsHandler),
@@ -56,6 +68,10 @@ ROUTES: list[tuple[str, Any]] = [
     ("/datasets/{name}", DatasetHandler),
     ("/datasets/{name}/versions", DatasetVersionsHandler),
     ("/datasets/{name}/versions/{version}", DatasetVersionHandler),
+    ("/jobs", JobsHandler),
+    ("/sweeps", SweepsHandler),
+    ("/sweeps/{run_id}", SweepHandler),
+    ("/pool", PoolHandler),
     ("/queues", QueuesHandler),
     ("/queues/{name}", QueueHandler),
     ("/workers", WorkersHandler),

@@ -19,7 +19,16 @@ __version__ = "0.1.0"
 
 from labrun.client import Client
 from labrun.errors import LabrunError
-from labrun.tracking import Run, current_run, finish, init, log, log_artifact, log_params
+from labrun.tracking import (
+    Run,
+    current_run,
+    finish,
+    flush,
+    init,
+    log,
+    log_artifact,
+    log_params,
+)
 
 __all__ = [
     "Client",
@@ -28,6 +37,7 @@ __all__ = [
     "__version__",
     "current_run",
     "finish",
+    "flush",
     "init",
     "log",
     "log_artifact",

@@ -24,25 +24,36 @@ from labrun.errors import LabrunError, ServerUnavailable, error_from_response
 from labrun.models import (
     AppendLogs,
     ArtifactList,
+    ClaimRun,
     Comparison,
     CreateDatasetVersion,
+    CreateQueue,
     CreateRun,
     DatasetList,
     DescribeArtifact,
     DescribeDataset,
     DescribeDatasetVersion,
+    DescribeQueue,
     DescribeRun,
+    DescribeSweep,
+    DescribeWorker,
     GpuList,
+    IngestSamples,
     IssuedToken,
     LinkDataset,
     LogEntryIn,
     LogMetrics,
     LogTail,
     MetricsIngested,
+    PoolStatus,
     QueueList,
+    RegisterWorker,
     RunList,
     RunMetrics,
     ServerVersion,
+    SubmitJob,
+    SubmitSweep,
+    TransitionList,
     UpdateRun,
     WorkerList,
 )
@@ -284,11 +295,43 @@ class Client:
     def queues(self) -> QueueList:
         return self._get(QueueList, "/queues")
 
+    def create_queue(self, req: CreateQueue) -> DescribeQueue:
+        return self._send(DescribeQueue, "POST", "/queues", req)
+
     def workers(self) -> WorkerList:
         return self._get(WorkerList, "/workers")
 
     def gpus(self) -> GpuList:
         return self._get(GpuList, "/gpus")
+
+    def heartbeat(self, worker_id: str, req: RegisterWorker) -> DescribeWorker:
+        return self._send(DescribeWorker, "PUT", f"/workers/{_quote_path(worker_id)}", req)
+
+    def post_samples(self, req: IngestSamples) -> None:
+        self.request("POST", "/gpus/samples", body=req)
+
+    def pool(self) -> PoolStatus:
+        return self._get(PoolStatus, "/pool")
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def submit_job(self, req: SubmitJob) -> DescribeRun:
+        return self._send(DescribeRun, "POST", "/jobs", req)
+
+    def submit_sweep(self, req: SubmitSweep) -> DescribeSweep:
+        return self._send(DescribeSweep, "POST", "/sweeps", req)
+
+    def sweep(self, sweep_id: int) -> DescribeSweep:
+        return self._get(DescribeSweep, f"/sweeps/{sweep_id}")
+
+    def rerun(self, run_id: int) -> DescribeRun:
+        return self._send(DescribeRun, "POST", f"/runs/{run_id}/rerun")
+
+    def transitions(self, run_id: int) -> TransitionList:
+        return self._get(TransitionList, f"/runs/{run_id}/transitions")
+
+    def claim_run(self, run_id: int, req: ClaimRun) -> DescribeRun:
+        return self._send(DescribeRun, "POST", f"/runs/{run_id}/claim", req)
 
     def issue_token(self, name: str, kind: str = "worker") -> IssuedToken:
         response = self.request(

@@ -117,6 +117,17 @@ class DescribeRun(RunSummary):
     notebook: str | None = None
     environment: dict[str, Any] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
+    devices: list[int] | None = Field(None, description="GPU indices held on its worker")
+
+
+class RunTransitionOut(Response):
+    status: RunStatus
+    time: datetime
+    message: str | None = None
+
+
+class TransitionList(Response):
+    transitions: list[RunTransitionOut]
 
 
 class ListRunsQuery(Request):
@@ -336,6 +347,10 @@ class RegisterWorker(Request):
     resources: dict[str, float] = Field(default_factory=dict)
     gpus: list[GpuInfo] = Field(default_factory=list)
     status: Literal["running", "closing", "closed"] = "running"
+    runs: list[int] = Field(
+        default_factory=list, description="the runs this worker is executing right now"
+    )
+    nthreads: int = Field(1, ge=0, description="jobs the worker runs at once")
 
 
 class DescribeWorker(Response):
@@ -348,6 +363,8 @@ class DescribeWorker(Response):
     alive: bool
     started_at: datetime
     last_heartbeat: datetime
+    runs: list[int] = Field(default_factory=list)
+    nthreads: int = 1
 
 
 class WorkerList(Response):
@@ -451,3 +468,76 @@ class IssuedToken(Response):
     token: str
     name: str
     user: str
+
+
+# --- jobs ----------------------------------------------------------------------------
+
+
+class JobOptions(Request):
+    """What a notebook job asks for, shared by single jobs and sweeps."""
+
+    notebook: str = Field(
+        min_length=1, max_length=1024, description="the notebook's path, as the user named it"
+    )
+    content: dict[str, Any] = Field(description="the notebook itself (nbformat 4 JSON)")
+    gpus: int = Field(0, ge=0, le=64)
+    queue: str = Field("default", pattern=NAME_PATTERN)
+    project: str = Field("default", pattern=NAME_PATTERN)
+    name: str | None = Field(None, max_length=256)
+    tags: list[str] = Field(default_factory=list)
+    cwd: str | None = Field(
+        None, description="working directory for the notebook, used where a worker has it"
+    )
+    timeout: float | None = Field(None, gt=0, description="seconds a cell may run")
+
+
+class SubmitJob(JobOptions):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmitSweep(JobOptions):
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="values every run of the sweep shares"
+    )
+    grid: dict[str, list[Any]] = Field(
+        min_length=1, description="each parameter's values; the sweep runs their combinations"
+    )
+    samples: int | None = Field(
+        None, ge=1, description="run this many random combinations instead of all"
+    )
+    seed: int | None = None
+
+
+class DescribeSweep(Response):
+    sweep: DescribeRun
+    runs: list[RunSummary]
+    counts: dict[str, int] = Field(default_factory=dict, description="runs by status")
+
+
+class ClaimRun(Request):
+    """A worker about to execute a run: granted only for the attempt the server dispatched."""
+
+    attempt: int = Field(ge=1)
+    worker: str
+    devices: list[int] = Field(default_factory=list)
+
+
+class PoolWorker(Response):
+    id: str
+    address: str
+    host: str
+    nthreads: int
+    resources: dict[str, float]
+    gpus: list[DescribeGpu]
+    runs: list[RunSummary]
+    alive: bool
+
+
+class PoolStatus(Response):
+    state: Literal["starting", "ready", "error", "disabled"]
+    scheduler: str | None = None
+    message: str | None = None
+    dashboard: str | None = None
+    workers: list[PoolWorker] = Field(default_factory=list)
+    queued: int = 0
+    running: int = 0

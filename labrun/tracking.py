@@ -244,6 +244,12 @@ def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> None:
     current_run().log_artifact(path, name)
 
 
+def flush(timeout: float | None = 30.0) -> bool:
+    """Wait until the current run's logged points reached the server (True when they did)."""
+    run = _current
+    return run.flush(timeout) if run is not None and not run._finished else True
+
+
 def finish(status: str = "completed") -> None:
     """Finish the current run (nothing happens without one)."""
     if _current is not None:

@@ -66,6 +66,8 @@ def jp_server_config(tmp_path: Path) -> dict:
             "db_url": f"sqlite:///{tmp_path / 'server.db'}",
             "artifact_root": str(tmp_path / "artifacts"),
             "user": "alice",
+            # The REST tests need no pool; tests/pool starts real ones.
+            "start_pool": False,
         },
     }
 

@@ -19,8 +19,10 @@ from labrun.models import (
     LogTailQuery,
     MetricsIngested,
     MetricsQuery,
+    RunKind,
     RunList,
     RunMetrics,
+    TransitionList,
     UpdateRun,
 )
 
@@ -57,11 +59,29 @@ class RunHandler(LabrunHandler):
 
 
 class RunCancelHandler(LabrunHandler):
-    @operation("Cancel a queued or running run", response=DescribeRun, errors=(403, 404, 409))
+    @operation(
+        "Cancel a queued or running run (a sweep: all its unfinished runs); a running job's "
+        "kernel is interrupted, then killed",
+        response=DescribeRun,
+        errors=(403, 404, 409),
+    )
     async def post(self, run_id: int) -> DescribeRun:
         run = await self.call(self.store.runs.cancel, run_id)
+        dispatcher = self.app.dispatcher
+        if run.kind == RunKind.sweep:
+            for child in await self.call(self.store.jobs.cancel_children, run_id):
+                await dispatcher.cancel(child)
+                self.events.publish("run.updated", {"id": child})
+        else:
+            await dispatcher.cancel(run_id)
         self.events.publish("run.updated", run)
         return run
+
+
+class RunTransitionsHandler(LabrunHandler):
+    @operation("Every status a run passed through, with times", response=TransitionList)
+    async def get(self, run_id: int) -> TransitionList:
+        return TransitionList(transitions=await self.call(self.store.runs.transitions, run_id))
 
 
 class RunParamsHandler(LabrunHandler):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from .artifacts import ArtifactStore
 from .database import Database, check_schema
 from .datasets import DatasetStore
+from .jobs import JobStore
 from .logs import LogStore
 from .metrics import MetricStore
 from .models import ServerSetting
@@ -27,6 +28,7 @@ class Store:
         self.artifacts = ArtifactStore(db, artifact_root)
         self.datasets = DatasetStore(db)
         self.pool = PoolStore(db, worker_timeout=worker_timeout)
+        self.jobs = JobStore(db, self.runs)
 
     def secret(self, key: str, make: Callable[[], str]) -> str:
         """A server setting, created once by ``make`` and shared by every server."""

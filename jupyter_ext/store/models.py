@@ -97,6 +97,15 @@ class Run(Base):
     notebook: Mapped[str | None] = mapped_column(String(1024))
     environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A notebook job's spec (parameters aside, which live in params): the notebook JSON,
+    # working directory, cell timeout. Kept so a server restart or a rerun loses nothing.
+    job: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The GPU indices (on its worker) the run holds while it runs.
+    devices: Mapped[list[Any] | None] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The attempt a worker may start now: set when the dispatcher submits one, cleared by
+    # the claim and when the run is declared lost, so a stale task can never start it.
+    claimable_attempt: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
@@ -272,6 +281,8 @@ class Worker(Base):
     resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     gpus: Mapped[list[Any]] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(16), default="running")
+    runs: Mapped[list[Any] | None] = mapped_column(JSON)
+    nthreads: Mapped[int] = mapped_column(default=1, server_default="1")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
 

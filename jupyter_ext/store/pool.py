@@ -102,6 +102,8 @@ class PoolStore:
             alive=alive,
             started_at=w.started_at,
             last_heartbeat=w.last_heartbeat,
+            runs=w.runs or [],
+            nthreads=w.nthreads,
         )
 
     def heartbeat(self, worker_id: str, req: RegisterWorker) -> tuple[DescribeWorker, bool]:
@@ -117,6 +119,8 @@ class PoolStore:
             worker.resources = req.resources
             worker.gpus = [g.model_dump() for g in req.gpus]
             worker.status = req.status
+            worker.runs = req.runs
+            worker.nthreads = req.nthreads
             worker.last_heartbeat = utcnow()
             session.flush()
             return self._describe_worker(worker), created

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, cast, func, select
@@ -23,6 +22,7 @@ from labrun.models import (
     RunList,
     RunStatus,
     RunSummary,
+    RunTransitionOut,
     UpdateRun,
 )
 
@@ -116,7 +116,7 @@ class RunStore:
         return project
 
     @staticmethod
-    def _params_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def params_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {run_id: {} for run_id in run_ids}
         if run_ids:
             rows = session.execute(
@@ -139,15 +139,16 @@ class RunStore:
                 out[run_id][key] = value
         return out
 
-    def _describe(self, session: Session, run: Run) -> DescribeRun:
+    def describe(self, session: Session, run: Run) -> DescribeRun:
         return DescribeRun(
             **_summary_fields(run),
-            params=self._params_of(session, [run.id])[run.id],
+            params=self.params_of(session, [run.id])[run.id],
             metrics=self._metrics_of(session, [run.id])[run.id],
             source=run.source,
             notebook=run.notebook,
             environment=run.environment or {},
             error=run.error,
+            devices=run.devices,
         )
 
     @staticmethod
@@ -182,41 +183,46 @@ class RunStore:
 
     # --- the operations ----------------------------------------------------------------
 
+    def insert(self, session: Session, req: CreateRun, user: str) -> Run:
+        """Add a run (and its first transition and parameters) inside ``session``."""
+        if req.queue is not None and session.get(Queue, req.queue) is None:
+            raise NotFound(f"no queue named {req.queue!r}; `labrun queues` lists them")
+        if req.parent_id is not None:
+            self.load(session, req.parent_id)
+        now = utcnow()
+        run = Run(
+            project=self._project(session, req.project),
+            name=req.name,
+            kind=req.kind.value,
+            status=req.status.value,
+            user=user,
+            queue=req.queue,
+            requested_gpus=req.requested_gpus,
+            resources={"GPU": req.requested_gpus} if req.requested_gpus else {},
+            tags=req.tags,
+            source=req.source,
+            notebook=req.notebook,
+            environment=req.environment,
+            parent_id=req.parent_id,
+            created_at=now,
+            queued_at=now if req.status == RunStatus.queued else None,
+            started_at=now if req.status == RunStatus.running else None,
+        )
+        session.add(run)
+        session.flush()
+        session.add(RunTransition(run_id=run.id, status=run.status, time=now))
+        self._set_params(session, run.id, req.params)
+        return run
+
     def create(self, req: CreateRun, user: str) -> DescribeRun:
         with self.db.session() as session:
-            if req.queue is not None and session.get(Queue, req.queue) is None:
-                raise NotFound(f"no queue named {req.queue!r}; `labrun queues` lists them")
-            if req.parent_id is not None:
-                self.load(session, req.parent_id)
-            now = utcnow()
-            run = Run(
-                project=self._project(session, req.project),
-                name=req.name,
-                kind=req.kind.value,
-                status=req.status.value,
-                user=user,
-                queue=req.queue,
-                requested_gpus=req.requested_gpus,
-                resources={"GPU": req.requested_gpus} if req.requested_gpus else {},
-                tags=req.tags,
-                source=req.source,
-                notebook=req.notebook,
-                environment=req.environment,
-                parent_id=req.parent_id,
-                created_at=now,
-                queued_at=now if req.status == RunStatus.queued else None,
-                started_at=now if req.status == RunStatus.running else None,
-            )
-            session.add(run)
+            run = self.insert(session, req, user)
             session.flush()
-            session.add(RunTransition(run_id=run.id, status=run.status, time=now))
-            self._set_params(session, run.id, req.params)
-            session.flush()
-            return self._describe(session, run)
+            return self.describe(session, run)
 
     def get(self, run_id: int) -> DescribeRun:
         with self.db.session() as session:
-            return self._describe(session, self.load(session, run_id))
+            return self.describe(session, self.load(session, run_id))
 
     def update(self, run_id: int, req: UpdateRun) -> DescribeRun:
         with self.db.session() as session:
@@ -229,7 +235,7 @@ class RunStore:
                 if value is not None:
                     setattr(run, field, value)
             session.flush()
-            return self._describe(session, run)
+            return self.describe(session, run)
 
     def cancel(self, run_id: int) -> DescribeRun:
         with self.db.session() as session:
@@ -238,19 +244,19 @@ class RunStore:
                 raise Conflict(f"run {run_id} is already {run.status}; there is nothing to cancel")
             self.transition(session, run, RunStatus.cancelled, "cancelled by request")
             session.flush()
-            return self._describe(session, run)
+            return self.describe(session, run)
 
     def log_params(self, run_id: int, params: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as session:
             self.load(session, run_id)
             self._set_params(session, run_id, params)
             session.flush()
-            return self._params_of(session, [run_id])[run_id]
+            return self.params_of(session, [run_id])[run_id]
 
     def params(self, run_id: int) -> dict[str, Any]:
         with self.db.session() as session:
             self.load(session, run_id)
-            return self._params_of(session, [run_id])[run_id]
+            return self.params_of(session, [run_id])[run_id]
 
     def list_runs(self, query: ListRunsQuery) -> RunList:
         with self.db.session() as session:
@@ -282,7 +288,7 @@ class RunStore:
                 stmt = self._order(stmt, query.sort).offset(query.offset).limit(query.limit)
                 runs = list(session.scalars(stmt).all())
             return RunList(
-                runs=self._summaries(session, runs),
+                runs=self.summaries(session, runs),
                 total=total,
                 offset=query.offset,
                 limit=query.limit,
@@ -326,14 +332,25 @@ class RunStore:
         ).all()
         return runs + list(rest)
 
-    def _summaries(self, session: Session, runs: Sequence[Run]) -> list[RunSummary]:
+    def summaries(self, session: Session, runs: Sequence[Run]) -> list[RunSummary]:
         ids = [run.id for run in runs]
-        params = self._params_of(session, ids)
+        params = self.params_of(session, ids)
         metrics = self._metrics_of(session, ids)
         return [
             RunSummary(**_summary_fields(run), params=params[run.id], metrics=metrics[run.id])
             for run in runs
         ]
+
+    def summaries_by_worker(self) -> dict[str, list[RunSummary]]:
+        """The running runs, grouped by the worker that runs them."""
+        with self.db.session() as session:
+            runs = session.scalars(
+                select(Run).where(Run.status == RunStatus.running.value, Run.worker.is_not(None))
+            ).all()
+            out: dict[str, list[RunSummary]] = {}
+            for run, summary in zip(runs, self.summaries(session, runs), strict=True):
+                out.setdefault(run.worker or "", []).append(summary)
+            return out
 
     @staticmethod
     def _order(stmt: Any, sort: str) -> Any:
@@ -362,7 +379,7 @@ class RunStore:
         ids = list(dict.fromkeys(run_ids))
         with self.db.session() as session:
             runs = [self.load(session, run_id) for run_id in ids]
-            summaries = self._summaries(session, runs)
+            summaries = self.summaries(session, runs)
 
         def rows(values_of: list[dict[str, Any]]) -> list[CompareRow]:
             keys = sorted({key for values in values_of for key in values})
@@ -394,12 +411,13 @@ class RunStore:
                 ]
             )
 
-    def transitions(self, run_id: int) -> list[tuple[str, datetime]]:
+    def transitions(self, run_id: int) -> list[RunTransitionOut]:
+        """Every status the run passed through, oldest first."""
         with self.db.session() as session:
             self.load(session, run_id)
-            rows = session.execute(
-                select(RunTransition.status, RunTransition.time)
+            rows = session.scalars(
+                select(RunTransition)
                 .where(RunTransition.run_id == run_id)
                 .order_by(RunTransition.id)
             )
-            return [(status, time) for status, time in rows]
+            return [RunTransitionOut(status=t.status, time=t.time, message=t.message) for t in rows]

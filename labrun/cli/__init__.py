@@ -10,8 +10,10 @@ from labrun import __version__
 from labrun.errors import LabrunError
 
 from .demo import demo
+from .jobs import cancel, pool, queues, rerun, submit, sweep
 from .runs import compare, logs, runs, show
 from .server import db, server
+from .worker import worker
 
 
 class LabrunGroup(click.Group):
@@ -35,5 +37,20 @@ def main() -> None:
     """
 
 
-for command in (demo, runs, show, logs, compare, server, db):
+for command in (
+    demo,
+    runs,
+    show,
+    logs,
+    compare,
+    submit,
+    sweep,
+    cancel,
+    rerun,
+    queues,
+    pool,
+    server,
+    worker,
+    db,
+):
     main.add_command(command)

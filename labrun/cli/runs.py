@@ -6,6 +6,7 @@ import time
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from labrun.client import Client
 from labrun.models import RunList, RunStatus
@@ -66,6 +67,7 @@ def print_runs_table(listing: RunList, *, show_project: bool = True) -> None:
     help="Only runs in this status (repeatable).",
 )
 @click.option("--user", "-u", help="Only runs of this user.")
+@click.option("--sweep", "sweep_id", type=int, help="Only the runs of this sweep.")
 @click.option(
     "--sort",
     default="-created_at",
@@ -78,6 +80,7 @@ def runs(
     project: str | None,
     statuses: tuple[str, ...],
     user: str | None,
+    sweep_id: int | None,
     sort: str,
     limit: int,
     as_json: bool,
@@ -85,7 +88,12 @@ def runs(
     """List runs, newest first."""
     with Client() as client:
         listing = client.list_runs(
-            project=project, status=list(statuses) or None, user=user, sort=sort, limit=limit
+            project=project,
+            status=list(statuses) or None,
+            user=user,
+            parent_id=sweep_id,
+            sort=sort,
+            limit=limit,
         )
     if as_json:
         print_json(listing)
@@ -128,6 +136,8 @@ def show(run_id: int, as_json: bool) -> None:
             console.print(f"  {label:<9} {value}")
     if run.error:
         console.print(f"  [red]error[/]     {run.error.get('message', run.error)}")
+        for line in run.error.get("traceback") or []:
+            console.print(Text.from_ansi(line))
     for title, values in (("Parameters", run.params), ("Latest metrics", run.metrics)):
         if values:
             table = Table(title=title, title_justify="left", box=None, header_style="bold")

@@ -62,7 +62,7 @@ def test_status_transitions_are_recorded_and_enforced(store: Store) -> None:
     store.runs.update(run.id, UpdateRun(status=RunStatus.running))
     done = store.runs.update(run.id, UpdateRun(status=RunStatus.completed))
     assert done.ended_at is not None
-    assert [s for s, _ in store.runs.transitions(run.id)] == ["queued", "running", "completed"]
+    assert [t.status for t in store.runs.transitions(run.id)] == ["queued", "running", "completed"]
     with pytest.raises(Conflict, match="is completed and cannot become running"):
         store.runs.update(run.id, UpdateRun(status=RunStatus.running))
     with pytest.raises(Conflict, match="already completed"):

@@ -18,8 +18,18 @@ class LabrunServer:
     """A labrun server in its own process group; restartable on the same port and data."""
 
     def __init__(
-        self, directory: Path, *, token: str = "test-token", db_url: str | None = None
+        self,
+        directory: Path,
+        *,
+        token: str = "test-token",
+        db_url: str | None = None,
+        pool: bool = False,
+        options: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.pool = pool
+        self.options = options or []
+        self.extra_env = env or {}
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -48,10 +58,17 @@ class LabrunServer:
             self.db_url,
             f"--LabRun.artifact_root={self.dir / 'artifacts'}",
             f"--ServerApp.root_dir={self.dir}",
+            f"--LabRun.start_pool={self.pool}",
+            *self.options,
         ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.dir,
+            env={**os.environ, "LABRUN_DATA_DIR": str(self.dir / "data"), **self.extra_env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,239 @@
+"""A small pool of pre-started kernels, so a notebook job does not wait for one.
+
+Starting an IPython kernel and waiting until it answers takes most of a second; shutting it
+down, a fifth more. The pool starts kernels ahead of time on its own event loop thread,
+hands each out once, starts a replacement at once, and shuts used kernels down in the
+background: both costs leave the job's path. A kernel that died while it waited is thrown
+away and another one handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Coroutine, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jupyter_client.manager import AsyncKernelManager
+
+logger = logging.getLogger("labrun.executor")
+
+T = TypeVar("T")
+
+# Attempts at starting one kernel before the pool gives up on that slot for a while.
+START_ATTEMPTS = 3
+
+
+class KernelUnavailable(RuntimeError):
+    """No kernel could be started (the kernelspec is missing, or every start failed)."""
+
+
+class KernelPool:
+    """``size`` started, ready kernels of ``kernel_name``, each handed out once.
+
+    Parameters
+    ----------
+    size:
+        Kernels kept ready. One per job the worker runs at once is enough for jobs longer
+        than a kernel's start; more help when jobs are very short.
+    env:
+        Extra environment for every kernel (the server's URL and token).
+    cwd:
+        Where kernels start; a job moves its kernel to its own working directory.
+    """
+
+    def __init__(
+        self,
+        size: int = 1,
+        *,
+        kernel_name: str = "python3",
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        startup_timeout: float = 60.0,
+        preload: str = "import labrun",
+    ) -> None:
+        self.preload = preload
+        self.size = size
+        self.kernel_name = kernel_name
+        self.env = dict(env or {})
+        self.cwd = str(cwd) if cwd else None
+        self.startup_timeout = startup_timeout
+        self._ready: queue.Queue[AsyncKernelManager] = queue.Queue()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="labrun-kernel-pool", daemon=True
+        )
+        self._closed = False
+        self._starting = 0
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        for _ in range(self.size):
+            self._refill()
+
+    def close(self) -> None:
+        """Shut every waiting kernel down and stop the pool's thread."""
+        if self._closed:
+            return
+        self._closed = True
+        kernels = []
+        while True:
+            try:
+                kernels.append(self._ready.get_nowait())
+            except queue.Empty:
+                break
+        if self._thread.is_alive():
+            if kernels:
+                try:
+                    self.call(self._shutdown_all(kernels), 15)
+                except Exception as err:  # noqa: BLE001 - the worker is closing: log, never raise
+                    logger.warning("labrun: could not shut down warm kernels: %s", err)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the pool's loop (where its kernels' sockets live) and wait."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    # --- kernels -------------------------------------------------------------------
+
+    def _refill(self) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            self._starting += 1
+        asyncio.run_coroutine_threadsafe(self._start_one(), self._loop)
+
+    async def _start_one(self) -> None:
+        try:
+            for attempt in range(1, START_ATTEMPTS + 1):
+                km = AsyncKernelManager(kernel_name=self.kernel_name)
+                try:
+                    await km.start_kernel(env=self.env, cwd=self.cwd)
+                    client = km.client()
+                    client.start_channels()
+                    try:
+                        await client.wait_for_ready(timeout=self.startup_timeout)
+                        # Jobs log metrics with labrun: import it now, off their path.
+                        await client.execute_interactive(
+                            self.preload, store_history=False, timeout=self.startup_timeout
+                        )
+                    finally:
+                        client.stop_channels()
+                except Exception as err:  # noqa: BLE001 - any failure means: another kernel
+                    # Port clashes and start timeouts happen when many kernels start at
+                    # once: try again with a fresh kernel.
+                    self.last_error = f"{type(err).__name__}: {err}"
+                    logger.warning(
+                        "labrun: kernel start %d/%d failed: %s", attempt, START_ATTEMPTS, err
+                    )
+                    await self._shutdown(km)
+                    continue
+                if self._closed:
+                    await self._shutdown(km)
+                else:
+                    self._ready.put(km)
+                return
+        finally:
+            with self._lock:
+                self._starting -= 1
+
+    async def _shutdown_all(self, kernels: list[AsyncKernelManager]) -> None:
+        await asyncio.gather(*(self._shutdown(km) for km in kernels))
+
+    async def _shutdown(self, km: AsyncKernelManager) -> None:
+        try:
+            if km.has_kernel:
+                await km.shutdown_kernel(now=True)
+        except Exception as err:  # noqa: BLE001 - a kernel already gone is fine
+            logger.debug("labrun: kernel shutdown failed: %s", err)
+
+    async def _alive(self, km: AsyncKernelManager) -> bool:
+        return bool(km.has_kernel and await km.is_alive())
+
+    def acquire(self, timeout: float = 120.0) -> AsyncKernelManager:
+        """A started, ready kernel for one job; a replacement starts at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KernelUnavailable(
+                    f"no kernel {self.kernel_name!r} became ready in {timeout:.0f} s"
+                    + (f"; last error: {self.last_error}" if self.last_error else "")
+                )
+            with self._lock:
+                starving = self._ready.empty() and self._starting == 0
+            if starving:
+                self._refill()
+            try:
+                km = self._ready.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            self._refill()
+            if self.call(self._alive(km), 10):
+                return km
+            # It died while it waited (killed, out of memory): never give it to a job.
+            logger.warning("labrun: a warm kernel had died; using another")
+            self.discard(km)
+
+    def run_code(self, km: AsyncKernelManager, code: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Execute ``code`` silently in ``km`` (set-up before a job, a flush after it)."""
+
+        async def execute() -> dict[str, Any]:
+            client = km.client()
+            client.start_channels()
+            try:
+                reply = await client.execute_interactive(
+                    code, store_history=False, timeout=timeout, output_hook=lambda msg: None
+                )
+            finally:
+                client.stop_channels()
+            return dict(reply["content"])
+
+        return self.call(execute(), timeout + 5)
+
+    def interrupt(self, km: AsyncKernelManager) -> None:
+        async def interrupt() -> None:
+            await km.interrupt_kernel()
+
+        self.call(interrupt(), 10)
+
+    def kill(self, km: AsyncKernelManager) -> None:
+        self.call(self._shutdown(km), 15)
+
+    def discard(self, km: AsyncKernelManager) -> None:
+        """Shut a used (or dead) kernel down in the background."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(km), self._loop)
+
+
+def setup_code(environ: Mapping[str, str], cwd: str | None) -> str:
+    """Code that points a warm kernel at one job: its environment and working directory."""
+    lines = [
+        "import os as _labrun_os",
+        f"_labrun_os.environ.update({json.dumps(dict(environ))})",
+    ]
+    if cwd:
+        lines.append(f"_labrun_os.chdir({json.dumps(cwd)})")
+    lines.append("del _labrun_os")
+    return "\n".join(lines)
+
+
+# Sends what the notebook logged with labrun.log before the job reports its end.
+FLUSH_CODE = (
+    "import sys as _labrun_sys\n"
+    "if 'labrun.tracking' in _labrun_sys.modules:\n"
+    "    _labrun_sys.modules['labrun.tracking'].flush()\n"
+    "del _labrun_sys"
+)

@@ -1,0 +1,323 @@
+"""The notebook runner: one notebook job, executed by papermill on a Dask worker.
+
+The dispatcher submits :func:`run_notebook_job` with a job spec. On the worker it claims the
+run (the server grants each dispatched attempt once, so a job never runs twice at once),
+takes a warm kernel and the run's GPUs, runs papermill with the parameters while cell
+progress and output stream to the run's log, uploads the executed notebook and its HTML,
+and reports how it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+import papermill
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
+from papermill.exceptions import PapermillExecutionError
+
+from labrun import settings
+from labrun.errors import Conflict, LabrunError, NotFound
+from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
+
+from .engine import ENGINE_NAME
+from .kernels import FLUSH_CODE, KernelPool, KernelUnavailable, setup_code
+from .plugin import LabrunWorkerPlugin, get_plugin
+
+logger = logging.getLogger("labrun.executor")
+
+# Tries at a job whose kernel dies before its first cell: a broken kernel, not the job.
+KERNEL_TRIES = 3
+
+
+class RunLog:
+    """Text for a run's log, sent in small batches from a background thread.
+
+    Behaves as the file objects papermill writes a notebook's stdout and stderr to.
+    """
+
+    def __init__(self, plugin: LabrunWorkerPlugin, run_id: int, interval: float = 0.25) -> None:
+        self.plugin = plugin
+        self.run_id = run_id
+        self.interval = interval
+        self._pending: list[LogEntryIn] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"labrun-log-{run_id}")
+        self._thread.start()
+        self.stdout = _Stream(self, "stdout")
+        self.stderr = _Stream(self, "stderr")
+
+    def write(self, stream: Literal["stdout", "stderr", "system"], text: str) -> None:
+        if text:
+            with self._lock:
+                self._pending.append(LogEntryIn(stream=stream, text=text))
+
+    def system(self, text: str) -> None:
+        self.write("system", text.rstrip("\n") + "\n")
+
+    def _send(self) -> None:
+        with self._lock:
+            entries, self._pending = self._pending, []
+        if entries:
+            try:
+                self.plugin.client.append_logs(self.run_id, entries)
+            except LabrunError as err:
+                logger.warning("labrun: run %d: log lines lost: %s", self.run_id, err)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._send()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(30)
+        self._send()
+
+
+class _Stream:
+    def __init__(self, log: RunLog, name: Literal["stdout", "stderr"]) -> None:
+        self.log = log
+        self.name = name
+
+    def write(self, text: str) -> int:
+        self.log.write(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class NotebookJob:
+    """One attempt at one notebook job on this worker."""
+
+    def __init__(self, plugin: LabrunWorkerPlugin, spec: dict[str, Any], devices: list[int]):
+        self.plugin = plugin
+        self.spec = spec
+        self.run_id: int = spec["run_id"]
+        self.devices = devices
+        self.kernel: AsyncKernelManager | None = None
+        self.cancelled: str | None = None
+        self.cells_started = 0
+        self.log = RunLog(plugin, self.run_id)
+        # Seconds each phase took, for the benchmarks and the worker's debug log.
+        self.timings: dict[str, float] = {}
+        self._mark = time.perf_counter()
+
+    def _phase(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._mark, 4)
+        self._mark = now
+
+    @property
+    def pool(self) -> KernelPool:
+        return self.plugin.pool
+
+    def cancel(self, reason: str) -> None:
+        """Stop the job: interrupt its kernel, then kill it if it does not stop."""
+        self.cancelled = reason
+        kernel = self.kernel
+        if kernel is None:
+            return
+        try:
+            self.pool.interrupt(kernel)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and self.kernel is kernel:
+                time.sleep(0.05)
+            if self.kernel is kernel:
+                self.pool.kill(kernel)
+        except Exception as err:  # noqa: BLE001 - best effort; the kernel may be gone
+            logger.warning("labrun: could not stop the kernel of run %d: %s", self.run_id, err)
+
+    def _environ(self) -> dict[str, str]:
+        return {
+            settings.RUN_ID: str(self.run_id),
+            settings.PROJECT: self.spec.get("project") or "default",
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.devices)),
+        }
+
+    def _cwd(self) -> str | None:
+        # The submitter's folder when this worker shares its file system, so the notebook
+        # finds files beside it; otherwise the kernel stays in its scratch folder.
+        cwd = self.spec.get("cwd")
+        return cwd if cwd and Path(cwd).is_dir() else None
+
+    def _on_cell_start(self, cell: Any, cell_index: int) -> None:
+        self.cells_started += 1
+        if cell.cell_type == "code":
+            first = cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ""
+            self.log.system(f"[cell {cell_index}] {first}")
+
+    def _execute(self, out_path: Path) -> Any:
+        nb = nbformat.from_dict(self.spec["content"])
+        nb.metadata.setdefault("kernelspec", {"name": "python3", "language": "python"})
+        return papermill.execute_notebook(
+            nb,
+            str(out_path),
+            parameters=self.spec.get("parameters") or {},
+            kernel_name=self.pool.kernel_name,
+            progress_bar=False,
+            request_save_on_cell_execute=False,
+            stdout_file=self.log.stdout,
+            stderr_file=self.log.stderr,
+            execution_timeout=self.spec.get("timeout"),
+            engine_name=ENGINE_NAME,
+            km=self.kernel,
+            on_cell_start=self._on_cell_start,
+        )
+
+    def run(self) -> dict[str, Any]:
+        workdir = Path(tempfile.mkdtemp(prefix=f"run-{self.run_id}-", dir=self.plugin.scratch))
+        out_path = workdir / "executed.ipynb"
+        status, error = RunStatus.failed, None
+        try:
+            for attempt in range(1, KERNEL_TRIES + 1):
+                self.kernel = self.pool.acquire()
+                self._phase("acquire")
+                if self.cancelled:
+                    break
+                self.pool.run_code(self.kernel, setup_code(self._environ(), self._cwd()))
+                self._phase("setup")
+                try:
+                    self._execute(out_path)
+                    status = RunStatus.completed
+                    self._phase("execute")
+                except PapermillExecutionError as err:
+                    status = RunStatus.failed
+                    error = {
+                        "type": err.ename,
+                        "message": f"cell {err.cell_index} raised {err.ename}: {err.evalue}",
+                        "cell_index": err.cell_index,
+                        "exec_count": err.exec_count,
+                        "ename": err.ename,
+                        "evalue": err.evalue,
+                        "traceback": err.traceback,
+                    }
+                except (DeadKernelError, RuntimeError) as err:
+                    if not self.cancelled and self.cells_started == 0 and attempt < KERNEL_TRIES:
+                        # Died before the first cell: the kernel's fault, not the job's.
+                        self.log.system(f"the kernel died before the first cell ({err}); retrying")
+                        self.pool.discard(self.kernel)
+                        continue
+                    status = RunStatus.failed
+                    error = {"type": type(err).__name__, "message": f"the kernel died: {err}"}
+                if status == RunStatus.completed:
+                    self.pool.run_code(self.kernel, FLUSH_CODE, timeout=60)
+                    self._phase("flush")
+                break
+        except KernelUnavailable as err:
+            error = {"type": "KernelUnavailable", "message": str(err)}
+        except Exception as err:  # noqa: BLE001 - whatever broke, the run must say so
+            error = {
+                "type": type(err).__name__,
+                "message": str(err),
+                "traceback": traceback.format_exc().splitlines(),
+            }
+        finally:
+            if self.kernel is not None:
+                kernel, self.kernel = self.kernel, None
+                self.pool.discard(kernel)
+        if self.cancelled:
+            status, error = RunStatus.cancelled, None
+            self.log.system(f"cancelled: {self.cancelled}")
+        elif error:
+            self.log.system(f"failed: {error['message']}")
+        self._upload(out_path)
+        self._phase("upload")
+        self.log.close()
+        self._phase("log")
+        self._report(status, error)
+        self._phase("report")
+        logger.debug("labrun: run %d took %s", self.run_id, self.timings)
+        return {
+            "run_id": self.run_id,
+            "status": status.value,
+            "error": error,
+            "timings": self.timings,
+        }
+
+    def _upload(self, out_path: Path) -> None:
+        if not out_path.exists():
+            return
+        client = self.plugin.client
+        stem = Path(self.spec.get("notebook") or "notebook.ipynb").stem
+        try:
+            text = out_path.read_text()
+            client.upload_artifact(
+                self.run_id,
+                f"{stem}.ipynb",
+                text.encode(),
+                content_type="application/x-ipynb+json",
+                kind="notebook",
+            )
+            self._phase("upload_ipynb")
+            html = self.plugin.render_html(nbformat.reads(text, as_version=4))
+            self._phase("render_html")
+            client.upload_artifact(
+                self.run_id,
+                f"{stem}.html",
+                html.encode(),
+                content_type="text/html",
+                kind="html",
+            )
+        except (LabrunError, ValueError) as err:
+            self.log.system(f"could not upload the executed notebook: {err}")
+
+    def _report(self, status: RunStatus, error: dict[str, Any] | None) -> None:
+        if status == RunStatus.cancelled:
+            return  # the server cancelled it; nothing to add
+        try:
+            self.plugin.client.update_run(self.run_id, UpdateRun(status=status, error=error))
+        except Conflict as err:
+            # Cancelled or declared lost meanwhile: the server's word stands.
+            logger.info("labrun: run %d: %s", self.run_id, err)
+
+
+def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Dask task of a notebook job: claim, run, report. Returns how it ended."""
+    plugin = get_plugin()
+    run_id = spec["run_id"]
+    devices = plugin.devices.allocate(run_id, spec.get("gpus", 0))
+    try:
+        try:
+            plugin.client.claim_run(
+                run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
+            )
+        except (Conflict, NotFound) as err:
+            # Another attempt owns the run (this task was re-run after its worker died),
+            # or it was cancelled meanwhile: do nothing.
+            return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}
+        job = NotebookJob(plugin, spec, devices)
+        plugin.jobs[run_id] = job
+        try:
+            return job.run()
+        finally:
+            plugin.jobs.pop(run_id, None)
+    finally:
+        plugin.devices.release(run_id)
+
+
+def stop_run(run_id: int, reason: str = "cancelled by request", *, dask_worker: Any) -> bool:
+    """Run on a worker by the server (``client.run``): stop ``run_id`` if it runs here."""
+    plugin = get_plugin(dask_worker)
+    job = plugin.jobs.get(run_id)
+    if job is None:
+        return False
+    # Off the worker's event loop: stopping waits for the kernel.
+    threading.Thread(target=job.cancel, args=(reason,), daemon=True).start()
+    return True
+
+
+def describe_worker(*, dask_worker: Any) -> dict[str, Any]:
+    """This worker's devices, holders and jobs (``client.run`` from the server or tests)."""
+    return get_plugin(dask_worker).describe()

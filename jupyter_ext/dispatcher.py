@@ -1,0 +1,516 @@
+"""The dispatcher: feeds queued notebook jobs to the Dask pool, in order, and follows them.
+
+Jobs are rows first (``queued``), so nothing is lost when the server stops. The dispatcher
+keeps an index of the queued jobs in memory and, whenever a job is submitted or one ends
+(and once a second regardless), hands out the pool's free capacity:
+
+* queues by priority, highest first;
+* inside a queue, fair share: the user with the fewest slot-hours (a job's GPUs, or 1 for a
+  CPU job, times the hours it ran) over the last day goes next, a running job counting at
+  least a minute, so two users with fresh jobs alternate;
+* a per-user limit on GPUs held at once (``max_gpus_per_user`` of the server or the queue).
+
+Each dispatched attempt is counted in the store and may be claimed by a worker once. A job
+whose worker leaves the cluster (or stops sending heartbeats) is marked ``lost`` and queued
+again until ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from labrun.errors import InvalidRequest, ServerUnavailable
+from labrun.models import PoolStatus, PoolWorker, RunStatus
+
+from .store.jobs import QueuedJob
+
+if TYPE_CHECKING:
+    from distributed import Client, Future, SpecCluster
+
+    from labrun.executor.cluster import PoolWorkerInfo
+
+    from .store import Store
+
+logger = logging.getLogger("labrun.dispatcher")
+
+USAGE_WINDOW = timedelta(days=1)
+# A running job weighs at least this many hours in fair share, so a user whose jobs just
+# started does not look idle.
+RUNNING_FLOOR_HOURS = 1 / 60
+
+
+@dataclass
+class Inflight:
+    """A job submitted to Dask and not yet ended."""
+
+    job: QueuedJob
+    attempt: int
+    future: Future[Any] | None = None
+    worker: str | None = None  # the worker's id, once it claimed the run
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Backlog:
+    """The queued jobs of one user in one queue, by job priority, then age."""
+
+    heap: list[tuple[int, int, QueuedJob]] = field(default_factory=list)
+
+    def push(self, job: QueuedJob) -> None:
+        heapq.heappush(self.heap, (-job.priority, job.id, job))
+
+    def head(self) -> QueuedJob | None:
+        return self.heap[0][2] if self.heap else None
+
+    def pop(self) -> QueuedJob:
+        return heapq.heappop(self.heap)[2]
+
+
+@dataclass
+class DispatcherSettings:
+    scheduler: str = ""
+    start_local: bool = True
+    local_workers: int = 0
+    local_directory: str = ""
+    server_url: str = ""
+    token: str = ""
+    max_attempts: int = 3
+    max_gpus_per_user: int = 0
+    worker_timeout: float = 30.0
+    warm_kernels: int = 1
+    connect_timeout: float = 10.0
+
+
+class Dispatcher:
+    """Owns the Dask client (and the local cluster, when it started one)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: DispatcherSettings,
+        *,
+        publish: Callable[[str, Any], None],
+        call: Callable[..., Any],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.publish = publish
+        # Runs a store function on the database's threads: `await self.call(fn, *args)`.
+        self.call = call
+        self.state: Literal["starting", "ready", "error", "disabled"] = (
+            "disabled" if not (settings.scheduler or settings.start_local) else "starting"
+        )
+        self.message: str | None = None
+        self.client: Client | None = None
+        self.cluster: SpecCluster | None = None
+        self.workers: dict[str, PoolWorkerInfo] = {}
+        self.inflight: dict[int, Inflight] = {}
+        self.backlog: dict[str, dict[str, _Backlog]] = {}
+        self.queued_ids: set[int] = set()
+        self.queues: dict[str, tuple[int, int | None]] = {}
+        self.usage: dict[str, float] = {}
+        self.dispatched = 0
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._workers_at = 0.0
+        self._usage_at = 0.0
+        self._lost_seen: dict[int, float] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._load_backlog()
+        if self.state == "disabled":
+            self._ready.set()
+            return
+        self._task = asyncio.create_task(self._run())
+
+    async def _connect(self) -> None:
+        from distributed import Client
+
+        from labrun.executor.cluster import start_local_cluster
+        from labrun.executor.plugin import LabrunWorkerPlugin
+
+        s = self.settings
+        if s.scheduler:
+            try:
+                self.client = await asyncio.wait_for(
+                    Client(s.scheduler, asynchronous=True, timeout=s.connect_timeout),
+                    s.connect_timeout + 5,
+                )
+            except (OSError, asyncio.TimeoutError) as err:
+                raise ServerUnavailable(
+                    f"cannot reach the Dask scheduler at {s.scheduler} ({err}); check that it "
+                    "runs and c.LabRun.dask_scheduler (or LABRUN_DASK_SCHEDULER)"
+                ) from err
+        else:
+            self.cluster = await start_local_cluster(
+                cpu_workers=s.local_workers or None, local_directory=s.local_directory
+            )
+            self.client = await Client(self.cluster, asynchronous=True)
+        assert self.client is not None
+        await self.client.register_plugin(
+            LabrunWorkerPlugin(s.server_url, s.token, kernels=s.warm_kernels)
+        )
+
+    async def _run(self) -> None:
+        try:
+            await self._connect()
+        except Exception as err:  # noqa: BLE001 - reported in the pool's state and log
+            self.state = "error"
+            self.message = str(err) if isinstance(err, ServerUnavailable) else repr(err)
+            logger.error("labrun: the pool is unavailable: %s", self.message)
+            self._ready.set()
+            return
+        self.state = "ready"
+        self._ready.set()
+        logger.info("labrun: pool ready at %s", self.scheduler_address)
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("labrun: dispatcher tick failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for entry in self.inflight.values():
+            if entry.task is not None:
+                entry.task.cancel()
+        if self.client is not None:
+            await self.client.close()
+        if self.cluster is not None:
+            await self.cluster.close()  # type: ignore[misc]
+
+    @property
+    def scheduler_address(self) -> str | None:
+        if self.cluster is not None:
+            return self.cluster.scheduler_address
+        return self.settings.scheduler or None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise ServerUnavailable(
+                f"the pool did not start within {timeout:.0f} s; see the server's log"
+            ) from None
+
+    # --- the backlog ---------------------------------------------------------------
+
+    async def _load_backlog(self) -> None:
+        for job in await self.call(self.store.jobs.queued):
+            self._push(job)
+
+    def _push(self, job: QueuedJob) -> None:
+        if job.id in self.queued_ids or job.id in self.inflight:
+            return
+        self.queued_ids.add(job.id)
+        self.backlog.setdefault(job.queue, {}).setdefault(job.user, _Backlog()).push(job)
+
+    def add(self, jobs: list[QueuedJob]) -> None:
+        """Jobs just submitted: queue them and dispatch at once where the pool has room."""
+        for job in jobs:
+            self._push(job)
+        self.wake()
+
+    def _discard_queued(self, run_id: int) -> bool:
+        if run_id not in self.queued_ids:
+            return False
+        self.queued_ids.discard(run_id)
+        for users in self.backlog.values():
+            for backlog in users.values():
+                for i, (_, _, job) in enumerate(backlog.heap):
+                    if job.id == run_id:
+                        backlog.heap.pop(i)
+                        heapq.heapify(backlog.heap)
+                        return True
+        return True
+
+    # --- checks at submission -------------------------------------------------------
+
+    async def check_gpus(self, gpus: int) -> None:
+        """Refuse a job no worker could ever run (Dask would leave it pending forever)."""
+        if self.state == "disabled":
+            return
+        await self.wait_ready()
+        if self.state == "error":
+            raise ServerUnavailable(f"the pool is unavailable: {self.message}")
+        await self._refresh_workers(force=True)
+        if not self.workers or gpus == 0:
+            return  # no workers yet (an adaptive cluster grows with demand)
+        best = max(w.gpus for w in self.workers.values())
+        if gpus > best:
+            listing = "; ".join(w.describe() for w in self.workers.values())
+            raise InvalidRequest(
+                f"no worker offers {gpus} GPU{'s' * (gpus > 1)} (the most is {best}); the "
+                f"workers are: {listing}. Ask for fewer with --gpus, or add a worker with "
+                "enough GPUs (`labrun worker SCHEDULER` on a GPU host)"
+            )
+
+    # --- one round ------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        await self._refresh_workers()
+        await self._check_lost()
+        if time.monotonic() - self._usage_at > 10:
+            self.usage = await self.call(self.store.jobs.usage, USAGE_WINDOW)
+            self.queues = await self.call(self._queue_settings)
+            self._usage_at = time.monotonic()
+        chosen = self.choose()
+        if chosen:
+            await self._submit(chosen)
+
+    def _queue_settings(self) -> dict[str, tuple[int, int | None]]:
+        return {
+            q.name: (q.priority, q.max_gpus_per_user) for q in self.store.pool.list_queues().queues
+        }
+
+    def choose(self) -> list[QueuedJob]:
+        """The jobs to start now, in order, within the pool's free capacity."""
+        slots = sum(w.nthreads for w in self.workers.values()) - len(self.inflight)
+        free_gpus = sum(w.gpus for w in self.workers.values()) - sum(
+            e.job.gpus for e in self.inflight.values()
+        )
+        biggest = max((w.gpus for w in self.workers.values()), default=0)
+        held: dict[str, int] = {}
+        weight: dict[str, float] = dict(self.usage)
+        for entry in self.inflight.values():
+            held[entry.job.user] = held.get(entry.job.user, 0) + entry.job.gpus
+            weight[entry.job.user] = weight.get(entry.job.user, 0.0) + RUNNING_FLOOR_HOURS * max(
+                entry.job.gpus, 1
+            )
+        order = sorted(self.backlog, key=lambda q: (-self.queues.get(q, (0, None))[0], q))
+        chosen: list[QueuedJob] = []
+        while slots > 0:
+            pick: tuple[float, int, str, str] | None = None
+            for queue in order:
+                limit = self._limit(queue)
+                for user, backlog in self.backlog[queue].items():
+                    job = backlog.head()
+                    if job is None:
+                        continue
+                    if job.gpus > free_gpus or job.gpus > biggest:
+                        continue
+                    if job.gpus and limit and held.get(user, 0) + job.gpus > limit:
+                        continue
+                    key = (weight.get(user, 0.0), job.id, queue, user)
+                    if pick is None or key < pick:
+                        pick = key
+                if pick is not None:
+                    break  # a higher-priority queue had a job that fits
+            if pick is None:
+                break
+            _, _, queue, user = pick
+            job = self.backlog[queue][user].pop()
+            self.queued_ids.discard(job.id)
+            chosen.append(job)
+            slots -= 1
+            free_gpus -= job.gpus
+            held[user] = held.get(user, 0) + job.gpus
+            weight[user] = weight.get(user, 0.0) + RUNNING_FLOOR_HOURS * max(job.gpus, 1)
+            # Reserve the slot now; the attempt number comes from the store below.
+            self.inflight[job.id] = Inflight(job=job, attempt=0)
+        return chosen
+
+    def _limit(self, queue: str) -> int:
+        limits = [self.settings.max_gpus_per_user, self.queues.get(queue, (0, None))[1] or 0]
+        positive = [n for n in limits if n > 0]
+        return min(positive) if positive else 0
+
+    async def _submit(self, jobs: list[QueuedJob]) -> None:
+        from labrun.executor.runner import run_notebook_job
+
+        assert self.client is not None
+        specs = await self.call(self.store.jobs.dispatch, [j.id for j in jobs])
+        by_id = {spec["run_id"]: spec for spec in specs}
+        for job in jobs:
+            spec = by_id.get(job.id)
+            entry = self.inflight[job.id]
+            if spec is None:  # cancelled meanwhile
+                del self.inflight[job.id]
+                continue
+            entry.attempt = spec["attempt"]
+            entry.future = self.client.submit(
+                run_notebook_job,
+                spec,
+                key=f"labrun-run-{job.id}-{entry.attempt}",
+                resources={"GPU": job.gpus} if job.gpus else None,
+                priority=self.queues.get(job.queue, (0, None))[0],
+                pure=False,
+            )
+            entry.task = asyncio.create_task(self._follow(job.id, entry))
+            self.dispatched += 1
+
+    async def _follow(self, run_id: int, entry: Inflight) -> None:
+        """Wait for a job's task and settle what the worker could not report itself."""
+        from distributed.scheduler import KilledWorker
+
+        assert entry.future is not None
+        outcome: str | None = None
+        try:
+            result = await entry.future
+            outcome = result.get("status") if isinstance(result, dict) else None
+            logger.debug("labrun: run %d ended: %s", run_id, result)
+        except asyncio.CancelledError:
+            if self.inflight.get(run_id) is entry:
+                raise
+            outcome = "superseded"  # we cancelled it (lost, or the run was cancelled)
+        except KilledWorker as err:
+            await self._lose(run_id, entry, f"its workers kept dying: {err}")
+            outcome = "lost"
+        except Exception as err:  # noqa: BLE001 - any task error fails the run with its text
+            message = f"the job's task failed on the pool: {type(err).__name__}: {err}"
+            if await self.call(self.store.jobs.fail, run_id, message, type(err).__name__):
+                self._changed(run_id)
+            outcome = "failed"
+        finally:
+            if self.inflight.get(run_id) is entry:
+                del self.inflight[run_id]
+                self.wake()
+        if outcome not in (None, "superseded", "lost"):
+            self._usage_at = 0.0  # refresh fair share with this job's hours
+            await self._settle_sweep(run_id)
+
+    # --- claims, cancels, losses ----------------------------------------------------
+
+    def claimed(self, run_id: int, worker: str) -> None:
+        entry = self.inflight.get(run_id)
+        if entry is not None:
+            entry.worker = worker
+
+    async def cancel(self, run_id: int) -> None:
+        """Stop a job the store just marked cancelled: drop it, or stop it on its worker."""
+        from labrun.executor.runner import stop_run
+
+        if self._discard_queued(run_id):
+            return
+        entry = self.inflight.get(run_id)
+        if entry is None or self.client is None:
+            return
+        address = self._address_of(entry.worker)
+        if address is not None:
+            try:
+                await self.client.run(stop_run, run_id, workers=[address], on_error="ignore")
+            except Exception as err:  # noqa: BLE001 - the worker may be going away
+                logger.warning("labrun: could not stop run %d on %s: %s", run_id, address, err)
+        elif entry.future is not None:
+            await self.client.cancel([entry.future])
+
+    def _address_of(self, worker_id: str | None) -> str | None:
+        if worker_id is None:
+            return None
+        for address in self.workers:
+            if address.split("://", 1)[-1] == worker_id:
+                return address
+        return None
+
+    async def _refresh_workers(self, force: bool = False) -> None:
+        from labrun.executor.cluster import workers_of
+
+        if self.client is None or (not force and time.monotonic() - self._workers_at < 1.0):
+            return
+        assert self.client.scheduler is not None
+        identity = await self.client.scheduler.identity(n_workers=-1)
+        self.workers = workers_of(identity)
+        self._workers_at = time.monotonic()
+
+    async def _check_lost(self) -> None:
+        """Jobs whose worker left the cluster, or that run on no worker we know."""
+        alive = {address.split("://", 1)[-1] for address in self.workers}
+        for run_id, entry in list(self.inflight.items()):
+            if entry.worker is not None and entry.worker not in alive:
+                await self._lose(run_id, entry, f"its worker {entry.worker} left the pool")
+        # Runs marked running that this dispatcher does not follow: from before a restart,
+        # or started by another server. Lost once their worker is gone for a while.
+        now = time.monotonic()
+        heartbeats = await self.call(self.store.pool.list_workers)
+        fresh = {w.id for w in heartbeats.workers if w.alive}
+        for job in await self.call(self.store.jobs.running):
+            if job.id in self.inflight:
+                continue
+            if job.worker in alive or job.worker in fresh:
+                self._lost_seen.pop(job.id, None)
+                continue
+            first = self._lost_seen.setdefault(job.id, now)
+            if self.cluster is not None or now - first > self.settings.worker_timeout:
+                self._lost_seen.pop(job.id, None)
+                await self._lose(job.id, None, f"its worker {job.worker} is gone")
+
+    async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:
+        if entry is not None and self.inflight.get(run_id) is entry:
+            del self.inflight[run_id]
+            if entry.future is not None and self.client is not None:
+                await self.client.cancel([entry.future])
+        status = await self.call(
+            self.store.jobs.lose, run_id, reason, max_attempts=self.settings.max_attempts
+        )
+        logger.warning("labrun: run %d lost (%s); now %s", run_id, reason, status)
+        if status == RunStatus.queued:
+            for job in await self.call(self.store.jobs.queued, run_id):
+                self._push(job)
+        self._changed(run_id)
+        await self._settle_sweep(run_id)
+        self.wake()
+
+    def _changed(self, run_id: int) -> None:
+        self.publish("run.updated", {"id": run_id})
+
+    async def _settle_sweep(self, run_id: int) -> None:
+        parent = await self.call(self.store.jobs.parent_of, run_id)
+        if parent is not None:
+            status = await self.call(self.store.jobs.refresh_sweep, parent)
+            if status is not None:
+                self._changed(parent)
+
+    # --- status ---------------------------------------------------------------------
+
+    async def status(self) -> PoolStatus:
+        await self._refresh_workers()
+        stored = {w.id: w for w in (await self.call(self.store.pool.list_workers)).workers}
+        gpus = (await self.call(self.store.pool.gpus)).gpus
+        running = await self.call(self.store.runs.summaries_by_worker)
+        workers = []
+        for address, info in sorted(self.workers.items()):
+            wid = address.split("://", 1)[-1]
+            workers.append(
+                PoolWorker(
+                    id=wid,
+                    address=address,
+                    host=info.host,
+                    nthreads=info.nthreads,
+                    resources=info.resources,
+                    gpus=[g for g in gpus if g.worker_id == wid],
+                    runs=running.get(wid, []),
+                    alive=wid in stored and stored[wid].alive,
+                )
+            )
+        return PoolStatus(
+            state=self.state,
+            scheduler=self.scheduler_address,
+            message=self.message,
+            workers=workers,
+            queued=len(self.queued_ids),
+            running=len(self.inflight),
+        )

@@ -1,0 +1,406 @@
+"""Notebook jobs: durable queued rows, claims by workers, losses and retries, sweeps.
+
+A job is a run of kind ``notebook`` whose ``job`` column holds everything needed to run it
+(the notebook itself included), so the queue survives a server restart. The dispatcher
+reads and moves jobs only through this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from labrun.errors import Conflict, InvalidRequest, NotFound
+from labrun.models import (
+    ClaimRun,
+    CreateRun,
+    DescribeRun,
+    DescribeSweep,
+    JobOptions,
+    RunKind,
+    RunStatus,
+    SubmitJob,
+    SubmitSweep,
+)
+from labrun.params import check_parameters, expand_sweep
+
+from .database import Database
+from .models import Queue, Run, RunDataset, utcnow
+from .runs import RunStore
+
+# More runs than this in one sweep is almost certainly a typo in a grid.
+MAX_SWEEP_RUNS = 10_000
+
+
+@dataclass
+class QueuedJob:
+    """What the dispatcher needs to order a queued job, without the notebook."""
+
+    id: int
+    user: str
+    queue: str
+    gpus: int
+    priority: int
+    attempt: int
+
+
+@dataclass
+class RunningJob:
+    id: int
+    user: str
+    gpus: int
+    worker: str | None
+    attempt: int
+    started_at: datetime | None
+
+
+def _check_notebook(content: dict[str, Any]) -> None:
+    if not isinstance(content.get("cells"), list):
+        raise InvalidRequest("the notebook has no list of cells; is it an .ipynb file?")
+    if content.get("nbformat") != 4:
+        raise InvalidRequest(
+            f"the notebook is nbformat {content.get('nbformat')!r}; labrun runs nbformat 4 "
+            "notebooks (open and save it in JupyterLab to convert it)"
+        )
+
+
+class JobStore:
+    def __init__(self, db: Database, runs: RunStore) -> None:
+        self.db = db
+        self.runs = runs
+
+    # --- submission --------------------------------------------------------------
+
+    @staticmethod
+    def _check_queue(session: Session, name: str) -> None:
+        if session.get(Queue, name) is None:
+            names = ", ".join(session.scalars(select(Queue.name).order_by(Queue.name)))
+            raise NotFound(
+                f"no queue named {name!r}; the queues are: {names} "
+                "(`labrun queues create NAME` makes one)"
+            )
+
+    def _create_job(
+        self,
+        session: Session,
+        opts: JobOptions,
+        params: dict[str, Any],
+        user: str,
+        *,
+        name: str | None,
+        parent_id: int | None = None,
+        environment: dict[str, Any] | None = None,
+    ) -> Run:
+        req = CreateRun(
+            project=opts.project,
+            name=name,
+            kind=RunKind.notebook,
+            status=RunStatus.queued,
+            params=params,
+            tags=opts.tags,
+            queue=opts.queue,
+            requested_gpus=opts.gpus,
+            notebook=opts.notebook,
+            parent_id=parent_id,
+            environment=environment or {},
+        )
+        run = self.runs.insert(session, req, user)
+        # The parameters again, exactly: SQLite's numeric affinity reads a JSON 1.0 stored
+        # alone in params.value back as 1, and papermill must inject what was asked.
+        run.job = {
+            "content": opts.content,
+            "cwd": opts.cwd,
+            "timeout": opts.timeout,
+            "parameters": params,
+        }
+        return run
+
+    def submit(self, req: SubmitJob, user: str) -> DescribeRun:
+        _check_notebook(req.content)
+        params = check_parameters(req.content, req.parameters)
+        with self.db.session() as session:
+            self._check_queue(session, req.queue)
+            run = self._create_job(session, req, params, user, name=req.name)
+            session.flush()
+            return self.runs.describe(session, run)
+
+    def submit_sweep(self, req: SubmitSweep, user: str) -> DescribeSweep:
+        _check_notebook(req.content)
+        overlap = sorted(set(req.grid) & set(req.parameters))
+        if overlap:
+            raise InvalidRequest(
+                f"{', '.join(overlap)} is both a fixed parameter and swept; give it once"
+            )
+        combos = expand_sweep(req.grid, samples=req.samples, seed=req.seed)
+        if len(combos) > MAX_SWEEP_RUNS:
+            raise InvalidRequest(
+                f"the grid makes {len(combos)} runs, more than {MAX_SWEEP_RUNS}; "
+                "use --samples to draw some of them"
+            )
+        # Every combination is checked before any run exists: a bad value queues nothing.
+        checked = [check_parameters(req.content, {**req.parameters, **c}) for c in combos]
+        base = req.name or req.notebook.rsplit("/", 1)[-1].removesuffix(".ipynb")
+        with self.db.session() as session:
+            self._check_queue(session, req.queue)
+            sweep = self.runs.insert(
+                session,
+                CreateRun(
+                    project=req.project,
+                    name=f"{base} sweep",
+                    kind=RunKind.sweep,
+                    status=RunStatus.queued,
+                    params={**req.parameters, **{k: {"sweep": v} for k, v in req.grid.items()}},
+                    tags=req.tags,
+                    queue=req.queue,
+                    requested_gpus=req.gpus,
+                    notebook=req.notebook,
+                ),
+                user,
+            )
+            session.flush()
+            for i, (combo, params) in enumerate(zip(combos, checked, strict=True), 1):
+                label = " ".join(f"{k}={v}" for k, v in combo.items())
+                self._create_job(
+                    session, req, params, user, name=f"{base} [{i}] {label}", parent_id=sweep.id
+                )
+            session.flush()
+        return self.sweep(sweep.id)
+
+    def sweep(self, sweep_id: int) -> DescribeSweep:
+        with self.db.session() as session:
+            sweep = self.runs.load(session, sweep_id)
+            if sweep.kind != RunKind.sweep.value:
+                raise NotFound(f"run {sweep_id} is a {sweep.kind} run, not a sweep")
+            children = list(
+                session.scalars(select(Run).where(Run.parent_id == sweep_id).order_by(Run.id))
+            )
+            counts: dict[str, int] = {}
+            for child in children:
+                counts[child.status] = counts.get(child.status, 0) + 1
+            return DescribeSweep(
+                sweep=self.runs.describe(session, sweep),
+                runs=self.runs.summaries(session, children),
+                counts=counts,
+            )
+
+    def rerun(self, run_id: int, user: str) -> DescribeRun:
+        """A new job with the same notebook, parameters, resources and dataset versions."""
+        with self.db.session() as session:
+            original = self.runs.load(session, run_id)
+            if original.kind != RunKind.notebook.value or not original.job:
+                raise InvalidRequest(
+                    f"run {run_id} is a {original.kind} run; only notebook jobs can be re-run "
+                    "(cell runs: issue `labrun rerun` after re-running the cell)"
+                )
+            params = self.runs.params_of(session, [run_id])[run_id]
+            run = self.runs.insert(
+                session,
+                CreateRun(
+                    project=original.project.name,
+                    name=f"{original.name or 'run'} (rerun of {run_id})",
+                    kind=RunKind.notebook,
+                    status=RunStatus.queued,
+                    params=params,
+                    tags=original.tags or [],
+                    queue=original.queue if original.queue else "default",
+                    requested_gpus=original.requested_gpus,
+                    notebook=original.notebook,
+                    environment={"rerun_of": run_id},
+                ),
+                user,
+            )
+            self._check_queue(session, run.queue or "default")
+            run.job = {**original.job, "parameters": original.job.get("parameters", params)}
+            # The same dataset versions, recorded up front as the rerun's inputs.
+            for link in session.scalars(
+                select(RunDataset).where(RunDataset.run_id == run_id, RunDataset.role == "input")
+            ):
+                session.add(RunDataset(run_id=run.id, dataset_version_id=link.dataset_version_id))
+            session.flush()
+            return self.runs.describe(session, run)
+
+    # --- what the dispatcher reads -------------------------------------------------
+
+    def queued(self, run_id: int | None = None) -> list[QueuedJob]:
+        """Every queued notebook job, oldest first (or just ``run_id``, if queued)."""
+        stmt = select(
+            Run.id, Run.user, Run.queue, Run.requested_gpus, Run.priority, Run.attempt
+        ).where(Run.status == RunStatus.queued.value, Run.kind == RunKind.notebook.value)
+        if run_id is not None:
+            stmt = stmt.where(Run.id == run_id)
+        with self.db.session() as session:
+            rows = session.execute(stmt.order_by(Run.id))
+            return [QueuedJob(*row) for row in rows]  # type: ignore[arg-type]
+
+    def parent_of(self, run_id: int) -> int | None:
+        with self.db.session() as session:
+            return session.scalar(select(Run.parent_id).where(Run.id == run_id))
+
+    def running(self) -> list[RunningJob]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    Run.id, Run.user, Run.requested_gpus, Run.worker, Run.attempt, Run.started_at
+                ).where(Run.status == RunStatus.running.value, Run.kind == RunKind.notebook.value)
+            )
+            return [RunningJob(*row) for row in rows]
+
+    def usage(self, window: timedelta) -> dict[str, float]:
+        """Slot-hours per user over ``window``: each run weighs its GPUs (a CPU job, 1),
+        times the hours it ran inside the window, running runs up to now."""
+        now = utcnow()
+        since = now - window
+        out: dict[str, float] = {}
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Run.user, Run.requested_gpus, Run.started_at, Run.ended_at).where(
+                    Run.kind == RunKind.notebook.value,
+                    Run.started_at.is_not(None),
+                    (Run.ended_at.is_(None)) | (Run.ended_at >= since),
+                )
+            )
+            for user, gpus, started, ended in rows:
+                start = max(started or now, since)
+                end = ended or now
+                hours = max(0.0, (end - start).total_seconds()) / 3600
+                out[user] = out.get(user, 0.0) + max(gpus, 1) * hours
+        return out
+
+    def dispatch(self, run_ids: list[int]) -> list[dict[str, Any]]:
+        """Count a new attempt for each still-queued job and return what its worker needs.
+
+        One transaction for the batch: the dispatcher calls this once per tick.
+        """
+        specs = []
+        with self.db.session() as session:
+            runs = session.scalars(
+                select(Run).where(Run.id.in_(run_ids), Run.status == RunStatus.queued.value)
+            ).all()
+            params = self.runs.params_of(session, [r.id for r in runs])
+            for run in runs:
+                run.attempt += 1
+                run.claimable_attempt = run.attempt
+                job = run.job or {}
+                specs.append(
+                    {
+                        "run_id": run.id,
+                        "attempt": run.attempt,
+                        "gpus": run.requested_gpus,
+                        "project": run.project.name,
+                        "notebook": run.notebook,
+                        "content": job.get("content"),
+                        "cwd": job.get("cwd"),
+                        "timeout": job.get("timeout"),
+                        "parameters": job.get("parameters", params[run.id]),
+                    }
+                )
+        return specs
+
+    def claim(self, run_id: int, req: ClaimRun) -> DescribeRun:
+        """A worker starts ``run_id``: allowed once per dispatched attempt, never twice."""
+        with self.db.session() as session:
+            run = self.runs.load(session, run_id)
+            if run.status != RunStatus.queued.value or run.claimable_attempt != req.attempt:
+                raise Conflict(
+                    f"run {run_id} is {run.status} at attempt {run.attempt}; attempt "
+                    f"{req.attempt} on {req.worker} must not start it"
+                )
+            self.runs.transition(session, run, RunStatus.running, f"on {req.worker}")
+            run.claimable_attempt = None
+            run.worker = req.worker
+            run.devices = req.devices
+            session.flush()
+            return self.runs.describe(session, run)
+
+    def lose(self, run_id: int, reason: str, *, max_attempts: int) -> RunStatus | None:
+        """Mark a job lost (its worker went away) and queue it again while attempts last.
+
+        Returns its new status, or None when it had already finished.
+        """
+        with self.db.session() as session:
+            run = self.runs.load(session, run_id)
+            if RunStatus(run.status).finished:
+                return None
+            self.runs.transition(session, run, RunStatus.lost, reason)
+            run.devices = None
+            run.claimable_attempt = None
+            if run.attempt < max_attempts:
+                self.runs.transition(
+                    session, run, RunStatus.queued, f"retry {run.attempt + 1} of {max_attempts}"
+                )
+                run.worker = None
+                run.started_at = None
+                run.ended_at = None
+            else:
+                message = f"lost {run.attempt} times ({reason}); not retried again"
+                self.runs.transition(session, run, RunStatus.failed, message)
+                run.error = {"type": "Lost", "message": message}
+            return RunStatus(run.status)
+
+    def fail(self, run_id: int, message: str, error_type: str = "JobError") -> bool:
+        """Fail a job that has not finished (its task broke before it could say so)."""
+        with self.db.session() as session:
+            run = self.runs.load(session, run_id)
+            if RunStatus(run.status).finished:
+                return False
+            self.runs.transition(session, run, RunStatus.failed, message)
+            run.error = {"type": error_type, "message": message}
+            run.devices = None
+            return True
+
+    def refresh_sweep(self, sweep_id: int) -> RunStatus | None:
+        """Move a sweep's own run along with its children; its new status when it moved."""
+        with self.db.session() as session:
+            sweep = session.get(Run, sweep_id)
+            if sweep is None or sweep.kind != RunKind.sweep.value:
+                return None
+            counts = dict(
+                session.execute(
+                    select(Run.status, func.count())
+                    .where(Run.parent_id == sweep_id)
+                    .group_by(Run.status)
+                ).all()
+            )
+            active = sum(counts.get(s.value, 0) for s in (RunStatus.queued, RunStatus.lost))
+            running = counts.get(RunStatus.running.value, 0)
+            current = RunStatus(sweep.status)
+            target = current
+            if running or (current == RunStatus.running and active):
+                target = RunStatus.running
+            elif not active and not running:
+                if counts.get(RunStatus.failed.value):
+                    target = RunStatus.failed
+                elif counts.get(RunStatus.cancelled.value) and not counts.get(
+                    RunStatus.completed.value
+                ):
+                    target = RunStatus.cancelled
+                else:
+                    target = RunStatus.completed
+            if target == current or current.finished:
+                return None
+            if current == RunStatus.queued and target in (
+                RunStatus.completed,
+                RunStatus.failed,
+            ):
+                self.runs.transition(session, sweep, RunStatus.running)
+            self.runs.transition(session, sweep, target)
+            return target
+
+    def cancel_children(self, sweep_id: int) -> list[int]:
+        """Cancel a sweep's unfinished runs; the ids cancelled."""
+        with self.db.session() as session:
+            children = session.scalars(
+                select(Run).where(
+                    Run.parent_id == sweep_id,
+                    Run.status.in_(
+                        [RunStatus.queued.value, RunStatus.running.value, RunStatus.lost.value]
+                    ),
+                )
+            ).all()
+            for child in children:
+                self.runs.transition(session, child, RunStatus.cancelled, "sweep cancelled")
+            return [c.id for c in children]

@@ -1,0 +1,445 @@
+"""Job commands: submit, sweep, cancel, rerun, queues, pool.
+
+Parameters follow papermill's command line: ``-p NAME VALUE`` (values read as numbers,
+booleans, None, JSON lists or strings) and ``-f params.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from labrun.client import Client
+from labrun.errors import InvalidRequest
+from labrun.models import (
+    CreateQueue,
+    DescribeQueue,
+    RunStatus,
+    RunSummary,
+    SubmitJob,
+    SubmitSweep,
+)
+from labrun.params import load_notebook, parse_value
+from labrun.settings import API_PREFIX
+
+from .output import console, duration, number, print_json, status
+
+
+def read_notebook(path: str) -> tuple[str, dict[str, Any]]:
+    """The notebook at ``path`` (its absolute path and JSON), or a clear error."""
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise InvalidRequest(f"no notebook at {path!r}")
+    if file.is_dir():
+        raise InvalidRequest(f"{path!r} is a folder; name an .ipynb file")
+    return str(file.resolve()), load_notebook(file.read_bytes(), where=repr(path))
+
+
+def read_parameters(pairs: tuple[tuple[str, str], ...], files: tuple[str, ...]) -> dict[str, Any]:
+    """``-f`` files first, then ``-p`` pairs (which win), as papermill merges them."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for name in files:
+        try:
+            loaded = yaml.safe_load(Path(name).read_text())
+        except OSError as err:
+            raise InvalidRequest(f"cannot read parameters file {name!r}: {err.strerror}") from err
+        except yaml.YAMLError as err:
+            raise InvalidRequest(f"parameters file {name!r} is not valid YAML: {err}") from err
+        if loaded is None:
+            continue
+        if not isinstance(loaded, dict):
+            raise InvalidRequest(f"parameters file {name!r} must hold a mapping of name: value")
+        values.update(loaded)
+    for key, text in pairs:
+        values[key] = parse_value(text)
+    return values
+
+
+def parse_grid_values(name: str, text: str) -> list[Any]:
+    """``0.1,0.01`` or a JSON list ``[1, [2, 3]]``."""
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except ValueError as err:
+            raise InvalidRequest(f"--grid {name}: {text!r} is not a JSON list ({err})") from err
+        if not isinstance(values, list):
+            raise InvalidRequest(f"--grid {name}: give a JSON list or comma-separated values")
+        return values
+    return [parse_value(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def job_options(f: Any) -> Any:
+    """The options every job command shares."""
+    options = [
+        click.option(
+            "-p",
+            "--parameters",
+            "pairs",
+            nargs=2,
+            multiple=True,
+            metavar="NAME VALUE",
+            help="A parameter of the notebook's 'parameters' cell (repeatable).",
+        ),
+        click.option(
+            "-f",
+            "--parameters-file",
+            "files",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="A YAML file of parameters (repeatable; -p wins).",
+        ),
+        click.option(
+            "--gpus", default=0, show_default=True, type=click.IntRange(0, 64), help="GPUs."
+        ),
+        click.option("--queue", "-q", default="default", show_default=True, help="Queue."),
+        click.option("--project", default="default", show_default=True, help="Project."),
+        click.option("--name", help="Run name (default: the notebook's name)."),
+        click.option("--tag", "tags", multiple=True, help="A label (repeatable)."),
+        click.option(
+            "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per cell."
+        ),
+        click.option(
+            "--wait", is_flag=True, help="Follow until done; exit 0 only if all completed."
+        ),
+        click.option(
+            "-o",
+            "--output-dir",
+            type=click.Path(file_okay=False),
+            help="With --wait: save the executed notebooks here.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _job_fields(
+    notebook: str,
+    pairs: tuple[tuple[str, str], ...],
+    files: tuple[str, ...],
+    gpus: int,
+    queue: str,
+    project: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    timeout: float | None,
+) -> dict[str, Any]:
+    """What ``submit`` and ``sweep`` send alike, from their shared options."""
+    path, content = read_notebook(notebook)
+    return {
+        "notebook": path,
+        "content": content,
+        "parameters": read_parameters(pairs, files),
+        "gpus": gpus,
+        "queue": queue,
+        "project": project,
+        "name": name or Path(path).stem,
+        "tags": list(tags),
+        # Workers on this machine run the notebook beside its files.
+        "cwd": os.path.dirname(path),
+        "timeout": timeout,
+    }
+
+
+@click.command()
+@click.argument("notebook")
+@job_options
+def submit(
+    notebook: str,
+    pairs: tuple[tuple[str, str], ...],
+    files: tuple[str, ...],
+    gpus: int,
+    queue: str,
+    project: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    timeout: float | None,
+    wait: bool,
+    output_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Run NOTEBOOK on the pool with papermill, as a tracked notebook job."""
+    client = Client()
+    run = client.submit_job(
+        SubmitJob(**_job_fields(notebook, pairs, files, gpus, queue, project, name, tags, timeout))
+    )
+    if as_json and not wait:
+        print_json(run)
+        return
+    console.print(f"Queued run [bold]{run.id}[/] ({run.name}) on queue {run.queue}.")
+    if wait:
+        raise SystemExit(follow(client, [run.id], stream_log=True, output_dir=output_dir))
+    console.print(f"Follow it with `labrun logs {run.id} --follow`.")
+
+
+@click.command()
+@click.argument("notebook")
+@click.option(
+    "-g",
+    "--grid",
+    "grid_specs",
+    nargs=2,
+    multiple=True,
+    required=True,
+    metavar="NAME VALUES",
+    help="A parameter and its values, comma-separated or a JSON list (repeatable).",
+)
+@click.option("--samples", type=click.IntRange(min=1), help="Run this many random combinations.")
+@click.option("--seed", type=int, help="Seed of the random sample.")
+@job_options
+def sweep(
+    notebook: str,
+    grid_specs: tuple[tuple[str, str], ...],
+    samples: int | None,
+    seed: int | None,
+    pairs: tuple[tuple[str, str], ...],
+    files: tuple[str, ...],
+    gpus: int,
+    queue: str,
+    project: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    timeout: float | None,
+    wait: bool,
+    output_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Run NOTEBOOK once per combination of the --grid values, grouped as one sweep."""
+    grid = {key: parse_grid_values(key, text) for key, text in grid_specs}
+    client = Client()
+    result = client.submit_sweep(
+        SubmitSweep(
+            **_job_fields(notebook, pairs, files, gpus, queue, project, name, tags, timeout),
+            grid=grid,
+            samples=samples,
+            seed=seed,
+        )
+    )
+    if as_json and not wait:
+        print_json(result)
+        return
+    console.print(
+        f"Queued sweep [bold]{result.sweep.id}[/] ({result.sweep.name}): "
+        f"{len(result.runs)} runs on queue {queue}."
+    )
+    if wait:
+        raise SystemExit(
+            follow(
+                client,
+                [r.id for r in result.runs],
+                sweep_id=result.sweep.id,
+                output_dir=output_dir,
+            )
+        )
+    console.print(f"Follow it with `labrun runs --sweep {result.sweep.id}`.")
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, required=True, type=int)
+def cancel(run_ids: tuple[int, ...]) -> None:
+    """Cancel queued or running runs (a sweep: all its unfinished runs)."""
+    client = Client()
+    for run_id in run_ids:
+        run = client.cancel_run(run_id)
+        console.print(f"Cancelled run {run.id} ({run.name or run.kind.value}).")
+
+
+@click.command()
+@click.argument("run_id", type=int)
+@click.option("--wait", is_flag=True, help="Follow until done; exit 0 only if it completed.")
+def rerun(run_id: int, wait: bool) -> None:
+    """Queue a notebook job again: same notebook, parameters, GPUs and dataset versions."""
+    client = Client()
+    run = client.rerun(run_id)
+    console.print(f"Queued run [bold]{run.id}[/], a re-run of {run_id}.")
+    if wait:
+        raise SystemExit(follow(client, [run.id], stream_log=True))
+    console.print(f"Follow it with `labrun logs {run.id} --follow`.")
+
+
+def _progress_table(runs: list[RunSummary]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "name", "status", "worker", "duration"):
+        table.add_column(column, no_wrap=True)
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            run.name or "",
+            status(run.status.value),
+            run.worker or "",
+            duration(run.duration),
+        )
+    return table
+
+
+def follow(
+    client: Client,
+    run_ids: list[int],
+    *,
+    sweep_id: int | None = None,
+    stream_log: bool = False,
+    output_dir: str | None = None,
+    interval: float = 0.5,
+) -> int:
+    """Show progress until every run ended; 0 when all completed, else 1."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task("runs", total=len(run_ids), counts="")
+    offset = 0
+    runs: list[RunSummary] = []
+    with Live(progress, console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            if sweep_id is not None:
+                runs = client.sweep(sweep_id).runs
+            else:
+                runs = [client.get_run(run_id) for run_id in run_ids]
+            if stream_log and len(run_ids) == 1:
+                tail = client.logs(run_ids[0], offset=offset)
+                offset = tail.next_offset
+                for entry in tail.entries:
+                    style = {"stderr": "red", "system": "dim"}.get(entry.stream, "")
+                    live.console.print(Text(entry.text.rstrip("\n"), style=style))
+            counts: dict[str, int] = {}
+            for run in runs:
+                counts[run.status.value] = counts.get(run.status.value, 0) + 1
+            done = sum(1 for run in runs if run.status.finished)
+            summary = " ".join(status(k) + f" {v}" for k, v in sorted(counts.items()))
+            progress.update(task, completed=done, counts=summary)
+            if done == len(runs):
+                break
+            time.sleep(interval)
+    if len(runs) > 1:
+        console.print(_progress_table(runs))
+    failed = [run for run in runs if run.status != RunStatus.completed]
+    for run in runs:
+        notebook = _executed_notebook(client, run.id, output_dir)
+        if notebook:
+            console.print(f"run {run.id} {status(run.status.value)}: {notebook}", soft_wrap=True)
+    for run in failed:
+        detail = client.get_run(run.id)
+        if detail.error:
+            console.print(f"[red]run {run.id}: {detail.error.get('message', '')}[/]")
+    return 1 if failed else 0
+
+
+def _executed_notebook(client: Client, run_id: int, output_dir: str | None) -> str | None:
+    """Where a run's executed notebook is: saved into ``output_dir``, or its URL."""
+    for artifact in client.artifacts(run_id).artifacts:
+        if artifact.kind != "notebook":
+            continue
+        if output_dir is None:
+            return f"{client.url}{API_PREFIX.lstrip('/')}/runs/{run_id}/artifacts/{artifact.name}"
+        target = Path(output_dir) / f"{run_id}-{artifact.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.download_artifact(run_id, artifact.name))
+        return str(target)
+    return None
+
+
+def _queue_row(q: DescribeQueue) -> tuple[str, ...]:
+    return (
+        q.name,
+        str(q.priority),
+        str(q.max_gpus_per_user or ""),
+        str(q.queued),
+        str(q.running),
+        q.description,
+    )
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """List the queues, with their queued and running jobs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    listing = Client().queues()
+    if as_json:
+        print_json(listing)
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("queue", "priority", "max GPUs/user", "queued", "running", "description"):
+        table.add_column(column)
+    for q in listing.queues:
+        table.add_row(*_queue_row(q))
+    console.print(table)
+
+
+@queues.command("create")
+@click.argument("name")
+@click.option("--priority", default=0, show_default=True, help="Higher goes first.")
+@click.option("--max-gpus-per-user", type=click.IntRange(min=0), help="GPUs per user at once.")
+@click.option("--description", default="")
+def create_queue(name: str, priority: int, max_gpus_per_user: int | None, description: str) -> None:
+    """Create a queue."""
+    queue = Client().create_queue(
+        CreateQueue(
+            name=name,
+            priority=priority,
+            max_gpus_per_user=max_gpus_per_user,
+            description=description,
+        )
+    )
+    console.print(f"Created queue {queue.name} (priority {queue.priority}).")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def pool(as_json: bool) -> None:
+    """The pool: workers, their GPUs, and what each runs."""
+    state = Client().pool()
+    if as_json:
+        print_json(state)
+        return
+    console.print(
+        f"Pool {status(state.state)} at {state.scheduler or '-'}: {len(state.workers)} workers, "
+        f"{state.running} jobs running, {state.queued} queued."
+    )
+    if state.message:
+        console.print(f"[red]{state.message}[/]")
+    table = Table(box=None, header_style="bold")
+    for column in ("worker", "threads", "GPU", "util", "memory", "run", "user"):
+        table.add_column(column, no_wrap=True)
+    for worker in state.workers:
+        runs = {r.id: r for r in worker.runs}
+        rows: list[tuple[str, ...]] = []
+        for gpu in worker.gpus:
+            memory = (
+                f"{(gpu.memory_used or 0) / 2**30:.1f}/{(gpu.memory_total or 0) / 2**30:.0f} GiB"
+            )
+            holder = runs.get(gpu.run_id) if gpu.run_id else None
+            rows.append(
+                (
+                    f"{gpu.index}: {gpu.name}",
+                    f"{number(gpu.utilization)}%" if gpu.utilization is not None else "",
+                    memory,
+                    str(gpu.run_id or "[yellow]idle[/]"),
+                    holder.user if holder else (gpu.user or ""),
+                )
+            )
+        if not worker.gpus:
+            for run in worker.runs or [None]:  # type: ignore[list-item]
+                rows.append(("-", "", "", str(run.id) if run else "", run.user if run else ""))
+        for i, row in enumerate(rows):
+            first = i == 0
+            table.add_row(worker.id if first else "", str(worker.nthreads) if first else "", *row)
+    console.print(table)

@@ -1,0 +1,200 @@
+"""Notebook jobs on a real local pool: submit, fail, sweep, cancel, rerun, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+from conftest import labrun_cli, wait_finished, wait_for
+from support.server import LabrunServer
+
+from labrun.client import Client
+from labrun.models import RunStatus
+
+
+def test_submit_runs_the_notebook_with_its_parameters(
+    pool_server: LabrunServer, notebooks: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = labrun_cli(
+        pool_server,
+        "submit",
+        str(notebooks / "params.ipynb"),
+        "-p", "x", "3",
+        "-p", "lr", "1",
+        "--name", "p1",
+        "--wait",
+        "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello 3 1.0" in result.stdout  # the live log, streamed by --wait
+
+    with Client(pool_server.url, pool_server.token) as client:
+        run = client.list_runs(q="p1").runs[0]
+        assert run.status == RunStatus.completed
+        assert run.kind.value == "notebook"
+        assert run.params == {"x": 3, "lr": 1.0} or run.params == {"x": 3, "lr": 1}
+        # labrun.log inside the notebook landed on the job's run, with no set-up there.
+        series = client.metrics(run.id).series
+        assert [s.key for s in series] == ["loss"]
+        assert series[0].values == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+        log = "".join(e.text for e in client.logs(run.id).entries)
+        assert "hello 3 1.0" in log and "[cell 2]" in log
+        artifacts = {a.name: a for a in client.artifacts(run.id).artifacts}
+        assert set(artifacts) == {"params.ipynb", "params.html"}
+        assert artifacts["params.html"].content_type.startswith("text/html")
+        assert [t.status.value for t in client.transitions(run.id).transitions] == [
+            "queued",
+            "running",
+            "completed",
+        ]
+
+    # --wait -o saved the executed notebook: papermill's injected cell, then the outputs.
+    saved = list(out.glob("*-params.ipynb"))
+    assert len(saved) == 1 and str(saved[0]) in result.stdout.replace("\n", "")
+    executed = nbformat.read(saved[0], as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "x = 3" in injected[0].source and "lr = 1.0" in injected[0].source
+    assert executed.cells[-1].outputs[0]["data"]["text/plain"] == "6"
+
+
+def test_a_failing_cell_fails_the_run_with_its_traceback(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    result = labrun_cli(pool_server, "submit", str(notebooks / "fails.ipynb"), "--wait")
+    assert result.returncode == 1
+    with Client(pool_server.url, pool_server.token) as client:
+        run = client.list_runs(q="fails").runs[0]
+        detail = client.get_run(run.id)
+    assert detail.status == RunStatus.failed
+    assert detail.error is not None
+    assert detail.error["cell_index"] == 1 and detail.error["ename"] == "ValueError"
+    assert detail.error["evalue"] == "bad value 1"
+    assert any("ValueError" in line for line in detail.error["traceback"])
+    assert "cell 1 raised ValueError: bad value 1" in result.stdout
+
+
+def test_sweep_runs_every_combination_grouped_under_one_sweep(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    result = labrun_cli(
+        pool_server,
+        "sweep",
+        str(notebooks / "params.ipynb"),
+        "-g", "x", "1,2,3",
+        "-g", "lr", "0.1,0.2",
+        "-p", "name", "grid",
+        "--wait",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    with Client(pool_server.url, pool_server.token) as client:
+        sweep_id = next(r.id for r in client.list_runs(kind="sweep").runs)
+        sweep = client.sweep(sweep_id)
+    assert sweep.sweep.status == RunStatus.completed
+    assert sweep.counts == {"completed": 6}
+    combos = sorted((r.params["x"], r.params["lr"], r.params["name"]) for r in sweep.runs)
+    assert combos == sorted((x, lr, "grid") for x in (1, 2, 3) for lr in (0.1, 0.2))
+
+
+def test_random_sample_of_a_grid_is_reproducible(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    args = ["sweep", str(notebooks / "params.ipynb"), "-g", "x", "[1, 2, 3, 4, 5]"]
+    args += ["--samples", "2", "--seed", "7", "--json"]
+    first = json.loads(labrun_cli(pool_server, *args).stdout)
+    second = json.loads(labrun_cli(pool_server, *args).stdout)
+    xs = [[r["params"]["x"] for r in sweep["runs"]] for sweep in (first, second)]
+    assert xs[0] == xs[1] and len(xs[0]) == 2
+    with Client(pool_server.url, pool_server.token) as client:
+        for sweep in (first, second):
+            for run in sweep["runs"]:
+                wait_finished(client, run["id"])
+
+
+def test_cancel_stops_a_running_job_and_frees_its_worker(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    with Client(pool_server.url, pool_server.token) as client:
+        result = labrun_cli(pool_server, "submit", str(notebooks / "slow.ipynb"), "--json")
+        run_id = json.loads(result.stdout)["id"]
+        wait_for(
+            lambda: "started" in "".join(e.text for e in client.logs(run_id).entries),
+            what="the slow notebook to start",
+        )
+        assert client.get_run(run_id).status == RunStatus.running
+
+        cancelled = labrun_cli(pool_server, "cancel", str(run_id))
+        assert cancelled.returncode == 0 and f"Cancelled run {run_id}" in cancelled.stdout
+        run = client.get_run(run_id)
+        assert run.status == RunStatus.cancelled
+        # The kernel was stopped: the worker holds no job any more, and the notebook
+        # never printed its last line.
+        wait_for(
+            lambda: all(not w.runs for w in client.pool().workers) and client.pool().running == 0,
+            timeout=30,
+            what="the worker to let go of the cancelled job",
+        )
+        log = "".join(e.text for e in client.logs(run_id).entries)
+        assert "finished" not in log and "cancelled" in log
+        # A finished run cannot be cancelled again: a clear error, nothing changed.
+        again = labrun_cli(pool_server, "cancel", str(run_id))
+        assert again.returncode == 1 and "already cancelled" in again.stderr
+
+
+def test_rerun_queues_the_same_notebook_and_parameters(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    first = labrun_cli(
+        pool_server, "submit", str(notebooks / "params.ipynb"), "-p", "x", "21", "--json"
+    )
+    run_id = json.loads(first.stdout)["id"]
+    with Client(pool_server.url, pool_server.token) as client:
+        wait_finished(client, run_id)
+        result = labrun_cli(pool_server, "rerun", str(run_id), "--wait")
+        assert result.returncode == 0, result.stdout + result.stderr
+        rerun = client.list_runs(sort="-id", limit=1).runs[0]
+        assert rerun.id != run_id and rerun.status == RunStatus.completed
+        assert rerun.params == client.get_run(run_id).params
+        assert client.get_run(rerun.id).environment["rerun_of"] == run_id
+        assert "hello 21" in "".join(e.text for e in client.logs(rerun.id).entries)
+
+
+def test_bad_input_gets_a_clear_error_and_queues_nothing(
+    pool_server: LabrunServer, notebooks: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    params = str(notebooks / "params.ipynb")
+    cases = [
+        (["submit", str(tmp_path / "missing.ipynb")], "no notebook at"),
+        (["submit", str(tmp_path / "broken.ipynb")], "is not valid JSON"),
+        (["submit", params, "--queue", "nope"], "no queue named 'nope'; the queues are: default"),
+        (["submit", params, "-p", "epochs", "3"], "unknown parameter epochs"),
+        (["submit", params, "-p", "x", "abc"], "parameter x expects int"),
+        (["submit", params, "--gpus", "2"], "no worker offers 2 GPUs"),
+        (["sweep", params, "-g", "x", "1,oops"], "parameter x expects int"),
+        (["submit", params, "-f", str(tmp_path / "none.yaml")], "cannot read parameters file"),
+    ]
+    with Client(pool_server.url, pool_server.token) as client:
+        before = client.list_runs().total
+        for args, message in cases:
+            result = labrun_cli(pool_server, *args)
+            assert result.returncode == 1, (args, result.stdout)
+            assert message in result.stderr, (args, result.stderr)
+            assert "Traceback" not in result.stderr
+        assert client.list_runs().total == before
+        # The GPU error names the workers there are, so the user sees what to ask for.
+        too_many = labrun_cli(pool_server, "submit", params, "--gpus", "2")
+        assert "the workers are: tcp://127.0.0.1:" in too_many.stderr
+
+
+def test_queues_and_pool_commands(pool_server: LabrunServer) -> None:
+    created = labrun_cli(pool_server, "queues", "create", "urgent", "--priority", "10")
+    assert created.returncode == 0, created.stderr
+    listing = labrun_cli(pool_server, "queues")
+    assert listing.stdout.index("urgent") < listing.stdout.index("default")
+    pool = json.loads(labrun_cli(pool_server, "pool", "--json").stdout)
+    assert pool["state"] == "ready" and len(pool["workers"]) == 2
+    assert all(w["alive"] for w in pool["workers"])
+    text = labrun_cli(pool_server, "pool").stdout
+    assert "Pool ready" in text and pool["workers"][0]["id"] in text

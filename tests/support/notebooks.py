@@ -1,0 +1,22 @@
+"""Small notebooks for job tests, written with nbformat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+
+def write_notebook(path: Path, *cells: str, parameters: str | None = None) -> Path:
+    """A notebook with an optional ``parameters``-tagged cell, then ``cells``."""
+    nb = nbformat.v4.new_notebook()
+    if parameters is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}))
+    nb.cells.extend(nbformat.v4.new_code_cell(source) for source in cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+    return path
