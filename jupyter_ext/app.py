@@ -87,6 +87,10 @@ class LabRun(ExtensionApp):
         0, help="GPUs one user may hold at once across the pool (0: no limit)."
     ).tag(config=True)
 
+    scheduler_timeout = Float(
+        10.0, help="Seconds to wait for the Dask scheduler when connecting to it."
+    ).tag(config=True)
+
     public_url = Unicode(
         help="The URL workers use to reach this server. Empty: the server's own "
         "connection URL, right for a local pool (env LABRUN_PUBLIC_URL)."
@@ -146,6 +150,7 @@ class LabRun(ExtensionApp):
                 max_gpus_per_user=self.max_gpus_per_user,
                 worker_timeout=self.worker_timeout,
                 warm_kernels=self.warm_kernels,
+                connect_timeout=self.scheduler_timeout,
             ),
             publish=self.events.publish,
             call=self.db.run,

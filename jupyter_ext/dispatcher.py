@@ -45,6 +45,8 @@ USAGE_WINDOW = timedelta(days=1)
 # A running job weighs at least this many hours in fair share, so a user whose jobs just
 # started does not look idle.
 RUNNING_FLOOR_HOURS = 1 / 60
+# Seconds a job's worker must be missing before the job counts as lost.
+LOST_GRACE = 3.0
 
 
 @dataclass
@@ -437,26 +439,35 @@ class Dispatcher:
         self._workers_at = time.monotonic()
 
     async def _check_lost(self) -> None:
-        """Jobs whose worker left the cluster, or that run on no worker we know."""
+        """Lose the jobs whose worker left the cluster or stopped sending heartbeats.
+
+        Covers the jobs this dispatcher follows and those it does not (marked running
+        before a restart, or by another server). A worker must stay missing for
+        ``LOST_GRACE`` seconds, so one that joined since the last look is not mistaken.
+        """
         alive = {address.split("://", 1)[-1] for address in self.workers}
-        for run_id, entry in list(self.inflight.items()):
-            if entry.worker is not None and entry.worker not in alive:
-                await self._lose(run_id, entry, f"its worker {entry.worker} left the pool")
-        # Runs marked running that this dispatcher does not follow: from before a restart,
-        # or started by another server. Lost once their worker is gone for a while.
-        now = time.monotonic()
         heartbeats = await self.call(self.store.pool.list_workers)
-        fresh = {w.id for w in heartbeats.workers if w.alive}
+        silent = {w.id for w in heartbeats.workers if not w.alive}
+        holders: dict[int, tuple[str, Inflight | None]] = {
+            run_id: (entry.worker, entry)
+            for run_id, entry in self.inflight.items()
+            if entry.worker is not None
+        }
         for job in await self.call(self.store.jobs.running):
-            if job.id in self.inflight:
+            if job.id not in self.inflight and job.worker is not None:
+                holders[job.id] = (job.worker, None)
+        now = time.monotonic()
+        for run_id in set(self._lost_seen) - set(holders):
+            del self._lost_seen[run_id]
+        for run_id, (worker, entry) in holders.items():
+            if worker in alive and worker not in silent:
+                self._lost_seen.pop(run_id, None)
                 continue
-            if job.worker in alive or job.worker in fresh:
-                self._lost_seen.pop(job.id, None)
+            if now - self._lost_seen.setdefault(run_id, now) < LOST_GRACE:
                 continue
-            first = self._lost_seen.setdefault(job.id, now)
-            if self.cluster is not None or now - first > self.settings.worker_timeout:
-                self._lost_seen.pop(job.id, None)
-                await self._lose(job.id, None, f"its worker {job.worker} is gone")
+            del self._lost_seen[run_id]
+            why = "stopped sending heartbeats" if worker in alive else "left the pool"
+            await self._lose(run_id, entry, f"its worker {worker} {why}")
 
     async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:
         if entry is not None and self.inflight.get(run_id) is entry:

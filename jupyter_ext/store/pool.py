@@ -176,10 +176,14 @@ class PoolStore:
                 )
             }
             run_ids = {s.run_id for s in samples.values() if s.run_id is not None}
+            # A sample can be a couple of seconds old: a holder whose run has ended since
+            # does not hold the GPU any more.
             users: dict[int, str] = {
                 run_id: user
                 for run_id, user in session.execute(
-                    select(Run.id, Run.user).where(Run.id.in_(run_ids))
+                    select(Run.id, Run.user).where(
+                        Run.id.in_(run_ids), Run.status == RunStatus.running.value
+                    )
                 )
             }
         out = []
@@ -188,7 +192,7 @@ class PoolStore:
                 continue
             for gpu in worker.gpus:
                 s = samples.get((worker.id, gpu["index"]))
-                run_id = s.run_id if s else None
+                run_id = s.run_id if s and s.run_id in users else None
                 out.append(
                     DescribeGpu(
                         worker_id=worker.id,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
-from conftest import labrun_cli, wait_finished, wait_for
+from support.pool import labrun_cli, wait_finished, wait_for
 from support.server import LabrunServer
 
 from labrun.client import Client
