@@ -56,7 +56,7 @@ class KernelPool:
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         startup_timeout: float = 60.0,
-        preload: str = "import labrun",
+        preload: str = "",
     ) -> None:
         self.preload = preload
         self.size = size
@@ -125,10 +125,10 @@ class KernelPool:
                     client.start_channels()
                     try:
                         await client.wait_for_ready(timeout=self.startup_timeout)
-                        # Jobs log metrics with labrun: import it now, off their path.
-                        await client.execute_interactive(
-                            self.preload, store_history=False, timeout=self.startup_timeout
-                        )
+                        if self.preload:
+                            await client.execute_interactive(
+                                self.preload, store_history=False, timeout=self.startup_timeout
+                            )
                     finally:
                         client.stop_channels()
                 except Exception as err:  # noqa: BLE001 - any failure means: another kernel
@@ -186,6 +186,10 @@ class KernelPool:
             # It died while it waited (killed, out of memory): never give it to a job.
             logger.warning("labrun: a warm kernel had died; using another")
             self.discard(km)
+
+    def give_back(self, km: AsyncKernelManager) -> None:
+        """Return a kernel no code ran in (its job turned out not to be ours)."""
+        self._ready.put(km)
 
     def run_code(self, km: AsyncKernelManager, code: str, timeout: float = 30.0) -> dict[str, Any]:
         """Execute ``code`` silently in ``km`` (set-up before a job, a flush after it)."""

@@ -101,12 +101,18 @@ class _Stream:
 class NotebookJob:
     """One attempt at one notebook job on this worker."""
 
-    def __init__(self, plugin: LabrunWorkerPlugin, spec: dict[str, Any], devices: list[int]):
+    def __init__(
+        self,
+        plugin: LabrunWorkerPlugin,
+        spec: dict[str, Any],
+        devices: list[int],
+        kernel: AsyncKernelManager,
+    ):
         self.plugin = plugin
         self.spec = spec
         self.run_id: int = spec["run_id"]
         self.devices = devices
-        self.kernel: AsyncKernelManager | None = None
+        self.kernel: AsyncKernelManager | None = kernel
         self.cancelled: str | None = None
         self.cells_started = 0
         self.log = RunLog(plugin, self.run_id)
@@ -182,7 +188,8 @@ class NotebookJob:
         status, error = RunStatus.failed, None
         try:
             for attempt in range(1, KERNEL_TRIES + 1):
-                self.kernel = self.pool.acquire()
+                if self.kernel is None:
+                    self.kernel = self.pool.acquire()
                 self._phase("acquire")
                 if self.cancelled:
                     break
@@ -208,6 +215,7 @@ class NotebookJob:
                         # Died before the first cell: the kernel's fault, not the job's.
                         self.log.system(f"the kernel died before the first cell ({err}); retrying")
                         self.pool.discard(self.kernel)
+                        self.kernel = None
                         continue
                     status = RunStatus.failed
                     error = {"type": type(err).__name__, "message": f"the kernel died: {err}"}
@@ -289,15 +297,19 @@ def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
     run_id = spec["run_id"]
     devices = plugin.devices.allocate(run_id, spec.get("gpus", 0))
     try:
+        # The kernel first: the run counts as running (and its GPUs as used) from the
+        # moment it can run, not while it waits for a kernel.
+        kernel = plugin.pool.acquire()
         try:
             plugin.client.claim_run(
                 run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
             )
         except (Conflict, NotFound) as err:
             # Another attempt owns the run (this task was re-run after its worker died),
-            # or it was cancelled meanwhile: do nothing.
+            # or it was cancelled meanwhile: do nothing, and keep the unused kernel.
+            plugin.pool.give_back(kernel)
             return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}
-        job = NotebookJob(plugin, spec, devices)
+        job = NotebookJob(plugin, spec, devices, kernel)
         plugin.jobs[run_id] = job
         try:
             return job.run()

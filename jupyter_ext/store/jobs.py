@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
@@ -29,7 +29,7 @@ from labrun.models import (
 from labrun.params import check_parameters, expand_sweep
 
 from .database import Database
-from .models import Queue, Run, RunDataset, utcnow
+from .models import Project, Queue, Run, RunDataset, utcnow
 from .runs import RunStore
 
 # More runs than this in one sweep is almost certainly a typo in a grid.
@@ -273,32 +273,41 @@ class JobStore:
     def dispatch(self, run_ids: list[int]) -> list[dict[str, Any]]:
         """Count a new attempt for each still-queued job and return what its worker needs.
 
-        One transaction for the batch: the dispatcher calls this once per tick.
+        One UPDATE ... RETURNING for the batch: the dispatcher calls this once a round, and
+        a round during a busy sweep starts a job or two.
         """
-        specs = []
+        attempt = Run.attempt + 1
         with self.db.session() as session:
-            runs = session.scalars(
-                select(Run).where(Run.id.in_(run_ids), Run.status == RunStatus.queued.value)
+            rows = session.execute(
+                update(Run)
+                .where(Run.id.in_(run_ids), Run.status == RunStatus.queued.value)
+                .values(attempt=attempt, claimable_attempt=attempt)
+                .returning(
+                    Run.id, Run.attempt, Run.requested_gpus, Run.notebook, Run.job, Run.project_id
+                ),
+                execution_options={"synchronize_session": False},
             ).all()
-            params = self.runs.params_of(session, [r.id for r in runs])
-            for run in runs:
-                run.attempt += 1
-                run.claimable_attempt = run.attempt
-                job = run.job or {}
-                specs.append(
-                    {
-                        "run_id": run.id,
-                        "attempt": run.attempt,
-                        "gpus": run.requested_gpus,
-                        "project": run.project.name,
-                        "notebook": run.notebook,
-                        "content": job.get("content"),
-                        "cwd": job.get("cwd"),
-                        "timeout": job.get("timeout"),
-                        "parameters": job.get("parameters", params[run.id]),
-                    }
-                )
-        return specs
+            projects = dict(
+                session.execute(
+                    select(Project.id, Project.name).where(
+                        Project.id.in_({row.project_id for row in rows})
+                    )
+                ).all()
+            )
+        return [
+            {
+                "run_id": row.id,
+                "attempt": row.attempt,
+                "gpus": row.requested_gpus,
+                "project": projects[row.project_id],
+                "notebook": row.notebook,
+                "content": (row.job or {}).get("content"),
+                "cwd": (row.job or {}).get("cwd"),
+                "timeout": (row.job or {}).get("timeout"),
+                "parameters": (row.job or {}).get("parameters", {}),
+            }
+            for row in rows
+        ]
 
     def claim(self, run_id: int, req: ClaimRun) -> DescribeRun:
         """A worker starts ``run_id``: allowed once per dispatched attempt, never twice."""

@@ -108,6 +108,10 @@ class RunStore:
 
     @staticmethod
     def _project(session: Session, name: str) -> Project:
+        # Runs made in one session (a sweep's) share their project: look it up once.
+        for obj in session.identity_map.values():
+            if isinstance(obj, Project) and obj.name == name:
+                return obj
         project = session.scalar(select(Project).where(Project.name == name))
         if project is None:
             project = Project(name=name)
@@ -152,11 +156,18 @@ class RunStore:
         )
 
     @staticmethod
-    def _set_params(session: Session, run_id: int, params: dict[str, Any]) -> None:
+    def _set_params(
+        session: Session, run_id: int, params: dict[str, Any], *, new: bool = False
+    ) -> None:
         for key, value in params.items():
             if not key or len(key) > 256:
                 raise InvalidRequest(f"parameter name {key!r} must be 1 to 256 characters")
-            session.merge(Param(run_id=run_id, key=key, value=value, value_num=numeric(value)))
+            param = Param(run_id=run_id, key=key, value=value, value_num=numeric(value))
+            # A new run has no parameters to replace: skip merge's SELECT per parameter.
+            if new:
+                session.add(param)
+            else:
+                session.merge(param)
 
     @staticmethod
     def transition(
@@ -211,7 +222,7 @@ class RunStore:
         session.add(run)
         session.flush()
         session.add(RunTransition(run_id=run.id, status=run.status, time=now))
-        self._set_params(session, run.id, req.params)
+        self._set_params(session, run.id, req.params, new=True)
         return run
 
     def create(self, req: CreateRun, user: str) -> DescribeRun:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from distributed import Client as DaskClient
+from support.notebooks import write_notebook
 from support.pool import labrun_cli, wait_finished, wait_for, wait_for_pool
 from support.server import LabrunServer
 
@@ -115,7 +116,8 @@ def test_fair_share_alternates_between_two_users(tmp_path: Path, notebooks: Path
     # Two users' jobs, alice's all submitted first: first come, first served would run
     # all of hers before any of bob's.
     store = Store(Database(server.db_url), artifact_root=str(tmp_path / "artifacts"))
-    content = json.loads((notebooks / "params.ipynb").read_text())
+    notebook = write_notebook(tmp_path / "steady.ipynb", "import time\ntime.sleep(0.5)")
+    content = json.loads(notebook.read_text())
     for user in ("alice", "bob"):
         for i in range(3):
             store.jobs.submit(
