@@ -9,9 +9,6 @@ kernel's shutdown to the pool. Registered with papermill as ``labrun-warm``.
 
 from __future__ import annotations
 
-import asyncio
-import queue
-import time
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
@@ -22,35 +19,9 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
 
+from .kernels import connect_ready
+
 ENGINE_NAME = "labrun-warm"
-
-
-async def connect_ready(client: AsyncKernelClient, timeout: float) -> None:
-    """Wait until the kernel answers on shell and its IOPub messages reach ``client``.
-
-    A subscriber misses what is published before its subscription lands; a kernel_info
-    request's IOPub status message shows it has landed.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg_id = client.kernel_info()
-        try:
-            while True:
-                reply = await client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    break
-            while True:
-                msg = await client.get_iopub_msg(timeout=0.5)
-                # This request's idle status: IOPub is connected and its messages drained.
-                if (
-                    msg["parent_header"].get("msg_id") == msg_id
-                    and msg["msg_type"] == "status"
-                    and msg["content"]["execution_state"] == "idle"
-                ):
-                    return
-        except (queue.Empty, asyncio.TimeoutError):
-            continue
-    raise RuntimeError(f"the kernel did not answer within {timeout:.0f} s")
 
 
 class WarmKernelClient(PapermillNotebookClient):

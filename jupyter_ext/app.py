@@ -87,6 +87,13 @@ class LabRun(ExtensionApp):
         0, help="GPUs one user may hold at once across the pool (0: no limit)."
     ).tag(config=True)
 
+    adaptive_backlog = Int(
+        0,
+        help="Jobs handed to Dask beyond what the pool's workers can take now, so an "
+        "adaptive cluster (cluster.adapt(minimum, maximum)) sees the demand and starts GPU "
+        "workers. Set it to the adaptive maximum; 0 for a fixed pool.",
+    ).tag(config=True)
+
     scheduler_timeout = Float(
         10.0, help="Seconds to wait for the Dask scheduler when connecting to it."
     ).tag(config=True)
@@ -151,6 +158,7 @@ class LabRun(ExtensionApp):
                 worker_timeout=self.worker_timeout,
                 warm_kernels=self.warm_kernels,
                 connect_timeout=self.scheduler_timeout,
+                adaptive_backlog=self.adaptive_backlog,
             ),
             publish=self.events.publish,
             call=self.db.run,

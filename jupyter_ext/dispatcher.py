@@ -90,6 +90,7 @@ class DispatcherSettings:
     warm_kernels: int = 1
     connect_timeout: float = 10.0
     batch_window: float = 0.01
+    adaptive_backlog: int = 0
 
 
 class Dispatcher:
@@ -272,8 +273,8 @@ class Dispatcher:
         if self.state == "error":
             raise ServerUnavailable(f"the pool is unavailable: {self.message}")
         await self._refresh_workers(force=True)
-        if not self.workers or gpus == 0:
-            return  # no workers yet (an adaptive cluster grows with demand)
+        if not self.workers or gpus == 0 or self.settings.adaptive_backlog:
+            return  # an adaptive cluster's next workers may be bigger than today's
         best = max(w.gpus for w in self.workers.values())
         if gpus > best:
             listing = "; ".join(w.describe() for w in self.workers.values())
@@ -302,12 +303,20 @@ class Dispatcher:
         }
 
     def choose(self) -> list[QueuedJob]:
-        """The jobs to start now, in order, within the pool's free capacity."""
-        slots = sum(w.nthreads for w in self.workers.values()) - len(self.inflight)
+        """The jobs to start now, in order, within the pool's free capacity.
+
+        With ``adaptive_backlog``, that many jobs more go to Dask than the workers there
+        can take, so an adaptive cluster sees the demand and starts workers for them.
+        """
+        extra = self.settings.adaptive_backlog
+        slots = sum(w.nthreads for w in self.workers.values()) - len(self.inflight) + extra
         free_gpus = sum(w.gpus for w in self.workers.values()) - sum(
             e.job.gpus for e in self.inflight.values()
         )
         biggest = max((w.gpus for w in self.workers.values()), default=0)
+        if extra:
+            # Workers yet to start decide what fits; Dask places each job by its resources.
+            free_gpus = biggest = 10**6
         held: dict[str, int] = {}
         weight: dict[str, float] = dict(self.usage)
         for entry in self.inflight.values():

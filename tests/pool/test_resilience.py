@@ -114,9 +114,10 @@ def test_fair_share_alternates_between_two_users(tmp_path: Path, notebooks: Path
     server.start()  # creates the database
     server.stop()
     # Two users' jobs, alice's all submitted first: first come, first served would run
-    # all of hers before any of bob's.
+    # all of hers before any of bob's. Each takes long enough (1.5 s) that a worker's
+    # first-job overhead cannot outweigh a whole job in the users' hours.
     store = Store(Database(server.db_url), artifact_root=str(tmp_path / "artifacts"))
-    notebook = write_notebook(tmp_path / "steady.ipynb", "import time\ntime.sleep(0.5)")
+    notebook = write_notebook(tmp_path / "steady.ipynb", "import time\ntime.sleep(1.5)")
     content = json.loads(notebook.read_text())
     for user in ("alice", "bob"):
         for i in range(3):
