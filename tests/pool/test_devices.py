@@ -1,7 +1,7 @@
 """A team's own scheduler and a `labrun worker` with two GPUs (fake NVML here).
 
-Device assignment and telemetry run against ``FakeNvml`` on machines without a GPU; the
-same tests run against the real NVML where ``LABRUN_FAKE_GPUS`` is unset and a GPU exists.
+Device assignment and telemetry run against ``FakeNvml`` (``LABRUN_FAKE_GPUS=2``): the same
+interface as the real NVML, which these tests do not reach.
 """
 
 from __future__ import annotations
