@@ -102,6 +102,11 @@ class KernelPool:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
+    @property
+    def ready(self) -> int:
+        """Kernels started and waiting for a job."""
+        return self._ready.qsize()
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the pool's loop (where its kernels' sockets live) and wait."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)

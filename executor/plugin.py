@@ -25,6 +25,7 @@ from labrun.client import Client
 from labrun.errors import LabrunError
 from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
 
+from . import worker_id
 from .kernels import KernelPool
 from .nvml import Gpus, open_gpus, owned_indices
 
@@ -36,11 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("labrun.executor")
 
 PLUGIN_NAME = "labrun"
-
-
-def worker_id(address: str) -> str:
-    """A worker's id in the store: its address without the scheme (no slashes in URLs)."""
-    return address.split("://", 1)[-1]
 
 
 class DeviceAllocator:
@@ -255,7 +251,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
             "devices": self.devices.indices,
             "holders": self.devices.holders(),
             "jobs": sorted(self.jobs),
-            "warm_kernels": self.pool._ready.qsize(),
+            "warm_kernels": self.pool.ready,
         }
 
 

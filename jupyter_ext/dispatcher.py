@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from labrun.errors import InvalidRequest, ServerUnavailable
+from labrun.executor import worker_id as address_id
 from labrun.models import PoolStatus, PoolWorker, RunStatus
 
 from .store.jobs import QueuedJob
@@ -454,7 +455,7 @@ class Dispatcher:
         if worker_id is None:
             return None
         for address in self.workers:
-            if address.split("://", 1)[-1] == worker_id:
+            if address_id(address) == worker_id:
                 return address
         return None
 
@@ -477,7 +478,7 @@ class Dispatcher:
         before a restart, or by another server). A worker must stay missing for
         ``LOST_GRACE`` seconds, so one that joined since the last look is not mistaken.
         """
-        alive = {address.split("://", 1)[-1] for address in self.workers}
+        alive = {address_id(address) for address in self.workers}
         heartbeats = await self.call(self.store.pool.list_workers)
         silent = {w.id for w in heartbeats.workers if not w.alive}
         holders: dict[int, tuple[str, Inflight | None]] = {
@@ -536,7 +537,7 @@ class Dispatcher:
         running = await self.call(self.store.runs.summaries_by_worker)
         workers = []
         for address, info in sorted(self.workers.items()):
-            wid = address.split("://", 1)[-1]
+            wid = address_id(address)
             workers.append(
                 PoolWorker(
                     id=wid,

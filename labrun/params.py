@@ -35,6 +35,12 @@ def load_notebook(text: str | bytes, *, where: str = "the notebook") -> dict[str
         nb = json.loads(text)
     except ValueError as err:
         raise InvalidRequest(f"{where} is not valid JSON ({err}); is it an .ipynb file?") from err
+    check_notebook(nb, where=where)
+    return nb
+
+
+def check_notebook(nb: Any, *, where: str = "the notebook") -> None:
+    """Refuse what is not an nbformat 4 notebook with a list of cells."""
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise InvalidRequest(f"{where} is not a Jupyter notebook: it has no list of cells")
     if nb.get("nbformat") != 4:
@@ -42,7 +48,6 @@ def load_notebook(text: str | bytes, *, where: str = "the notebook") -> dict[str
             f"{where} is nbformat {nb.get('nbformat')!r}; labrun runs nbformat 4 notebooks "
             "(open and save it in JupyterLab to convert it)"
         )
-    return nb
 
 
 def _source(cell: Mapping[str, Any]) -> str:

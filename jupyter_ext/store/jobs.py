@@ -26,7 +26,7 @@ from labrun.models import (
     SubmitJob,
     SubmitSweep,
 )
-from labrun.params import check_parameters, expand_sweep
+from labrun.params import check_notebook, check_parameters, expand_sweep
 
 from .database import Database
 from .models import Project, Queue, Run, RunDataset, utcnow
@@ -56,16 +56,6 @@ class RunningJob:
     worker: str | None
     attempt: int
     started_at: datetime | None
-
-
-def _check_notebook(content: dict[str, Any]) -> None:
-    if not isinstance(content.get("cells"), list):
-        raise InvalidRequest("the notebook has no list of cells; is it an .ipynb file?")
-    if content.get("nbformat") != 4:
-        raise InvalidRequest(
-            f"the notebook is nbformat {content.get('nbformat')!r}; labrun runs nbformat 4 "
-            "notebooks (open and save it in JupyterLab to convert it)"
-        )
 
 
 class JobStore:
@@ -120,7 +110,7 @@ class JobStore:
         return run
 
     def submit(self, req: SubmitJob, user: str) -> DescribeRun:
-        _check_notebook(req.content)
+        check_notebook(req.content)
         params = check_parameters(req.content, req.parameters)
         with self.db.session() as session:
             self._check_queue(session, req.queue)
@@ -129,7 +119,7 @@ class JobStore:
             return self.runs.describe(session, run)
 
     def submit_sweep(self, req: SubmitSweep, user: str) -> DescribeSweep:
-        _check_notebook(req.content)
+        check_notebook(req.content)
         overlap = sorted(set(req.grid) & set(req.parameters))
         if overlap:
             raise InvalidRequest(
@@ -197,6 +187,7 @@ class JobStore:
                     "(cell runs: issue `labrun rerun` after re-running the cell)"
                 )
             params = self.runs.params_of(session, [run_id])[run_id]
+            self._check_queue(session, original.queue or "default")
             run = self.runs.insert(
                 session,
                 CreateRun(
@@ -206,14 +197,13 @@ class JobStore:
                     status=RunStatus.queued,
                     params=params,
                     tags=original.tags or [],
-                    queue=original.queue if original.queue else "default",
+                    queue=original.queue or "default",
                     requested_gpus=original.requested_gpus,
                     notebook=original.notebook,
                     environment={"rerun_of": run_id},
                 ),
                 user,
             )
-            self._check_queue(session, run.queue or "default")
             run.job = {**original.job, "parameters": original.job.get("parameters", params)}
             # The same dataset versions, recorded up front as the rerun's inputs.
             for link in session.scalars(
