@@ -78,6 +78,14 @@ class CreateRun(Request):
     notebook: str | None = None
     environment: dict[str, Any] = Field(default_factory=dict)
     parent_id: int | None = None
+    key: str | None = Field(
+        None,
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="a unique key chosen by the client: creating a run with a key that "
+        "exists returns that run, and GET runs?key= finds it",
+    )
 
 
 class UpdateRun(Request):
@@ -87,6 +95,10 @@ class UpdateRun(Request):
     worker: str | None = None
     environment: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    devices: list[int] | None = Field(None, description="GPU indices it holds on its worker")
+    started_at: datetime | None = Field(
+        None, description="when a queued run started: for a start reported with its end"
+    )
 
 
 class RunSummary(Response):
@@ -136,6 +148,7 @@ class ListRunsQuery(Request):
     user: str | None = None
     kind: RunKind | None = None
     parent_id: int | None = None
+    key: str | None = Field(None, description="the key the run was created with")
     q: str | None = Field(None, description="text to find in run names")
     sort: str = Field(
         "-created_at",

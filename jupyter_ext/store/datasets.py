@@ -77,8 +77,20 @@ class DatasetStore:
             return DatasetList(datasets=[self._describe(d) for d in rows])
 
     def get(self, name: str) -> DescribeDataset:
+        """A dataset with every version and the runs that used each."""
         with self.db.session() as session:
-            return self._describe(self._load(session, name))
+            dataset = self._load(session, name)
+            used: dict[int, list[int]] = {}
+            for version_id, run_id in session.execute(
+                select(RunDataset.dataset_version_id, RunDataset.run_id)
+                .where(RunDataset.dataset_version_id.in_([v.id for v in dataset.versions]))
+                .order_by(RunDataset.run_id)
+            ):
+                used.setdefault(version_id, []).append(run_id)
+            described = self._describe(dataset)
+            for version, row in zip(described.versions, dataset.versions, strict=True):
+                version.runs = used.get(row.id, [])
+            return described
 
     def add_version(self, name: str, req: CreateDatasetVersion) -> DescribeDatasetVersion:
         """Register content: the same hash is the same version, new content a new one."""

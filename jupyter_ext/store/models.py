@@ -81,6 +81,9 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Chosen by the client that creates the run, so that others (the worker running a
+    # %%mlrun cell) can find it before the creating request has answered.
+    key: Mapped[str | None] = mapped_column(String(64))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     name: Mapped[str | None] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(16))
@@ -119,6 +122,7 @@ class Run(Base):
         Index("ix_runs_status", "status"),
         Index("ix_runs_parent", "parent_id"),
         Index("ix_runs_created", "created_at"),
+        Index("ix_runs_key", "key", unique=True),
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, cast, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, contains_eager
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
@@ -171,7 +173,11 @@ class RunStore:
 
     @staticmethod
     def transition(
-        session: Session, run: Run, status: RunStatus, message: str | None = None
+        session: Session,
+        run: Run,
+        status: RunStatus,
+        message: str | None = None,
+        at: datetime | None = None,
     ) -> None:
         """Move ``run`` to ``status``, stamping the time; refuse an impossible move."""
         current = RunStatus(run.status)
@@ -182,7 +188,7 @@ class RunStore:
                 f"run {run.id} is {current.value} and cannot become {status.value}"
                 + ("; start a new run or `labrun rerun` it" if current.finished else "")
             )
-        now = utcnow()
+        now = at or utcnow()
         run.status = status.value
         if status == RunStatus.queued:
             run.queued_at = now
@@ -202,6 +208,7 @@ class RunStore:
             self.load(session, req.parent_id)
         now = utcnow()
         run = Run(
+            key=req.key,
             project=self._project(session, req.project),
             name=req.name,
             kind=req.kind.value,
@@ -226,10 +233,25 @@ class RunStore:
         return run
 
     def create(self, req: CreateRun, user: str) -> DescribeRun:
+        """Add a run; with a key that exists already, the run that has it (a retry)."""
+        if req.key is not None:
+            with self.db.session() as session:
+                found = session.scalar(select(Run).where(Run.key == req.key))
+                if found is not None:
+                    return self.describe(session, found)
+        try:
+            with self.db.session() as session:
+                run = self.insert(session, req, user)
+                session.flush()
+                return self.describe(session, run)
+        except IntegrityError:
+            if req.key is None:
+                raise
+        # Two requests with one key raced: the other one made it.
         with self.db.session() as session:
-            run = self.insert(session, req, user)
-            session.flush()
-            return self.describe(session, run)
+            return self.describe(
+                session, session.scalars(select(Run).where(Run.key == req.key)).one()
+            )
 
     def get(self, run_id: int) -> DescribeRun:
         with self.db.session() as session:
@@ -238,10 +260,14 @@ class RunStore:
     def update(self, run_id: int, req: UpdateRun) -> DescribeRun:
         with self.db.session() as session:
             run = self.load(session, run_id)
+            if req.started_at is not None and run.status == RunStatus.queued.value:
+                # Start and end reported together (a short cell): both transitions, each
+                # at its own time.
+                self.transition(session, run, RunStatus.running, at=req.started_at)
             if req.status is not None:
                 message = (req.error or {}).get("message") if req.error else None
                 self.transition(session, run, req.status, message)
-            for field in ("name", "tags", "worker", "environment", "error"):
+            for field in ("name", "tags", "worker", "environment", "error", "devices"):
                 value = getattr(req, field)
                 if value is not None:
                     setattr(run, field, value)
@@ -282,6 +308,8 @@ class RunStore:
                 stmt = stmt.where(Run.kind == query.kind.value)
             if query.parent_id is not None:
                 stmt = stmt.where(Run.parent_id == query.parent_id)
+            if query.key is not None:
+                stmt = stmt.where(Run.key == query.key)
             if query.q:
                 stmt = stmt.where(Run.name.ilike(f"%{query.q}%"))
             total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
