@@ -32,6 +32,7 @@ from .nvml import Gpus, open_gpus, owned_indices
 if TYPE_CHECKING:
     from distributed import Worker
 
+    from .cells import RunReporter
     from .runner import NotebookJob
 
 logger = logging.getLogger("labrun.executor")
@@ -39,15 +40,19 @@ logger = logging.getLogger("labrun.executor")
 PLUGIN_NAME = "labrun"
 
 
+# Who holds a device: a notebook job's run id, or "cell:KEY" / "session:KEY" for %%mlrun.
+Holder = int | str
+
+
 class DeviceAllocator:
     """Hands a worker's GPUs to runs: N concrete devices each, never one device to two."""
 
     def __init__(self, indices: list[int]) -> None:
         self.indices = list(indices)
-        self._holders: dict[int, int] = {}
+        self._holders: dict[int, Holder] = {}
         self._lock = threading.Lock()
 
-    def allocate(self, run_id: int, count: int) -> list[int]:
+    def allocate(self, run_id: Holder, count: int) -> list[int]:
         with self._lock:
             free = [i for i in self.indices if i not in self._holders]
             if count > len(free):
@@ -60,12 +65,12 @@ class DeviceAllocator:
                 self._holders[index] = run_id
             return taken
 
-    def release(self, run_id: int) -> None:
+    def release(self, run_id: Holder) -> None:
         with self._lock:
             for index in [i for i, r in self._holders.items() if r == run_id]:
                 del self._holders[index]
 
-    def holders(self) -> dict[int, int]:
+    def holders(self) -> dict[int, Holder]:
         with self._lock:
             return dict(self._holders)
 
@@ -110,6 +115,8 @@ class LabrunWorkerPlugin(WorkerPlugin):
     devices: DeviceAllocator
     pool: KernelPool
     jobs: dict[int, NotebookJob]
+    # The %%mlrun cells and sessions here, by their device holder name.
+    cells: dict[str, RunReporter]
     id: str
 
     def setup(self, worker: Worker) -> None:
@@ -119,6 +126,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
         self.gpus = open_gpus()
         self.devices = DeviceAllocator(owned_indices(self.gpus))
         self.jobs = {}
+        self.cells = {}
         self._stop = threading.Event()
         scratch = tempfile.mkdtemp(prefix="kernels-", dir=worker.local_directory)
         self.scratch = scratch
@@ -177,9 +185,19 @@ class LabrunWorkerPlugin(WorkerPlugin):
                 if d.index in owned
             ],
             status=status,
-            runs=sorted(self.jobs),
+            runs=sorted([*self.jobs, *self._cell_runs()]),
             nthreads=self.worker.state.nthreads,
         )
+
+    def _cell_runs(self) -> list[int]:
+        return [r.run_id for r in list(self.cells.values()) if r.run_id is not None]
+
+    def run_of(self, holder: Holder | None) -> int | None:
+        """The run id a device holder stands for (None for a cell not yet recorded)."""
+        if holder is None or isinstance(holder, int):
+            return holder
+        reporter = self.cells.get(holder)
+        return reporter.run_id if reporter is not None else None
 
     def sample(self) -> tuple[list[GpuSampleIn], HostSampleIn]:
         now = time.time()
@@ -198,7 +216,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
                         memory_total=reading.memory_total,
                         temperature=reading.temperature,
                         power=reading.power,
-                        run_id=holders.get(index),
+                        run_id=self.run_of(holders.get(index)),
                     )
                 )
         memory = psutil.virtual_memory()
@@ -249,7 +267,8 @@ class LabrunWorkerPlugin(WorkerPlugin):
         return {
             "id": self.id,
             "devices": self.devices.indices,
-            "holders": self.devices.holders(),
+            "holders": {i: self.run_of(h) for i, h in self.devices.holders().items()},
+            "cells": sorted(self.cells),
             "jobs": sorted(self.jobs),
             "warm_kernels": self.pool.ready,
         }

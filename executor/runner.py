@@ -321,9 +321,15 @@ def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 def stop_run(run_id: int, reason: str = "cancelled by request", *, dask_worker: Any) -> bool:
     """Run on a worker by the server (``client.run``): stop ``run_id`` if it runs here."""
+    from .cells import stop_cell
+
     plugin = get_plugin(dask_worker)
     job = plugin.jobs.get(run_id)
     if job is None:
+        # A %%mlrun cell (or a session's cell) cancelled from the sidebar or the CLI.
+        for reporter in list(plugin.cells.values()):
+            if reporter.run_id == run_id:
+                return stop_cell(reporter.key, reason)
         return False
     # Off the worker's event loop: stopping waits for the kernel.
     threading.Thread(target=job.cancel, args=(reason,), daemon=True).start()
