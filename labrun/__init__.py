@@ -45,6 +45,19 @@ __all__ = [
 ]
 
 
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext labrun``: the magics (imported here, so ``import labrun`` stays small)."""
+    from labrun.kernel_magics import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    from labrun.kernel_magics import unload_ipython_extension as unload
+
+    unload(shell)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     # Imported here, not at the top: the core must not pull in the server.
     from labrun.jupyter_ext.app import LabRun

@@ -65,6 +65,11 @@ def notebook_parameters(nb: Mapping[str, Any]) -> dict[str, NotebookParameter] |
 
 
 def _parse_parameters_cell(source: str) -> dict[str, NotebookParameter]:
+    # IPython lines (``%%mlparams``, ``%matplotlib inline``, ``!pip ...``) are not Python;
+    # blank them so the assignments around them still count.
+    source = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
     try:
         tree = ast.parse(source)
     except SyntaxError as err:

@@ -6,19 +6,17 @@ import atexit
 import logging
 import math
 import os
-import platform
-import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from typing_extensions import Self
 
-from labrun import settings
+from labrun import environment, settings
 from labrun.client import Client
 from labrun.errors import InvalidRequest, LabrunError
 from labrun.models import CreateRun, DescribeRun, RunKind, RunStatus, UpdateRun
@@ -27,6 +25,8 @@ from labrun.sender import MetricSender, Point
 logger = logging.getLogger("labrun")
 
 _current: Run | None = None
+# Set while a %%mlrun cell runs on a worker: makes the cell's run on first use.
+_lazy: Callable[[], Run] | None = None
 # Re-entrant: init() finishes the previous run while holding it.
 _current_lock = threading.RLock()
 
@@ -44,16 +44,11 @@ def _number(key: str, value: Any) -> float | None:
     return number
 
 
-def basic_environment() -> dict[str, Any]:
-    """What every run records about where it ran (the magics add git, packages, GPUs)."""
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "argv": sys.argv,
-        "cwd": os.getcwd(),
-        "pid": os.getpid(),
-    }
+def _notebook_namespace() -> dict[str, Any] | None:
+    """The user namespace when this runs in an IPython kernel (never imports IPython)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell.user_ns if shell is not None else None
 
 
 class Run:
@@ -205,14 +200,18 @@ def init(
             if params:
                 run.log_params(params)
         else:
+            namespace = _notebook_namespace()
+            captured = environment.capture(namespace)
             described = client.create_run(
                 CreateRun(
                     project=project or os.environ.get(settings.PROJECT) or "default",
                     name=name,
-                    kind=RunKind.script,
+                    # In a notebook, the session itself is the run.
+                    kind=RunKind.session if namespace is not None else RunKind.script,
                     params=dict(params or {}),
                     tags=tags or [],
-                    environment=basic_environment(),
+                    notebook=captured.get("notebook"),
+                    environment=captured,
                 )
             )
             run = Run(client, described, owned=True)
@@ -220,9 +219,34 @@ def init(
     return run
 
 
+def attach_lazily(factory: Callable[[], Run]) -> object:
+    """Make ``factory()`` the current run when something first asks for it (a remote cell).
+
+    Returns a token for :func:`detach`.
+    """
+    global _lazy, _current
+    with _current_lock:
+        _lazy, _current = factory, None
+    return factory
+
+
+def detach(token: object) -> None:
+    """Undo :func:`attach_lazily` (the run, if made, is left for its owner to finish)."""
+    global _lazy, _current
+    with _current_lock:
+        if _lazy is token:
+            _lazy, _current = None, None
+
+
 def current_run() -> Run:
     """The current run; inside a labrun job, the job's run even without ``init``."""
+    global _current
     if _current is None or _current._finished:
+        if _lazy is not None:
+            with _current_lock:
+                if _current is None and _lazy is not None:
+                    _current = _lazy()
+                return _current
         if os.environ.get(settings.RUN_ID):
             return init()
         raise InvalidRequest("no current run: call labrun.init() first")

@@ -9,6 +9,7 @@ import click
 from labrun import __version__
 from labrun.errors import LabrunError
 
+from .datasets import datasets
 from .demo import demo
 from .jobs import cancel, pool, queues, rerun, submit, sweep
 from .runs import compare, logs, runs, show
@@ -43,6 +44,7 @@ for command in (
     show,
     logs,
     compare,
+    datasets,
     submit,
     sweep,
     cancel,
