@@ -1,0 +1,524 @@
+"""The kernel's side of ``%%mlrun``: ship a cell to the pool, show its output, bring values back.
+
+The cell goes to Dask directly (the scheduler's address comes from the labrun server), so a
+trivial cell costs about one Dask round trip. Recording the run (environment, inputs,
+parameters, datasets) happens on a background thread while the cell travels; the worker
+finds the run by the key the kernel chose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cloudpickle
+
+from labrun import environment
+from labrun.client import Client
+from labrun.errors import Conflict, LabrunError, NotFound
+from labrun.executor.cells import CellSession, Packed, pack, stop_cell, unpack_all
+from labrun.models import CreateRun, RunKind, RunStatus, UpdateRun
+
+logger = logging.getLogger("labrun.magics")
+
+_DONE = object()
+
+
+class RemoteCellError(Exception):
+    """The cell raised on the worker; shows the worker's traceback, not this kernel's."""
+
+    def __init__(self, run: CellRun, error: dict[str, Any]) -> None:
+        self.run = run
+        self.ename = error.get("ename") or "Error"
+        self.evalue = error.get("evalue") or ""
+        self.remote_traceback: list[str] = list(error.get("traceback") or [])
+        super().__init__(f"{self.ename}: {self.evalue}")
+
+    def _render_traceback_(self) -> list[str]:
+        where = f" on {self.run.worker}" if self.run.worker else ""
+        header = f"labrun: {self.run.label} raised {self.ename}{where}"
+        return [header, *(self.remote_traceback or [f"{self.ename}: {self.evalue}"])]
+
+
+class Bookkeeper:
+    """One background thread that sends the runs' records to the server, in order."""
+
+    def __init__(self) -> None:
+        self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="labrun-bookkeeper", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self._ops.put(op)
+
+    def _loop(self) -> None:
+        while True:
+            op = self._ops.get()
+            try:
+                op()
+            except LabrunError as err:
+                logger.warning("labrun: could not record a run: %s", err)
+            except Exception:
+                logger.exception("labrun: recording a run failed")
+            with self._lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+
+    def wait(self, timeout: float | None = 30.0) -> bool:
+        """Until everything submitted so far was sent."""
+        return self._idle.wait(timeout)
+
+
+class Pool:
+    """This kernel's connection to the labrun server and the pool's Dask scheduler."""
+
+    def __init__(self, client: Client) -> None:
+        from distributed import Client as DaskClient
+
+        self.client = client
+        status = client.pool()
+        if status.state != "ready" or not status.scheduler:
+            raise LabrunError(
+                f"the pool is {status.state}"
+                + (f": {status.message}" if status.message else "")
+                + "; `labrun pool` shows it, and the server's log says why"
+            )
+        self.scheduler = status.scheduler
+        try:
+            # Direct to workers: a session's actor is called on its worker, not through the
+            # scheduler, and results come straight from the worker that holds them.
+            self.dask = DaskClient(
+                status.scheduler, set_as_default=False, timeout="10s", direct_to_workers=True
+            )
+        except OSError as err:
+            raise LabrunError(
+                f"cannot reach the pool's Dask scheduler at {status.scheduler}: {err}; is the "
+                "kernel on a machine that can reach it?"
+            ) from None
+        self.topic = f"labrun-cell-{uuid.uuid4().hex}"
+        self._routes: dict[str, queue.SimpleQueue[Any]] = {}
+        self.dask.subscribe_topic(self.topic, self._route)
+        self.has_gpus = any(w.gpus for w in status.workers)
+        self.bookkeeper = Bookkeeper()
+
+    def _route(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, msg = event
+        route = self._routes.get(msg.get("token", ""))
+        if route is not None:
+            route.put(msg)
+
+    def listen(self, token: str) -> queue.SimpleQueue[Any]:
+        route: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._routes[token] = route
+        return route
+
+    def forget(self, token: str) -> None:
+        self._routes.pop(token, None)
+
+    def stop(self, token: str) -> None:
+        """Interrupt the cell ``token`` wherever it runs."""
+        with contextlib.suppress(Exception):
+            self.dask.run(stop_cell, token, on_error="ignore")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.dask.close()
+
+
+def _digest(packed: Packed) -> str:
+    kind, data = packed
+    h = hashlib.sha256()
+    if kind == "raw":
+        h.update(f"{type(data).__module__}.{type(data).__name__}".encode())
+        array = data.detach().cpu().numpy() if hasattr(data, "detach") else data
+        h.update(f"{array.dtype}{array.shape}".encode())
+        h.update(memoryview(array.tobytes() if not array.flags.c_contiguous else array).cast("B"))
+    else:
+        h.update(kind.encode())
+        h.update(data.encode() if isinstance(data, str) else data)
+    return h.hexdigest()
+
+
+class CellRun:
+    """One ``%%mlrun`` cell on the pool: its run, its output and, once done, its values.
+
+    Returned by ``%%mlrun --no-wait`` (shown as a live widget); :meth:`result` waits and puts
+    the cell's values into the notebook.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        key: str,
+        label: str,
+        namespace: dict[str, Any],
+        session: SessionHandle | None = None,
+    ) -> None:
+        self.pool = pool
+        self.key = key
+        self.label = label
+        self.namespace = namespace
+        self.session = session
+        self._run_id: int | None = None
+        self.worker: str | None = None
+        self.devices: list[int] = []
+        self.status = "queued"
+        self.values: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.created = threading.Event()
+        # Set when the task's end reached this kernel.
+        self.arrived = threading.Event()
+        self.events = pool.listen(key)
+        self.shown = 0
+        self.future: Any = None
+        self._outcome: dict[str, Any] | None = None
+        self._observers: list[Callable[[dict[str, Any]], None]] = []
+        self._done = threading.Event()
+        self._pumped = threading.Event()
+        self._background = False
+
+    def __repr__(self) -> str:
+        return f"<labrun.CellRun {self.label} {self.status}>"
+
+    @property
+    def run_id(self) -> int | None:
+        """The run's number (it is recorded in the background: this waits for that)."""
+        self.created.wait(30)
+        return self._run_id
+
+    @run_id.setter
+    def run_id(self, value: int) -> None:
+        self._run_id = value
+        self.created.set()
+
+    # --- sending -------------------------------------------------------------------
+
+    def send(self, submit: Callable[[], Any]) -> None:
+        """Start the task; its end wakes whoever waits (or the widget's thread)."""
+        self.future = submit()
+        if hasattr(self.future, "add_done_callback"):
+            self.future.add_done_callback(lambda _: self.events.put(_DONE))
+        else:  # an actor's future: no callbacks, so a thread waits on it
+            threading.Thread(target=self._wait_actor, daemon=True).start()
+
+    def _wait_actor(self) -> None:
+        with contextlib.suppress(Exception):
+            self.future.result()
+        self.events.put(_DONE)
+
+    # --- receiving -----------------------------------------------------------------
+
+    def observe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self._observers.append(callback)
+
+    def _handle(self, event: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> None:
+        if event["seq"] <= self.shown:
+            return
+        self.shown = event["seq"]
+        if event["kind"] == "started":
+            self.worker = event.get("worker")
+            self.devices = list(event.get("devices") or [])
+            self.status = "running"
+        show(event)
+        for observer in self._observers:
+            observer(event)
+
+    def pump(
+        self, show: Callable[[dict[str, Any]], None], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Show events until the task ends; its result. Raises TimeoutError after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError from None
+            if event is _DONE:
+                self.arrived.set()
+                break
+            self._handle(event, show)
+        try:
+            outcome = self.future.result()
+        except Exception as err:  # noqa: BLE001 - any task failure becomes the run's error
+            outcome = {"status": "lost", "error": {"ename": type(err).__name__, "evalue": str(err)}}
+        for event in outcome.get("events") or []:
+            self._handle(event, show)
+        self.pool.forget(self.key)
+        return outcome
+
+    def settle(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """Put the values into the notebook, or raise the cell's error."""
+        self._outcome = outcome
+        status = outcome.get("status")
+        if status == "ok":
+            values, failed = unpack_all(outcome.get("outputs") or {})
+            failed.update(outcome.get("unshippable") or {})
+            self.namespace.update(values)
+            self.values = values
+            if self.session is not None:
+                self.session.returned.update(values)
+            self.status = "completed"
+            self._done.set()
+            if failed:
+                lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
+                where = (
+                    f"they stay in session {self.session.name!r} on the worker"
+                    if self.session
+                    else "return something picklable, or use --session to keep them remote"
+                )
+                print(
+                    f"labrun: {self.label}: these values did not come back ({where}):\n{lines}",
+                    file=sys.stderr,
+                )
+            return values
+        error = outcome.get("error") or {}
+        if status == "cancelled":
+            self.status = "cancelled"
+            self.error = KeyboardInterrupt(f"{self.label} was cancelled")
+        elif status == "lost":
+            self.status = "failed"
+            self.error = LabrunError(
+                f"{self.label} failed on the pool: {error.get('ename')}: {error.get('evalue')}"
+            )
+            self._record_failure(error)
+        else:
+            self.status = "failed"
+            self.error = RemoteCellError(self, error)
+        self._done.set()
+        raise self.error
+
+    def _record_failure(self, error: dict[str, Any]) -> None:
+        message = f"{error.get('ename')}: {error.get('evalue')}"
+
+        def send() -> None:
+            if self._run_id is not None:
+                with contextlib.suppress(Conflict):
+                    self.pool.client.update_run(
+                        self._run_id,
+                        UpdateRun(status=RunStatus.failed, error={"message": message, **error}),
+                    )
+
+        self.pool.bookkeeper.submit(send)
+
+    def cancel(self) -> None:
+        """Stop the cell: interrupt it on its worker, drop it from the queue, record it."""
+        self.pool.stop(self.key)
+        with contextlib.suppress(Exception):
+            if hasattr(self.future, "cancel") and self.session is None:
+                self.future.cancel()
+
+        def send() -> None:
+            if self._run_id is not None:
+                with contextlib.suppress(Conflict, NotFound):
+                    self.pool.client.cancel_run(self._run_id)
+
+        self.pool.bookkeeper.submit(send)
+        self.status = "cancelled"
+
+    # --- for the user --------------------------------------------------------------------
+
+    def follow_in_background(self, show: Callable[[dict[str, Any]], None]) -> None:
+        """Receive the cell's events on a thread (``--no-wait``); :meth:`result` settles."""
+        self._background = True
+
+        def follow() -> None:
+            outcome = self.pump(show)
+            self.status = {"ok": "completed", "cancelled": "cancelled"}.get(
+                outcome.get("status", ""), "failed"
+            )
+            self._outcome = outcome
+            self._pumped.set()
+            for observer in self._observers:
+                observer({"kind": "ended", "seq": self.shown, "status": self.status})
+
+        threading.Thread(target=follow, name=f"labrun-follow-{self.key[:8]}", daemon=True).start()
+
+    def done(self) -> bool:
+        return self._done.is_set() or self._pumped.is_set()
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the cell, put its values into the notebook and return them."""
+        if self._done.is_set():
+            if self.error is not None:
+                raise self.error
+            return dict(self.values or {})
+        if self._background:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with interruptible(self):
+                # Short waits, so the kernel's interrupt gets through.
+                while not self._pumped.wait(0.1):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.label} is still {self.status}")
+        else:
+            with interruptible(self):
+                self._outcome = self.pump(show_event, timeout)
+        assert self._outcome is not None
+        return self.settle(self._outcome)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        from .widgets import run_widget
+
+        display(run_widget(self))
+
+
+def show_event(event: dict[str, Any]) -> None:
+    """Show one of a cell's events in the running cell's output, as the kernel would."""
+    from IPython.display import clear_output, publish_display_data
+
+    kind = event["kind"]
+    if kind == "stream":
+        stream = sys.stderr if event.get("name") == "stderr" else sys.stdout
+        stream.write(event.get("text", ""))
+    elif kind in {"display", "result"}:
+        stream_flush()
+        publish_display_data(
+            event.get("data") or {},
+            metadata=event.get("metadata") or {},
+            transient=event.get("transient") or None,
+            update=bool(event.get("update")),
+        )
+    elif kind == "clear":
+        clear_output(wait=bool(event.get("wait")))
+
+
+def stream_flush() -> None:
+    # Keep the order of text and rich output as the cell produced it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+class SessionHandle:
+    """A ``--session``: a :class:`CellSession` actor on one worker, with its run."""
+
+    def __init__(self, name: str, future: Any, actor: Any, run_id: int, key: str) -> None:
+        self.name = name
+        self.future = future
+        self.actor = actor
+        self.run_id = run_id
+        self.key = key
+        # What came back from the session, to tell the notebook's own changes from its copies.
+        self.returned: dict[str, Any] = {}
+        info = actor.describe().result()
+        self.worker: str = info["worker"]
+        self.devices: list[int] = info["devices"]
+
+    def release(self) -> None:
+        with contextlib.suppress(Exception):
+            self.actor.release("released by the notebook").result(timeout=30)
+        with contextlib.suppress(Exception):
+            self.future.release()
+
+
+def start_session(
+    pool: Pool, name: str, *, gpus: int, project: str, idle_timeout: float, priority: int
+) -> SessionHandle:
+    key = uuid.uuid4().hex
+    run = pool.client.create_run(
+        CreateRun(
+            key=key,
+            project=project,
+            name=f"session {name}",
+            kind=RunKind.session,
+            status=RunStatus.queued,
+            requested_gpus=gpus,
+            environment=environment.basic(),
+        )
+    )
+    future = pool.dask.submit(
+        CellSession,
+        name,
+        key,
+        gpus,
+        idle_timeout,
+        actor=True,
+        resources={"GPU": gpus} if gpus else None,
+        priority=priority,
+        pure=False,
+        key=f"labrun-session-{key}",
+    )
+    announced = False
+    while True:
+        try:
+            # The actor handle binds to the current client: ours is not the default one.
+            with pool.dask.as_current():
+                actor = future.result(timeout=2)
+            break
+        except TimeoutError:
+            if not announced:
+                print(
+                    f"labrun: waiting for a worker with {gpus} free GPU(s) for session {name!r}..."
+                )
+                announced = True
+        except KeyboardInterrupt:
+            future.cancel()
+            with contextlib.suppress(LabrunError):
+                pool.client.cancel_run(run.id)
+            raise
+    return SessionHandle(name, future, actor, run.id, key)
+
+
+def ship(
+    values: dict[str, Any], *, local_roots: list[str]
+) -> tuple[dict[str, Packed], dict[str, str]]:
+    """Inputs for the worker (modules go by name), and what cannot be shipped."""
+    packed: dict[str, Packed] = {}
+    failed: dict[str, str] = {}
+    for name, value in values.items():
+        _register_local(value, local_roots)
+        try:
+            packed[name] = pack(value)
+        except Exception as err:  # noqa: BLE001 - pickling raises anything; name the value
+            failed[name] = f"{type(value).__name__}: {err}"
+    return packed, failed
+
+
+def _register_local(value: Any, roots: list[str]) -> None:
+    """Ship functions and classes from the notebook's own .py files by value.
+
+    The worker may not have those files; installed packages it does have.
+    """
+    name = getattr(value, "__module__", None) or type(value).__module__
+    module = sys.modules.get(name.split(".")[0]) if name else None
+    file = getattr(module, "__file__", None) if module else None
+    if module is None or not file or name == "__main__":
+        return
+    if any(file.startswith(root) for root in roots) and "site-packages" not in file:
+        with contextlib.suppress(ValueError):
+            cloudpickle.register_pickle_by_value(module)
+
+
+def digests(packed: dict[str, Packed]) -> dict[str, str]:
+    return {name: _digest(item) for name, item in packed.items()}
+
+
+@contextlib.contextmanager
+def interruptible(run: CellRun) -> Iterator[None]:
+    """Ctrl-C (the kernel's interrupt) while waiting cancels the remote run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run.cancel()
+        print(f"labrun: {run.label} cancelled", file=sys.stderr)
+        raise

@@ -1,0 +1,29 @@
+"""A real labrun server with a local pool, and a real kernel with the magics loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support.kernel import Kernel
+from support.pool import wait_for_pool
+from support.server import LabrunServer
+
+
+@pytest.fixture(scope="module")
+def pool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabrunServer]:
+    server = LabrunServer(tmp_path_factory.mktemp("magics-server"), pool=True)
+    server.start()
+    wait_for_pool(server, workers=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kernel(pool_server: LabrunServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    """A notebook's kernel, talking to the server like one JupyterLab started."""
+    folder = tmp_path_factory.mktemp("notebook")
+    kernel = Kernel(folder, {**pool_server.env, "LABRUN_PROJECT": "magics"})
+    kernel.ok("%load_ext labrun")
+    yield kernel
+    kernel.close()

@@ -1,0 +1,250 @@
+"""%%mlrun end to end: a real kernel, a real labrun server, a real Dask pool."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from support.kernel import Kernel
+from support.pool import wait_for
+from support.server import LabrunServer
+
+from labrun.client import Client
+
+
+def _client(server: LabrunServer) -> Client:
+    return Client(server.url, server.token)
+
+
+def _last_run(server: LabrunServer, kind: str = "cell") -> dict:
+    with _client(server) as client:
+        runs = client.list_runs(kind=kind, limit=1).runs
+        assert runs, "no run was recorded"
+        return client.get_run(runs[0].id).model_dump()
+
+
+def _finished_run(server: LabrunServer, run_id: int) -> dict:
+    with _client(server) as client:
+        return wait_for(
+            lambda: (r := client.get_run(run_id)).status.finished and r.model_dump(),
+            what=f"run {run_id} to finish",
+        )
+
+
+def test_a_cell_runs_remotely_with_the_notebooks_values(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    kernel.ok(
+        "import os\nimport numpy as np\n"
+        "def scale(a, k):\n    return a * k\n"
+        "data = np.arange(6).reshape(2, 3)\nfactor = 3"
+    )
+    done = kernel.ok(
+        "%%mlrun --name scaled\n"
+        "import os\n"
+        "scaled = scale(data, factor)\n"
+        "total = int(scaled.sum())\n"
+        "print('remote pid', os.getpid())"
+    )
+    assert "remote pid" in done.text()
+    remote_pid = int(done.text().split()[-1])
+    assert remote_pid != kernel.value("os.getpid()")
+    assert kernel.value("total") == 45
+    assert kernel.value("scaled.tolist()") == [[0, 3, 6], [9, 12, 15]]
+    run_id = kernel.value("_mlrun.run_id")
+    run = _finished_run(pool_server, run_id)
+    assert run["status"] == "completed"
+    assert run["name"] == "scaled"
+    assert run["kind"] == "cell"
+    assert run["source"].startswith("import os")
+    assert set(run["environment"]["inputs"]) == {"data", "factor", "scale"}
+    assert "git" in run["environment"] and "packages" in run["environment"]
+    with _client(pool_server) as client:
+        assert "remote pid" in "".join(e.text for e in client.logs(run_id).entries)
+        assert "inputs.pkl" in [a.name for a in client.artifacts(run_id).artifacts]
+
+
+def test_output_streams_while_the_cell_runs(kernel: Kernel) -> None:
+    done = kernel.ok(
+        "%%mlrun\nimport time\nprint('first', flush=True)\ntime.sleep(2)\nprint('second')"
+    )
+    first = next(o for o in done.outputs if o.kind == "stream" and "first" in o.content["text"])
+    # It was shown while the cell still slept on the worker, not with the result.
+    assert done.ended - first.time > 1.0
+    assert done.text().index("first") < done.text().index("second")
+
+
+def test_rich_output_and_the_last_expression_come_back(kernel: Kernel) -> None:
+    done = kernel.ok(
+        "%%mlrun\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))\n6 * 7"
+    )
+    assert "<b>bold</b>" in done.data("text/html")
+    assert "42" in done.data("text/plain")
+
+
+def test_an_exception_shows_the_remote_traceback_and_stops_the_notebook(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    done = kernel.execute(
+        "%%mlrun\ndef check(v):\n    raise ValueError(f'bad value {v}')\ncheck(7)"
+    )
+    assert not done.ok  # "Run All" stops at this cell
+    assert "ValueError" in done.error and "bad value 7" in done.error
+    assert "check(7)" in done.error  # the worker's frames, not the magic's
+    run = _finished_run(pool_server, kernel.value("_mlrun.run_id"))
+    assert run["status"] == "failed"
+    assert run["error"]["ename"] == "ValueError"
+    assert any("bad value 7" in line for line in run["error"]["traceback"])
+
+
+def test_interrupting_the_kernel_cancels_the_remote_run(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    started = threading.Event()
+
+    def interrupt_once_started(output) -> None:
+        if output.kind == "stream" and "sleeping" in output.content["text"]:
+            started.set()
+            kernel.interrupt()
+
+    began = time.monotonic()
+    done = kernel.execute(
+        "%%mlrun\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)",
+        on_output=interrupt_once_started,
+    )
+    assert started.is_set()
+    assert not done.ok and "KeyboardInterrupt" in done.error
+    assert time.monotonic() - began < 30
+    run = _finished_run(pool_server, kernel.value("_mlrun.run_id"))
+    assert run["status"] == "cancelled"
+    # The worker is free again.
+    assert kernel.ok("%%mlrun\nafter = 1").ok
+    assert kernel.value("after") == 1
+
+
+def test_no_wait_returns_at_once_and_fetch_brings_the_values(kernel: Kernel) -> None:
+    began = time.monotonic()
+    done = kernel.ok("%%mlrun --no-wait\nimport time\ntime.sleep(2)\nlater = 'ready'")
+    assert time.monotonic() - began < 2
+    assert done.data("application/vnd.jupyter.widget-view+json"), "no live widget shown"
+    assert kernel.value("'later' in globals()") is False
+    kernel.ok("%mlrun_fetch")
+    assert kernel.value("later") == "ready"
+    # .result() on the handle works too, and gives the values.
+    kernel.ok("%%mlrun --no-wait\nsecond = 2")
+    assert kernel.value("_mlrun.result(timeout=60)") == {"second": 2}
+
+
+def test_a_session_keeps_its_namespace_across_cells(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    kernel.ok("%%mlrun --session warm\nimport os\nseen = [os.getpid()]\nbig = list(range(10))")
+    kernel.ok("%%mlrun --session warm\nimport os\nseen.append(os.getpid())")
+    kernel.ok("%%mlrun --session warm --out count\ncount = len(seen) + len(big)")
+    assert kernel.value("count") == 12
+    pids = kernel.value("seen")
+    assert len(set(pids)) == 1  # one worker process held the namespace
+    session = _last_run(pool_server, kind="session")
+    assert session["status"] == "running"
+    with _client(pool_server) as client:
+        cells = client.list_runs(parent_id=session["id"]).runs
+        assert len(cells) == 3 and all(c.kind.value == "cell" for c in cells)
+    kernel.ok("%mlrun_release warm")
+    assert _finished_run(pool_server, session["id"])["status"] == "completed"
+
+
+def test_bad_options_and_values_get_clear_errors(kernel: Kernel) -> None:
+    cases = {
+        "%%mlrun --gpus -1\nx = 1": "--gpus -1",
+        "%%mlrun --bogus\nx = 1": "unrecognized arguments: --bogus",
+        "%%mlrun --queue nowhere\nx = 1": "no such queue (queues: default)",
+        "%%mlrun --timeout 0\nx = 1": "--timeout 0",
+        "%%mlrun --out 1x\nx = 1": "--out '1x'",
+        "%%mlrun --session 'a b'\nx = 1": "--session",
+        "%mlparams lr=fast": "not a literal value",
+        "%mlparams lr": "is not NAME=VALUE",
+        "%mldataset only-a-name": "the following arguments are required: path",
+        "%mldataset data /no/such/place": "no file or folder",
+        "%mlrun_fetch 999999": "was not started from this kernel",
+        "%mlrun_release nothing": "no session named 'nothing'",
+    }
+    for code, message in cases.items():
+        done = kernel.execute(code)
+        assert not done.ok, code
+        # IPython prints a UsageError on stderr; other errors are the cell's error output.
+        said = done.error + done.text("stderr")
+        assert message in said, (code, said)
+        assert "Traceback" not in said, code  # a message, not a stack
+    kernel.ok("import threading\nlock = threading.Lock()")
+    done = kernel.execute("%%mlrun\nwith lock:\n    y = 1")
+    assert not done.ok
+    assert "lock (lock: cannot pickle '_thread.lock' object)" in done.error
+    assert "Create them inside the cell" in done.error
+
+
+def test_mlruns_lists_recent_runs(kernel: Kernel) -> None:
+    done = kernel.ok("%mlruns --limit 5")
+    table = done.data("text/html")[0]
+    assert "<table" in table and "completed" in table
+
+
+def test_a_torch_model_trained_remotely_comes_back_usable(kernel: Kernel) -> None:
+    pytest.importorskip("torch")
+    kernel.ok(
+        "import torch\ntorch.manual_seed(0)\n"
+        "xs = torch.linspace(-1, 1, 64).unsqueeze(1)\nys = 3 * xs + 1"
+    )
+    kernel.ok(
+        "%%mlrun\nimport torch\nimport labrun\n"
+        "model = torch.nn.Linear(1, 1)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.3)\n"
+        "for step in range(200):\n"
+        "    opt.zero_grad()\n"
+        "    loss = torch.nn.functional.mse_loss(model(xs), ys)\n"
+        "    loss.backward()\n"
+        "    opt.step()\n"
+        "    labrun.log({'loss': loss.item()}, step=step)\n"
+        "final_loss = loss.item()"
+    )
+    assert kernel.value("final_loss") < 1e-3
+    assert kernel.value("round(model(torch.tensor([[2.0]])).item(), 2)") == 7.0
+    assert kernel.value("next(model.parameters()).device.type") == "cpu"
+    assert kernel.value("type(model).__name__") == "Linear"
+
+
+def test_metrics_logged_in_a_cell_land_on_its_run(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    kernel.ok("%%mlrun\nimport labrun\nfor i in range(5):\n    labrun.log({'acc': i / 4})")
+    run = _finished_run(pool_server, kernel.value("_mlrun.run_id"))
+    assert run["metrics"] == {"acc": 1.0}
+
+
+@pytest.mark.skipif(os.cpu_count() == 1, reason="needs two workers")
+def test_the_pool_runs_cells_of_two_kernels(pool_server: LabrunServer, tmp_path) -> None:
+    other = Kernel(tmp_path, pool_server.env)
+    try:
+        other.ok("%load_ext labrun")
+        other.ok("%%mlrun\nanswer = 41 + 1")
+        assert other.value("answer") == 42
+    finally:
+        other.close()
+
+
+def test_cancelling_a_cell_run_from_the_server_stops_it(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    # A training loop: Python code between short native calls, where an interrupt lands.
+    kernel.ok(
+        "%%mlrun --no-wait\nimport time\nprint('busy', flush=True)\n"
+        "for step in range(600):\n    time.sleep(0.1)"
+    )
+    run_id = kernel.value("_mlrun.run_id")
+    with _client(pool_server) as client:
+        wait_for(lambda: client.get_run(run_id).status.value == "running", what="the cell to run")
+        client.cancel_run(run_id)  # what the sidebar's Cancel does
+    done = kernel.execute("_mlrun.result(timeout=30)")
+    assert not done.ok and "cancelled" in done.error
+    assert _finished_run(pool_server, run_id)["status"] == "cancelled"
