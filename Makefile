@@ -14,7 +14,10 @@ $(BIN)/python:
 # switch where a wheel install puts it, so JupyterLab in the venv loads labrun.
 SWITCH := jupyter-config/jupyter_server_config.d/labrun.json
 SWITCH_DIR := $(VENV)/etc/jupyter/jupyter_server_config.d
+# torch first and pinned: 2.13.0 is the CPU build in the local wheel cache (RECIPE.md);
+# an unpinned torch would download a multi-GB CUDA build.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q torch==2.13.0 numpy
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
 	touch $@
