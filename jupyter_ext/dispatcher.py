@@ -212,9 +212,11 @@ class Dispatcher:
             if entry.task is not None:
                 entry.task.cancel()
         if self.client is not None:
-            await self.client.close()
+            await self.client.close(timeout=2)
         if self.cluster is not None:
-            await self.cluster.close()  # type: ignore[misc]
+            from labrun.executor.cluster import close_cluster
+
+            await close_cluster(self.cluster)
 
     @property
     def scheduler_address(self) -> str | None:
@@ -398,6 +400,7 @@ class Dispatcher:
 
     async def _follow(self, run_id: int, entry: Inflight) -> None:
         """Wait for a job's task and settle what the worker could not report itself."""
+        from distributed.client import FutureCancelledError
         from distributed.scheduler import KilledWorker
 
         assert entry.future is not None
@@ -410,6 +413,15 @@ class Dispatcher:
             if self.inflight.get(run_id) is entry:
                 raise
             outcome = "superseded"  # we cancelled it (lost, or the run was cancelled)
+        except FutureCancelledError as err:
+            if self.inflight.get(run_id) is not entry:
+                outcome = "superseded"
+            else:
+                # Not our cancel: the scheduler dropped the task, typically because the
+                # connection to it was lost (a pool stopping or restarting). The job did
+                # not fail; whether it ran is unknown, so it is lost and queued again.
+                await self._lose(run_id, entry, f"the pool dropped its task ({err.reason})")
+                outcome = "lost"
         except KilledWorker as err:
             await self._lose(run_id, entry, f"its workers kept dying: {err}")
             outcome = "lost"
@@ -440,7 +452,14 @@ class Dispatcher:
         if self._discard_queued(run_id):
             return
         entry = self.inflight.get(run_id)
-        if entry is None or self.client is None:
+        if self.client is None:
+            return
+        if entry is None:
+            # Not a job the dispatcher sent: a %%mlrun cell, which any worker may run.
+            try:
+                await self.client.run(stop_run, run_id, on_error="ignore")
+            except Exception as err:  # noqa: BLE001 - the pool may be going away
+                logger.warning("labrun: could not stop run %d: %s", run_id, err)
             return
         address = self._address_of(entry.worker)
         if address is not None:
@@ -505,7 +524,7 @@ class Dispatcher:
     async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:
         if entry is not None and self.inflight.get(run_id) is entry:
             del self.inflight[run_id]
-            if entry.future is not None and self.client is not None:
+            if entry.future is not None and not entry.future.done() and self.client is not None:
                 await self.client.cancel([entry.future])
         status = await self.call(
             self.store.jobs.lose, run_id, reason, max_attempts=self.settings.max_attempts

@@ -24,7 +24,7 @@ def adaptive_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         n_workers=0,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
         local_directory=str(tmp_path / "dask"),
         scheduler_kwargs={"host": "127.0.0.1"},
     ) as cluster:

@@ -103,7 +103,8 @@ def test_a_job_running_when_the_server_stops_is_not_left_running(
     try:
         with Client(server.url, server.token) as client:
             run = wait_finished(client, run_id)
-            assert run.status == RunStatus.completed and run.attempt == 2
+            history = [(t.status.value, t.message) for t in client.transitions(run_id).transitions]
+            assert run.status == RunStatus.completed and run.attempt == 2, (run.error, history)
             assert statuses(client, run_id)[:3] == ["queued", "running", "lost"]
     finally:
         server.stop()
