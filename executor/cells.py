@@ -14,6 +14,10 @@ even when the last events arrive after the result.
 The run's bookkeeping stays off the cell's path: the kernel creates the run with a key while the
 task is on its way, and a reporter thread here finds the run by that key, then records the
 worker, the log, the metrics the cell logged and how it ended.
+
+``labrun rerun`` of a cell run comes back as a job from the dispatcher (:func:`run_cell_job`):
+the same source and the inputs the kernel stored, with no kernel listening, so the log goes
+to the run as it is written and the values the cell assigns are kept as ``outputs.pkl``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from labrun import tracking
-from labrun.errors import Conflict, LabrunError
-from labrun.models import LogEntryIn, RunStatus, UpdateRun
+from labrun.errors import Conflict, LabrunError, NotFound
+from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -322,7 +326,7 @@ class CellExecution:
         self,
         worker: Worker,
         token: str,
-        topic: str,
+        topic: str | None,
         devices: list[int],
         reporter: RunReporter | None,
     ) -> None:
@@ -356,6 +360,8 @@ class CellExecution:
             if self.events_size + size <= RESULT_EVENTS_BUDGET:
                 self.events.append(event)
                 self.events_size += size
+        if self.topic is None:  # no kernel listens (a rerun from the server)
+            return
         try:
             self.worker.log_event(self.topic, event)
         except TypeError:
@@ -390,9 +396,15 @@ class CellExecution:
                 merged[-1] = (name, merged[-1][1] + text)
             else:
                 merged.append((name, text))
-        for name, text in merged:
-            self.log.append(LogEntryIn(stream=name, text=text))
-            self.emit("stream", name=name, text=text)
+        entries = [LogEntryIn(stream=name, text=text) for name, text in merged]
+        if self.topic is None and self.reporter is not None:
+            # Nobody watches the cell: its run's log is where its output is followed.
+            if entries:
+                self.reporter.append_log(entries)
+            return
+        self.log.extend(entries)
+        for entry in entries:
+            self.emit("stream", name=entry.stream, text=entry.text)
 
     def tick(self) -> None:
         """Every STREAM_INTERVAL while the cell runs (on the ticker thread)."""
@@ -487,13 +499,13 @@ class _Outbox:
     """One thread per process that sends the cells' records to the server, in order."""
 
     def __init__(self) -> None:
-        self._ops: queue.SimpleQueue[tuple[RunReporter, Callable[[int], None]]] = (
+        self._ops: queue.SimpleQueue[tuple[RunReporter, Callable[[int], object]]] = (
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def put(self, reporter: RunReporter, op: Callable[[int], None]) -> None:
+    def put(self, reporter: RunReporter, op: Callable[[int], object]) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -501,6 +513,12 @@ class _Outbox:
                 )
                 self._thread.start()
         self._ops.put((reporter, op))
+
+    def drain(self, reporter: RunReporter, timeout: float) -> bool:
+        """Wait until what was put for ``reporter`` so far is sent."""
+        done = threading.Event()
+        self.put(reporter, lambda run_id: done.set())
+        return done.wait(timeout)
 
     def _loop(self) -> None:
         while True:
@@ -584,6 +602,9 @@ class RunReporter:
 
         _outbox.put(self, send)
 
+    def append_log(self, entries: list[LogEntryIn]) -> None:
+        _outbox.put(self, lambda run_id: self.plugin.client.append_logs(run_id, entries))
+
     def report_end(
         self,
         log: list[LogEntryIn],
@@ -593,6 +614,7 @@ class RunReporter:
         *,
         started: float | None = None,
         devices: list[int] | None = None,
+        artifacts: dict[str, bytes] | None = None,
     ) -> None:
         at = None
         if not self.start_reported and started is not None:
@@ -603,6 +625,10 @@ class RunReporter:
                 self.plugin.client.append_logs(run_id, log)
             if run is not None:
                 run.flush()
+            for name, blob in (artifacts or {}).items():
+                self.plugin.client.upload_artifact(
+                    run_id, name, blob, content_type="application/octet-stream", kind="outputs"
+                )
             self.plugin.client.update_run(
                 run_id,
                 UpdateRun(
@@ -632,7 +658,7 @@ def execute(
 
     worker = get_worker()
     sh = shell()
-    execution = CellExecution(worker, payload["token"], payload["topic"], devices, reporter)
+    execution = CellExecution(worker, payload["token"], payload.get("topic"), devices, reporter)
     result: dict[str, Any] = {"worker": worker.address, "devices": devices}
     started = time.perf_counter()
     tracked: list[tracking.Run] = []
@@ -650,7 +676,7 @@ def execute(
         if failed:
             result.update(status="error", error=_shipping_error(failed))
             execution.finished.set()
-            return _finish(result, execution, reporter, None, started)
+            return _finish(result, execution, reporter, None, started, payload)
         namespace.ns.update(values)
         if devices and "CUDA_VISIBLE_DEVICES" not in os.environ:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
@@ -669,7 +695,7 @@ def execute(
     else:
         outputs, unshippable = _collect(namespace, payload)
         result.update(status="ok", outputs=outputs, unshippable=unshippable)
-    return _finish(result, execution, reporter, tracked[0] if tracked else None, started)
+    return _finish(result, execution, reporter, tracked[0] if tracked else None, started, payload)
 
 
 def _shipping_error(failed: dict[str, str]) -> dict[str, Any]:
@@ -701,6 +727,7 @@ def _finish(
     reporter: RunReporter | None,
     tracked: tracking.Run | None,
     started: float,
+    payload: dict[str, Any],
 ) -> dict[str, Any]:
     result["elapsed"] = time.perf_counter() - started
     result["events"] = execution.events
@@ -720,6 +747,9 @@ def _finish(
                 "evalue": error.get("evalue"),
                 "traceback": error.get("traceback"),
             }
+        artifacts = None
+        if payload.get("store_outputs") and result.get("outputs"):
+            artifacts = {"outputs.pkl": cloudpickle.dumps({"values": result["outputs"]}, 5)}
         reporter.report_end(
             execution.log,
             status,
@@ -727,6 +757,7 @@ def _finish(
             tracked,
             started=execution.started,
             devices=execution.devices,
+            artifacts=artifacts,
         )
     return result
 
@@ -745,6 +776,53 @@ def run_cell(payload: dict[str, Any], inputs: dict[str, Packed]) -> dict[str, An
     finally:
         plugin.cells.pop(holder, None)
         plugin.devices.release(holder)
+
+
+# Seconds a rerun waits for its record to reach the server before its task ends.
+RECORD_TIMEOUT = 60.0
+
+
+def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Dask task of a cell re-run from the server: claim, run, record. How it ended."""
+    from .plugin import get_plugin
+
+    plugin = get_plugin()
+    run_id = spec["run_id"]
+    cell = spec.get("cell") or {}
+    key = f"rerun-{run_id}-{spec['attempt']}"
+    devices = plugin.devices.allocate(run_id, int(spec.get("gpus") or 0))
+    try:
+        try:
+            plugin.client.claim_run(
+                run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
+            )
+        except (Conflict, NotFound) as err:
+            return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}
+        reporter = RunReporter(plugin, key, run_id)
+        reporter.start_reported = True  # the claim recorded it
+        plugin.cells[f"cell:{key}"] = reporter
+        try:
+            inputs: dict[str, Packed] = {}
+            if cell.get("inputs"):
+                stored = plugin.client.download_artifact(run_id, "inputs.pkl")
+                inputs = cloudpickle.loads(stored)["values"]
+            payload = {
+                "token": key,
+                "key": key,
+                "topic": None,
+                "source": spec["source"],
+                "returns": cell.get("returns") or [],
+                "store_outputs": True,
+            }
+            result = execute(payload, inputs, Namespace(), devices, reporter)
+            # The task ends when the run's record is on the server, as a notebook job's does.
+            _outbox.drain(reporter, RECORD_TIMEOUT)
+        finally:
+            plugin.cells.pop(f"cell:{key}", None)
+        status = {"ok": "completed", "cancelled": "cancelled"}.get(result["status"], "failed")
+        return {"run_id": run_id, "status": status, "error": result.get("error")}
+    finally:
+        plugin.devices.release(run_id)
 
 
 def stop_cell(token: str, reason: str = "interrupted", *, dask_worker: Any = None) -> bool:

@@ -366,14 +366,15 @@ class Dispatcher:
         return min(positive) if positive else 0
 
     async def _submit(self, jobs: list[QueuedJob]) -> None:
+        from labrun.executor.cells import run_cell_job
         from labrun.executor.runner import run_notebook_job
 
         assert self.client is not None
-        function = self.job_function or run_notebook_job
+        functions = {"notebook": self.job_function or run_notebook_job, "cell": run_cell_job}
         specs = await self.call(self.store.jobs.dispatch, [j.id for j in jobs])
         by_id = {spec["run_id"]: spec for spec in specs}
-        # One graph update per (GPUs, priority) group of the round, not one per job.
-        groups: dict[tuple[int, int], list[QueuedJob]] = {}
+        # One graph update per (kind, GPUs, priority) group of the round, not one per job.
+        groups: dict[tuple[str, int, int], list[QueuedJob]] = {}
         for job in jobs:
             entry = self.inflight[job.id]
             spec = by_id.get(job.id)
@@ -382,10 +383,10 @@ class Dispatcher:
                 continue
             entry.attempt = spec["attempt"]
             priority = self.queues.get(job.queue, (0, None))[0]
-            groups.setdefault((job.gpus, priority), []).append(job)
-        for (gpus, priority), group in groups.items():
+            groups.setdefault((spec["kind"], job.gpus, priority), []).append(job)
+        for (kind, gpus, priority), group in groups.items():
             futures = self.client.map(
-                function,
+                functions[kind],
                 [by_id[job.id] for job in group],
                 key=[f"labrun-run-{job.id}-{self.inflight[job.id].attempt}" for job in group],
                 resources={"GPU": gpus} if gpus else None,

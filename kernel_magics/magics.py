@@ -205,17 +205,18 @@ class LabrunMagics(Magics):
         key = uuid.uuid4().hex
         label = f"cell {args.name}" if args.name else "the cell"
         run = remote.CellRun(pool, key=key, label=label, namespace=ns, session=session)
+        returns = out if out is not None else names.assigns
         payload = {
             "token": key,
             "key": key,
             "topic": pool.topic,
             "source": cell,
-            "returns": out if out is not None else names.assigns,
+            "returns": returns,
             "explicit": out is not None,
             "cuda": _local_cuda(),
             "gpus": gpus,
         }
-        self._record(run, cell, args, gpus, packed, session)
+        self._record(run, cell, args, gpus, packed, session, returns)
         if session is not None:
             actor = session.actor
             run.send(lambda: actor.run(payload, packed))
@@ -293,6 +294,7 @@ class LabrunMagics(Magics):
         gpus: int,
         packed: dict[str, Any],
         session: remote.SessionHandle | None,
+        returns: list[str],
     ) -> None:
         """Create the run and store its inputs on the bookkeeper thread, off the cell's path."""
         pool = run.pool
@@ -315,6 +317,7 @@ class LabrunMagics(Magics):
                 captured = {**environment.basic(), "capture_error": f"{type(err).__name__}: {err}"}
             inputs = remote.digests(packed)
             captured["inputs"] = inputs
+            captured["outputs"] = list(returns)  # what a `labrun rerun` keeps
             described = pool.client.create_run(
                 CreateRun(
                     key=run.key,
@@ -356,32 +359,70 @@ class LabrunMagics(Magics):
 
     @line_magic
     def mlrun_fetch(self, line: str) -> Any:
-        """``%mlrun_fetch [RUN]``: bring a ``--no-wait`` cell's values in (default: the last one)."""
-        run = self._find_run(line.strip())
+        """``%mlrun_fetch [RUN]``: bring a cell's values in: a ``--no-wait`` cell of this
+        kernel (default: the last one), or a cell re-run with ``labrun rerun``."""
+        text = line.strip()
+        if not text and not self.runs:
+            raise UsageError("no %%mlrun cell has run in this kernel yet")
+        if not text:
+            run = self.runs[-1]
+        else:
+            try:
+                run_id = int(text)
+            except ValueError:
+                raise UsageError(
+                    f"%mlrun_fetch {text!r}: give a run number, like %mlrun_fetch 42"
+                ) from None
+            found = self._find_run(run_id)
+            if found is None:
+                self._fetch_stored(run_id)
+                return None
+            run = found
         values = run.result()
         names = ", ".join(sorted(values)) or "nothing"
         print(f"labrun: {run.label} brought back {names}", file=sys.stderr)
         return None
 
-    def _find_run(self, text: str) -> remote.CellRun:
+    def _find_run(self, run_id: int) -> remote.CellRun | None:
         if not self.runs:
-            raise UsageError("no %%mlrun cell has run in this kernel yet")
-        if not text:
-            return self.runs[-1]
-        try:
-            run_id = int(text)
-        except ValueError:
-            raise UsageError(
-                f"%mlrun_fetch {text!r}: give a run number, like %mlrun_fetch 42"
-            ) from None
+            return None
         self.pool.bookkeeper.wait(10)
         for run in self.runs:
             if run._run_id == run_id:
                 return run
-        raise UsageError(
-            f"run {run_id} was not started from this kernel (or the kernel restarted since): its "
-            f"values live only with the kernel that ran it; `labrun show {run_id}` has its log"
-        )
+        return None
+
+    def _fetch_stored(self, run_id: int) -> None:
+        """The values a cell run left on the server (a rerun stores them as outputs.pkl)."""
+        import cloudpickle
+
+        from labrun.executor.cells import unpack_all
+
+        client = self.pool.client
+        try:
+            run = client.get_run(run_id)
+        except NotFound:
+            raise MagicError(f"there is no run {run_id}; `labrun runs` lists them") from None
+        if not run.status.finished:
+            raise MagicError(
+                f"run {run_id} is {run.status.value}; fetch its values once it has finished "
+                f"(`labrun logs {run_id} --follow` shows it run)"
+            )
+        try:
+            blob = client.download_artifact(run_id, "outputs.pkl")
+        except NotFound:
+            raise MagicError(
+                f"run {run_id} has no stored values: a cell's values live only with the kernel "
+                f"that ran it (and outlive neither it nor a restart), unless the run is a "
+                f"`labrun rerun`; `labrun show {run_id}` has its log"
+            ) from None
+        values, failed = unpack_all(cloudpickle.loads(blob)["values"])
+        self.ip.user_ns.update(values)
+        names = ", ".join(sorted(values)) or "nothing"
+        print(f"labrun: run {run_id} brought back {names}", file=sys.stderr)
+        if failed:
+            lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
+            raise MagicError(f"these values of run {run_id} could not be rebuilt here:\n{lines}")
 
     @line_magic
     def mlrun_release(self, line: str) -> None:

@@ -1,8 +1,10 @@
-"""Notebook jobs: durable queued rows, claims by workers, losses and retries, sweeps.
+"""Jobs: durable queued rows, claims by workers, losses and retries, sweeps.
 
-A job is a run of kind ``notebook`` whose ``job`` column holds everything needed to run it
-(the notebook itself included), so the queue survives a server restart. The dispatcher
-reads and moves jobs only through this class.
+A job is a run whose ``job`` column holds everything needed to run it, so the queue
+survives a server restart: a notebook job (kind ``notebook``, the notebook itself
+included) or a re-run cell (kind ``cell``: its source is the run's, its inputs an
+artifact). A cell that a kernel sends has no ``job``: the kernel submits it itself. The
+dispatcher reads and moves jobs only through this class.
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ from labrun.models import (
 from labrun.params import check_notebook, check_parameters, expand_sweep
 
 from .database import Database
-from .models import Project, Queue, Run, RunDataset, utcnow
+from .models import Artifact, Project, Queue, Run, RunDataset, utcnow
 from .runs import RunStore
 
 # More runs than this in one sweep is almost certainly a typo in a grid.
 MAX_SWEEP_RUNS = 10_000
+
+# The runs the dispatcher runs: notebook jobs, and cells re-run from the server.
+IS_JOB = (Run.kind == RunKind.notebook.value) | (
+    (Run.kind == RunKind.cell.value) & Run.job.is_not(None)
+)
 
 
 @dataclass
@@ -178,13 +185,16 @@ class JobStore:
             )
 
     def rerun(self, run_id: int, user: str) -> DescribeRun:
-        """A new job with the same notebook, parameters, resources and dataset versions."""
+        """A new job with the same notebook (or cell), parameters, inputs, resources and
+        dataset versions."""
         with self.db.session() as session:
             original = self.runs.load(session, run_id)
+            if original.kind == RunKind.cell.value:
+                return self._rerun_cell(session, original, user)
             if original.kind != RunKind.notebook.value or not original.job:
                 raise InvalidRequest(
-                    f"run {run_id} is a {original.kind} run; only notebook jobs can be re-run "
-                    "(cell runs: issue `labrun rerun` after re-running the cell)"
+                    f"run {run_id} is a {original.kind} run; only notebook jobs and "
+                    "%%mlrun cells can be re-run"
                 )
             params = self.runs.params_of(session, [run_id])[run_id]
             self._check_queue(session, original.queue or "default")
@@ -205,21 +215,83 @@ class JobStore:
                 user,
             )
             run.job = {**original.job, "parameters": original.job.get("parameters", params)}
-            # The same dataset versions, recorded up front as the rerun's inputs.
-            for link in session.scalars(
-                select(RunDataset).where(RunDataset.run_id == run_id, RunDataset.role == "input")
-            ):
-                session.add(RunDataset(run_id=run.id, dataset_version_id=link.dataset_version_id))
+            self._copy_datasets(session, original, run)
             session.flush()
             return self.runs.describe(session, run)
+
+    def _rerun_cell(self, session: Session, original: Run, user: str) -> DescribeRun:
+        """A cell run again as a job: its source, with the inputs the kernel stored."""
+        run_id = original.id
+        if not original.source:
+            raise InvalidRequest(f"run {run_id} has no cell source to run again")
+        parent = session.get(Run, original.parent_id) if original.parent_id else None
+        if parent is not None and parent.kind == RunKind.session.value:
+            raise InvalidRequest(
+                f"run {run_id} ran in session {parent.name or parent.id}, whose namespace "
+                "is not stored; re-run the session's cells in their notebook instead"
+            )
+        environment = dict(original.environment or {})
+        inputs = session.scalar(
+            select(Artifact).where(Artifact.run_id == run_id, Artifact.name == "inputs.pkl")
+        )
+        if environment.get("inputs") and inputs is None:
+            raise InvalidRequest(
+                f"run {run_id}'s inputs were not stored (larger than the kernel's "
+                "LabrunMagics.max_input_artifact), so it cannot be re-run exactly; raise that "
+                "limit and run the cell again in its notebook"
+            )
+        queue = original.queue or "default"
+        self._check_queue(session, queue)
+        run = self.runs.insert(
+            session,
+            CreateRun(
+                project=original.project.name,
+                name=f"{original.name or 'cell'} (rerun of {run_id})",
+                kind=RunKind.cell,
+                status=RunStatus.queued,
+                params=self.runs.params_of(session, [run_id])[run_id],
+                tags=original.tags or [],
+                queue=queue,
+                requested_gpus=original.requested_gpus,
+                source=original.source,
+                notebook=original.notebook,
+                environment={**environment, "rerun_of": run_id},
+            ),
+            user,
+        )
+        run.job = {"cell": {"returns": environment.get("outputs", []), "inputs": bool(inputs)}}
+        if inputs is not None:
+            # The same stored blob: artifacts are content-addressed, nothing is copied.
+            session.add(
+                Artifact(
+                    run_id=run.id,
+                    name=inputs.name,
+                    uri=inputs.uri,
+                    size=inputs.size,
+                    sha256=inputs.sha256,
+                    content_type=inputs.content_type,
+                    kind=inputs.kind,
+                )
+            )
+        self._copy_datasets(session, original, run)
+        session.flush()
+        return self.runs.describe(session, run)
+
+    @staticmethod
+    def _copy_datasets(session: Session, original: Run, run: Run) -> None:
+        """The same dataset versions, recorded up front as the rerun's inputs."""
+        for link in session.scalars(
+            select(RunDataset).where(RunDataset.run_id == original.id, RunDataset.role == "input")
+        ):
+            session.add(RunDataset(run_id=run.id, dataset_version_id=link.dataset_version_id))
 
     # --- what the dispatcher reads -------------------------------------------------
 
     def queued(self, run_id: int | None = None) -> list[QueuedJob]:
-        """Every queued notebook job, oldest first (or just ``run_id``, if queued)."""
+        """Every queued job, oldest first (or just ``run_id``, if queued)."""
         stmt = select(
             Run.id, Run.user, Run.queue, Run.requested_gpus, Run.priority, Run.attempt
-        ).where(Run.status == RunStatus.queued.value, Run.kind == RunKind.notebook.value)
+        ).where(Run.status == RunStatus.queued.value, IS_JOB)
         if run_id is not None:
             stmt = stmt.where(Run.id == run_id)
         with self.db.session() as session:
@@ -235,7 +307,7 @@ class JobStore:
             rows = session.execute(
                 select(
                     Run.id, Run.user, Run.requested_gpus, Run.worker, Run.attempt, Run.started_at
-                ).where(Run.status == RunStatus.running.value, Run.kind == RunKind.notebook.value)
+                ).where(Run.status == RunStatus.running.value, IS_JOB)
             )
             return [RunningJob(*row) for row in rows]
 
@@ -273,7 +345,14 @@ class JobStore:
                 .where(Run.id.in_(run_ids), Run.status == RunStatus.queued.value)
                 .values(attempt=attempt, claimable_attempt=attempt)
                 .returning(
-                    Run.id, Run.attempt, Run.requested_gpus, Run.notebook, Run.job, Run.project_id
+                    Run.id,
+                    Run.attempt,
+                    Run.requested_gpus,
+                    Run.notebook,
+                    Run.job,
+                    Run.project_id,
+                    Run.kind,
+                    Run.source,
                 ),
                 execution_options={"synchronize_session": False},
             ).all()
@@ -287,9 +366,12 @@ class JobStore:
         return [
             {
                 "run_id": row.id,
+                "kind": row.kind,
                 "attempt": row.attempt,
                 "gpus": row.requested_gpus,
                 "project": projects[row.project_id],
+                "source": row.source,
+                "cell": (row.job or {}).get("cell"),
                 "notebook": row.notebook,
                 "content": (row.job or {}).get("content"),
                 "cwd": (row.job or {}).get("cwd"),

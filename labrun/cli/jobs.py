@@ -260,7 +260,9 @@ def cancel(run_ids: tuple[int, ...]) -> None:
 @click.argument("run_id", type=int)
 @click.option("--wait", is_flag=True, help="Follow until done; exit 0 only if it completed.")
 def rerun(run_id: int, wait: bool) -> None:
-    """Queue a notebook job again: same notebook, parameters, GPUs and dataset versions."""
+    """Queue a run again: a notebook job (same notebook, parameters, GPUs and dataset
+    versions) or a %%mlrun cell (same source and stored inputs; `%mlrun_fetch RUN` brings
+    its values into a notebook)."""
     client = Client()
     run = client.rerun(run_id)
     console.print(f"Queued run [bold]{run.id}[/], a re-run of {run_id}.")

@@ -8,10 +8,11 @@ import time
 
 import pytest
 from support.kernel import Kernel
-from support.pool import wait_for
+from support.pool import labrun_cli, wait_for
 from support.server import LabrunServer
 
 from labrun.client import Client
+from labrun.errors import InvalidRequest
 
 
 def _client(server: LabrunServer) -> Client:
@@ -82,6 +83,19 @@ def test_rich_output_and_the_last_expression_come_back(kernel: Kernel) -> None:
     )
     assert "<b>bold</b>" in done.data("text/html")
     assert "42" in done.data("text/plain")
+
+
+def test_a_figure_and_a_progress_bar_show_as_in_a_notebook(kernel: Kernel) -> None:
+    pytest.importorskip("matplotlib")
+    done = kernel.ok(
+        "%%mlrun\nimport time\nimport matplotlib.pyplot as plt\nfrom tqdm import tqdm\n"
+        "for _ in tqdm(range(3)):\n    time.sleep(0.2)\n"
+        "plt.plot([1, 4, 9])"
+    )
+    assert done.data("image/png"), "the figure did not come back"
+    bar = done.text("stderr")
+    # tqdm redraws its line with carriage returns; they must arrive intact to redraw in place.
+    assert "\r" in bar and "3/3" in bar
 
 
 def test_an_exception_shows_the_remote_traceback_and_stops_the_notebook(
@@ -167,7 +181,8 @@ def test_bad_options_and_values_get_clear_errors(kernel: Kernel) -> None:
         "%mlparams lr": "is not NAME=VALUE",
         "%mldataset only-a-name": "the following arguments are required: path",
         "%mldataset data /no/such/place": "no file or folder",
-        "%mlrun_fetch 999999": "was not started from this kernel",
+        "%mlrun_fetch 999999": "there is no run 999999",
+        "%mlrun_fetch soon": "give a run number",
         "%mlrun_release nothing": "no session named 'nothing'",
     }
     for code, message in cases.items():
@@ -182,6 +197,57 @@ def test_bad_options_and_values_get_clear_errors(kernel: Kernel) -> None:
     assert not done.ok
     assert "lock (lock: cannot pickle '_thread.lock' object)" in done.error
     assert "Create them inside the cell" in done.error
+
+
+def test_labrun_rerun_runs_a_cell_again_with_its_stored_inputs(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    kernel.ok("import numpy as np\ndef shift(a, k):\n    return a + k\nbase = np.arange(4)")
+    kernel.ok("%%mlrun --name shifted\nmoved = shift(base, 10)\nprint('moved', moved.sum())")
+    original = _finished_run(pool_server, kernel.value("_mlrun.run_id"))
+    assert original["environment"]["outputs"] == ["moved"]
+    # The notebook moves on; the rerun must use the inputs as they were.
+    kernel.ok("base = np.zeros(4)")
+    result = labrun_cli(pool_server, "rerun", str(original["id"]), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "moved 46" in result.stdout  # the live log of the rerun
+    with _client(pool_server) as client:
+        rerun = client.list_runs(kind="cell", limit=1).runs[0]
+        detail = client.get_run(rerun.id)
+        assert detail.status.value == "completed"
+        assert detail.environment["rerun_of"] == original["id"]
+        assert detail.source == original["source"]
+        stored = {a.name: a.sha256 for a in client.artifacts(rerun.id).artifacts}
+        before = {a.name: a.sha256 for a in client.artifacts(original["id"]).artifacts}
+        assert stored["inputs.pkl"] == before["inputs.pkl"]
+        assert "outputs.pkl" in stored
+    kernel.ok(f"%mlrun_fetch {rerun.id}")
+    assert kernel.value("moved.tolist()") == [10, 11, 12, 13]
+
+
+def test_cells_that_cannot_be_rerun_exactly_say_why(
+    kernel: Kernel, pool_server: LabrunServer
+) -> None:
+    kernel.ok("%%mlrun --session keep\nkept = 1")
+    in_session = kernel.value("_mlrun.run_id")
+    kernel.ok("%mlrun_release keep")
+    kernel.ok("%config LabrunMagics.max_input_artifact = 16")
+    try:
+        kernel.ok("big = list(range(1000))")
+        kernel.ok("%%mlrun\nn = len(big)")
+        too_big = kernel.value("_mlrun.run_id")
+        _finished_run(pool_server, too_big)
+    finally:
+        kernel.ok("%config LabrunMagics.max_input_artifact = 67108864")
+    with _client(pool_server) as client:
+        with pytest.raises(InvalidRequest, match="whose namespace is not stored"):
+            client.rerun(in_session)
+        with pytest.raises(InvalidRequest, match="inputs were not stored"):
+            client.rerun(too_big)
+    # A run this kernel did not start, and not a rerun: its values were never stored.
+    session = _last_run(pool_server, kind="session")["id"]
+    done = kernel.execute(f"%mlrun_fetch {session}")
+    assert not done.ok and "has no stored values" in done.error + done.text("stderr")
 
 
 def test_mlruns_lists_recent_runs(kernel: Kernel) -> None:
