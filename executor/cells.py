@@ -750,6 +750,19 @@ def _finish(
         artifacts = None
         if payload.get("store_outputs") and result.get("outputs"):
             artifacts = {"outputs.pkl": cloudpickle.dumps({"values": result["outputs"]}, 5)}
+        if payload.get("topic") and not reporter.start_reported and tracked is None:
+            # A short cell whose kernel waits for it: the kernel records the end right
+            # after it creates the run, so this worker need not look the run up (polling
+            # while the kernel's record is on its way) nor send anything.
+            result["record"] = {
+                "status": status.value,
+                "error": record,
+                "log": [entry.model_dump() for entry in execution.log],
+                "started": execution.started,
+                "worker": reporter.plugin.id,
+                "devices": execution.devices,
+            }
+            return result
         reporter.report_end(
             execution.log,
             status,

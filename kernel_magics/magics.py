@@ -28,8 +28,6 @@ from labrun.models import CreateDatasetVersion, CreateRun, LinkDataset, RunKind,
 from . import remote
 from .analysis import cell_names
 
-# Seconds a cell's run waits to be recorded, unless the cell is over sooner.
-CREATE_AFTER = 0.25
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SESSION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -216,7 +214,43 @@ class LabrunMagics(Magics):
             "cuda": _local_cuda(),
             "gpus": gpus,
         }
-        self._record(run, cell, args, gpus, packed, session, returns)
+        if args.no_wait:
+            self._record(run, cell, args, gpus, packed, session, returns)
+            self._send(run, payload, packed, session, gpus, priority)
+            self._keep(run)
+            run.follow_in_background(lambda event: None)
+            return run
+        # The record waits while the cell is in flight, unless the cell turns out long.
+        with pool.bookkeeper.busy():
+            self._record(run, cell, args, gpus, packed, session, returns)
+            self._send(run, payload, packed, session, gpus, priority)
+            self._keep(run)
+            with remote.interruptible(run):
+                try:
+                    outcome = run.pump(remote.show_event, args.timeout)
+                except TimeoutError:
+                    run.cancel()
+                    raise MagicError(
+                        f"{run.label} did not finish within --timeout {args.timeout:g} s "
+                        "and was cancelled"
+                    ) from None
+            remote.stream_flush()
+            run.settle(outcome)
+        return None
+
+    def _keep(self, run: remote.CellRun) -> None:
+        self.runs.append(run)
+        self.ip.user_ns["_mlrun"] = run
+
+    @staticmethod
+    def _send(
+        run: remote.CellRun,
+        payload: dict[str, Any],
+        packed: dict[str, Any],
+        session: remote.SessionHandle | None,
+        gpus: int,
+        priority: int,
+    ) -> None:
         if session is not None:
             actor = session.actor
             run.send(lambda: actor.run(payload, packed))
@@ -224,32 +258,16 @@ class LabrunMagics(Magics):
             from labrun.executor.cells import run_cell
 
             run.send(
-                lambda: pool.dask.submit(
+                lambda: run.pool.dask.submit(
                     run_cell,
                     payload,
                     packed,
                     resources={"GPU": gpus} if gpus else None,
                     priority=priority,
                     pure=False,
-                    key=f"labrun-cell-{key}",
+                    key=f"labrun-cell-{run.key}",
                 )
             )
-        self.runs.append(run)
-        self.ip.user_ns["_mlrun"] = run
-        if args.no_wait:
-            run.follow_in_background(lambda event: None)
-            return run
-        with remote.interruptible(run):
-            try:
-                outcome = run.pump(remote.show_event, args.timeout)
-            except TimeoutError:
-                run.cancel()
-                raise MagicError(
-                    f"{run.label} did not finish within --timeout {args.timeout:g} s and was cancelled"
-                ) from None
-        remote.stream_flush()
-        run.settle(outcome)
-        return None
 
     def _gpus(self, asked: int | None, pool: remote.Pool) -> int:
         if asked is not None:
@@ -308,9 +326,8 @@ class LabrunMagics(Magics):
         def create() -> None:
             import cloudpickle
 
-            # A short cell is over before its run is recorded: the record never competes
-            # with the cell for the kernel's time. The worker waits for it.
-            run.arrived.wait(CREATE_AFTER)
+            # The bookkeeper sent this after the cell (or 0.25 s into a long one): a short
+            # cell is over before its run is recorded, and the worker waits for the record.
             try:
                 captured = capturer.capture(namespace)
             except Exception as err:  # noqa: BLE001 - a partial record beats none

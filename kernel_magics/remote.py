@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import cloudpickle
@@ -25,7 +26,7 @@ from labrun import environment
 from labrun.client import Client
 from labrun.errors import Conflict, LabrunError, NotFound
 from labrun.executor.cells import CellSession, Packed, pack, stop_cell, unpack_all
-from labrun.models import CreateRun, RunKind, RunStatus, UpdateRun
+from labrun.models import CreateRun, LogEntryIn, RunKind, RunStatus, UpdateRun
 
 logger = logging.getLogger("labrun.magics")
 
@@ -49,14 +50,29 @@ class RemoteCellError(Exception):
 
 
 class Bookkeeper:
-    """One background thread that sends the runs' records to the server, in order."""
+    """One background thread that sends the runs' records to the server, in order.
+
+    A record waits while a short cell's round trip is in flight (see :meth:`busy`): on a
+    small machine the kernel, the server and the pool share the cores, and cells run back
+    to back ("Run All") would otherwise each pay for the previous cell's record.
+    """
+
+    # A record is sent once no cell has been in flight for this long,
+    QUIET = 0.03
+    # or once the cell in flight has taken this long (the kernel only waits for it),
+    LONG_CELL = 0.25
+    # and never later than this after it was submitted.
+    MAX_DEFER = 2.0
 
     def __init__(self) -> None:
-        self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[tuple[float, Callable[[], None]]] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
         self._pending = 0
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._busy_since = 0.0
+        self._last_end = 0.0
         self._thread = threading.Thread(target=self._loop, name="labrun-bookkeeper", daemon=True)
         self._thread.start()
 
@@ -64,11 +80,39 @@ class Bookkeeper:
         with self._lock:
             self._pending += 1
             self._idle.clear()
-        self._ops.put(op)
+        self._ops.put((time.monotonic(), op))
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """While a cell's round trip is in flight."""
+        with self._lock:
+            if self._in_flight == 0:
+                self._busy_since = time.monotonic()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._last_end = time.monotonic()
+
+    def _wait_quiet(self, submitted: float) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                if self._in_flight:
+                    left = self.LONG_CELL - (now - self._busy_since)
+                else:
+                    left = self.QUIET - (now - self._last_end)
+            left = min(left, self.MAX_DEFER - (now - submitted))
+            if left <= 0:
+                return
+            time.sleep(left)
 
     def _loop(self) -> None:
         while True:
-            op = self._ops.get()
+            submitted, op = self._ops.get()
+            self._wait_quiet(submitted)
             try:
                 op()
             except LabrunError as err:
@@ -183,8 +227,6 @@ class CellRun:
         self.values: dict[str, Any] | None = None
         self.error: BaseException | None = None
         self.created = threading.Event()
-        # Set when the task's end reached this kernel.
-        self.arrived = threading.Event()
         self.events = pool.listen(key)
         self.shown = 0
         self.future: Any = None
@@ -254,13 +296,18 @@ class CellRun:
             except queue.Empty:
                 raise TimeoutError from None
             if event is _DONE:
-                self.arrived.set()
                 break
             self._handle(event, show)
         try:
             outcome = self.future.result()
         except Exception as err:  # noqa: BLE001 - any task failure becomes the run's error
             outcome = {"status": "lost", "error": {"ename": type(err).__name__, "evalue": str(err)}}
+        # Let the pool forget the task: while a future lives, the scheduler and the worker
+        # keep the task with its inputs (100 MB of shipped array made the next cells 3x
+        # slower), and the kernel keeps every cell's handle.
+        self.future = None
+        if outcome.get("record"):
+            self._record_end(outcome["record"])
         for event in outcome.get("events") or []:
             self._handle(event, show)
         self.pool.forget(self.key)
@@ -306,6 +353,30 @@ class CellRun:
             self.error = RemoteCellError(self, error)
         self._done.set()
         raise self.error
+
+    def _record_end(self, record: dict[str, Any]) -> None:
+        """How a short cell ended, as its worker handed it over (after the run's create)."""
+
+        def send() -> None:
+            if self._run_id is None:
+                return
+            client = self.pool.client
+            log = [LogEntryIn(**entry) for entry in record["log"]]
+            if log:
+                client.append_logs(self._run_id, log)
+            with contextlib.suppress(Conflict):  # cancelled meanwhile
+                client.update_run(
+                    self._run_id,
+                    UpdateRun(
+                        status=RunStatus(record["status"]),
+                        error=record["error"],
+                        started_at=datetime.fromtimestamp(record["started"], timezone.utc),
+                        worker=record["worker"],
+                        devices=record["devices"],
+                    ),
+                )
+
+        self.pool.bookkeeper.submit(send)
 
     def _record_failure(self, error: dict[str, Any]) -> None:
         message = f"{error.get('ename')}: {error.get('evalue')}"

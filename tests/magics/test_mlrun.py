@@ -163,8 +163,16 @@ def test_a_session_keeps_its_namespace_across_cells(
     session = _last_run(pool_server, kind="session")
     assert session["status"] == "running"
     with _client(pool_server) as client:
-        cells = client.list_runs(parent_id=session["id"]).runs
-        assert len(cells) == 3 and all(c.kind.value == "cell" for c in cells)
+        # Records land just after their cells, off the cells' path.
+        cells = wait_for(
+            lambda: (
+                (found := client.list_runs(parent_id=session["id"]).runs)
+                and len(found) == 3
+                and found
+            ),
+            what="the session's three cell runs",
+        )
+        assert all(c.kind.value == "cell" for c in cells)
     kernel.ok("%mlrun_release warm")
     assert _finished_run(pool_server, session["id"])["status"] == "completed"
 
