@@ -459,6 +459,7 @@ class Dispatcher:
             # Not a job the dispatcher sent: a %%mlrun cell, which any worker may run.
             try:
                 await self.client.run(stop_run, run_id, on_error="ignore")
+                await self._cancel_cell_task(run_id)
             except Exception as err:  # noqa: BLE001 - the pool may be going away
                 logger.warning("labrun: could not stop run %d: %s", run_id, err)
             return
@@ -470,6 +471,22 @@ class Dispatcher:
                 logger.warning("labrun: could not stop run %d on %s: %s", run_id, address, err)
         elif entry.future is not None:
             await self.client.cancel([entry.future])
+
+    async def _cancel_cell_task(self, run_id: int) -> None:
+        """Drop a kernel's cell task from the scheduler (it is the kernel's, not ours).
+
+        A cell stuck in native code ignores the interrupt, and its worker process is
+        restarted; the scheduler would then run the task again on another worker for the
+        kernel that still waits on it.
+        """
+        from distributed import Future
+
+        assert self.client is not None
+        key = await self.call(self.store.runs.cell_key, run_id)
+        if key is None:
+            return
+        task: Future[Any] = Future(f"labrun-cell-{key}", self.client)
+        await self.client.cancel([task], force=True, reason="labrun: the run was cancelled")
 
     def _address_of(self, worker_id: str | None) -> str | None:
         if worker_id is None:

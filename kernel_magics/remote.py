@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from datetime import datetime, timezone
 from typing import Any
 
@@ -300,6 +301,8 @@ class CellRun:
             self._handle(event, show)
         try:
             outcome = self.future.result()
+        except CancelledError:  # dropped from the pool by a cancel (ours or the server's)
+            outcome = {"status": "cancelled", "error": {"ename": "Cancelled", "evalue": ""}}
         except Exception as err:  # noqa: BLE001 - any task failure becomes the run's error
             outcome = {"status": "lost", "error": {"ename": type(err).__name__, "evalue": str(err)}}
         # Let the pool forget the task: while a future lives, the scheduler and the worker

@@ -21,6 +21,7 @@ from labrun.models import (
     DescribeRun,
     ListRunsQuery,
     ProjectList,
+    RunKind,
     RunList,
     RunStatus,
     RunSummary,
@@ -256,6 +257,15 @@ class RunStore:
     def get(self, run_id: int) -> DescribeRun:
         with self.db.session() as session:
             return self.describe(session, self.load(session, run_id))
+
+    def cell_key(self, run_id: int) -> str | None:
+        """The key a kernel's cell run was created with (its Dask task is named by it)."""
+        with self.db.session() as session:
+            return session.scalar(
+                select(Run.key).where(
+                    Run.id == run_id, Run.kind == RunKind.cell.value, Run.job.is_(None)
+                )
+            )
 
     def update(self, run_id: int, req: UpdateRun) -> DescribeRun:
         with self.db.session() as session:

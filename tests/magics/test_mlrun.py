@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support.kernel import Kernel
-from support.pool import labrun_cli, wait_for
+from support.pool import labrun_cli, wait_for, wait_for_pool
 from support.server import LabrunServer
 
 from labrun.client import Client
 from labrun.errors import InvalidRequest
+from labrun.executor.cells import KILL_GRACE
 
 
 def _client(server: LabrunServer) -> Client:
@@ -321,4 +323,29 @@ def test_cancelling_a_cell_run_from_the_server_stops_it(
         client.cancel_run(run_id)  # what the sidebar's Cancel does
     done = kernel.execute("_mlrun.result(timeout=30)")
     assert not done.ok and "cancelled" in done.error
+    assert _finished_run(pool_server, run_id)["status"] == "cancelled"
+
+
+def test_a_cell_stuck_in_native_code_is_stopped_once_and_not_run_again(
+    kernel: Kernel, pool_server: LabrunServer, tmp_path: Path
+) -> None:
+    # time.sleep is one long native call: the interrupt cannot land until it returns, so
+    # the worker process is restarted. Dask must not then run the cell on another worker.
+    marks = tmp_path / "started"
+    kernel.ok(f"marks = {str(marks)!r}")
+    kernel.ok(
+        "%%mlrun --no-wait\nimport time\nwith open(marks, 'a') as f:\n    f.write('x')\n"
+        "print('sleeping', flush=True)\ntime.sleep(120)"
+    )
+    run_id = kernel.value("_mlrun.run_id")
+    with _client(pool_server) as client:
+        wait_for(lambda: marks.exists(), what="the cell to start")
+        client.cancel_run(run_id)
+    done = kernel.execute("_mlrun.result(timeout=60)")
+    assert not done.ok and "cancelled" in done.error
+    # The stuck worker is restarted after KILL_GRACE; give a re-run time to show.
+    wait_for_pool(pool_server, workers=2)
+    time.sleep(KILL_GRACE + 5)
+    wait_for_pool(pool_server, workers=2)
+    assert marks.read_text() == "x"
     assert _finished_run(pool_server, run_id)["status"] == "cancelled"
