@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, List, Unicode, default
 
 from labrun.settings import API_PREFIX, data_dir
 
@@ -56,6 +56,12 @@ class LabRun(ExtensionApp):
     user = Unicode(
         help="Whom runs are recorded under when Jupyter's identity provider does not name "
         "users (a single-user server). Default: the user the server runs as."
+    ).tag(config=True)
+
+    admins = List(
+        Unicode(),
+        help="Users who may cancel anyone's jobs; others cancel only their own "
+        "(env LABRUN_ADMINS, comma-separated).",
     ).tag(config=True)
 
     dask_scheduler = Unicode(
@@ -122,6 +128,10 @@ class LabRun(ExtensionApp):
     @default("artifact_root")
     def _artifact_root_default(self) -> str:
         return os.environ.get("LABRUN_ARTIFACT_ROOT", "")
+
+    @default("admins")
+    def _admins_default(self) -> list[str]:
+        return [u.strip() for u in os.environ.get("LABRUN_ADMINS", "").split(",") if u.strip()]
 
     @default("user")
     def _user_default(self) -> str:

@@ -20,7 +20,13 @@ from .handlers.jobs import (
     SweepHandler,
     SweepsHandler,
 )
-from .handlers.meta import EventsHandler, OpenAPIHandler, TokensHandler, VersionHandler
+from .handlers.meta import (
+    EventsHandler,
+    IdentityHandler,
+    OpenAPIHandler,
+    TokensHandler,
+    VersionHandler,
+)
 from .handlers.pool import (
     GpuHistoryHandler,
     GpusHandler,
@@ -29,6 +35,12 @@ from .handlers.pool import (
     SamplesHandler,
     WorkerHandler,
     WorkersHandler,
+)
+from .handlers.reports import (
+    ReportHandler,
+    ReportHtmlHandler,
+    ReportNotebookHandler,
+    ReportsHandler,
 )
 from .handlers.runs import (
     RunArtifactHandler,
@@ -49,6 +61,7 @@ ROUTES: list[tuple[str, Any]] = [
     ("/version", VersionHandler),
     ("/openapi.json", OpenAPIHandler),
     ("/tokens", TokensHandler),
+    ("/users/me", IdentityHandler),
     ("/events", EventsHandler),
     ("/projects", ProjectsHandler),
     ("/runs", RunsHandler),
@@ -79,4 +92,8 @@ ROUTES: list[tuple[str, Any]] = [
     ("/gpus", GpusHandler),
     ("/gpus/history", GpuHistoryHandler),
     ("/gpus/samples", SamplesHandler),
+    ("/reports", ReportsHandler),
+    ("/reports/{report_id}", ReportHandler),
+    ("/reports/{report_id}/html", ReportHtmlHandler),
+    ("/reports/{report_id}/notebook", ReportNotebookHandler),
 ]

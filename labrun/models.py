@@ -157,6 +157,9 @@ class ListRunsQuery(Request):
     )
     offset: int = Field(0, ge=0)
     limit: int = Field(50, ge=1, le=1000)
+    spark: str | None = Field(
+        None, description="a metric whose recent values come back per run as sparklines"
+    )
 
 
 class RunList(Response):
@@ -164,6 +167,10 @@ class RunList(Response):
     total: int
     offset: int
     limit: int
+    sparklines: dict[int, list[float | None]] = Field(
+        default_factory=dict,
+        description="with `spark`: each run's recent values of that metric, by run id",
+    )
 
 
 # --- params, metrics, logs -------------------------------------------------------------
@@ -554,3 +561,45 @@ class PoolStatus(Response):
     workers: list[PoolWorker] = Field(default_factory=list)
     queued: int = 0
     running: int = 0
+
+
+class Identity(Response):
+    user: str = Field(description="the name runs and jobs are recorded under")
+    admin: bool = Field(description="may cancel anyone's jobs (c.LabRun.admins)")
+
+
+# --- reports ---------------------------------------------------------------------------
+
+
+class CreateReport(Request):
+    """A report notebook that a run executed and rendered, recorded for the Reports panel."""
+
+    name: str = Field(min_length=1, max_length=256)
+    notebook: str = Field(min_length=1, max_length=1024, description="the report notebook's path")
+    params: dict[str, Any] = Field(default_factory=dict)
+    run_id: int = Field(description="the run that executed the report")
+    html_artifact: str = Field(description="the name of that run's rendered HTML artifact")
+    notebook_artifact: str | None = Field(
+        None, description="the name of that run's executed notebook artifact"
+    )
+
+
+class DescribeReport(Response):
+    id: int
+    name: str
+    notebook: str
+    params: dict[str, Any]
+    run_id: int | None
+    user: str
+    created_at: datetime
+    has_html: bool
+    has_notebook: bool
+
+
+class ReportList(Response):
+    reports: list[DescribeReport]
+
+
+class ListReportsQuery(Request):
+    run_id: int | None = Field(None, description="reports of this run (or of this sweep)")
+    limit: int = Field(200, ge=1, le=1000)

@@ -33,6 +33,15 @@ T = TypeVar("T")
 _SERVER_ARGS = frozenset({"token", "_xsrf"})
 
 
+def _is_server_arg(name: str) -> bool:
+    """Query arguments that belong to Jupyter, not to the route.
+
+    JupyterLab's ``ServerConnection`` appends a bare timestamp (``?status=queued&1795409``)
+    to every GET to defeat caches.
+    """
+    return name in _SERVER_ARGS or name.isdigit()
+
+
 @dataclass
 class Operation:
     """What the OpenAPI document says of one method of one route."""
@@ -65,7 +74,7 @@ def _is_list(annotation: Any) -> bool:
 def parse_query(handler: web.RequestHandler, model: type[BaseModel]) -> BaseModel:
     values: dict[str, Any] = {}
     for name in handler.request.query_arguments:
-        if name in _SERVER_ARGS:
+        if _is_server_arg(name):
             continue
         info = model.model_fields.get(name)
         if info is None:
@@ -123,7 +132,7 @@ def operation(
             kwargs: dict[str, Any] = {k: self.path_arg(k, v) for k, v in path.items()}
             if query is not None:
                 kwargs["query"] = parse_query(self, query)
-            elif any(a not in _SERVER_ARGS for a in self.request.query_arguments):
+            elif not all(_is_server_arg(a) for a in self.request.query_arguments):
                 raise InvalidRequest(
                     "this route takes no query arguments "
                     f"(got {sorted(self.request.query_arguments)})"
@@ -158,6 +167,7 @@ PATH_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "version": (r"[^/]+", str, "string"),
     "worker_id": (r"[^/]+", str, "string"),
     "artifact": (r".+", str, "string"),
+    "report_id": (r"[0-9]+", int, "integer"),
 }
 
 
@@ -203,6 +213,11 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
             return self.app.user
         user = self.current_user
         return user.username if isinstance(user, User) else str(user)
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller may act on anyone's runs (``c.LabRun.admins``)."""
+        return self.username in self.app.admins
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a store method off the event loop."""

@@ -12,7 +12,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from labrun import __version__
-from labrun.models import CreateToken, IssuedToken, ServerVersion
+from labrun.models import CreateToken, Identity, IssuedToken, ServerVersion
 from labrun.settings import API_VERSION
 
 from .. import auth
@@ -23,6 +23,12 @@ class VersionHandler(LabrunHandler):
     @operation("The server's labrun version and API version", response=ServerVersion)
     async def get(self) -> ServerVersion:
         return ServerVersion(version=__version__, api=API_VERSION)
+
+
+class IdentityHandler(LabrunHandler):
+    @operation("Who the caller acts as, and whether they are an admin", response=Identity)
+    async def get(self) -> Identity:
+        return Identity(user=self.username, admin=self.is_admin)
 
 
 class OpenAPIHandler(LabrunHandler):

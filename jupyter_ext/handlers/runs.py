@@ -66,7 +66,7 @@ class RunCancelHandler(LabrunHandler):
         errors=(403, 404, 409),
     )
     async def post(self, run_id: int) -> DescribeRun:
-        run = await self.call(self.store.runs.cancel, run_id)
+        run = await self.call(self.store.runs.cancel, run_id, by=self.username, admin=self.is_admin)
         dispatcher = self.app.dispatcher
         if run.kind == RunKind.sweep:
             for child in await self.call(self.store.jobs.cancel_children, run_id):

@@ -12,6 +12,7 @@ from .logs import LogStore
 from .metrics import MetricStore
 from .models import ServerSetting
 from .pool import PoolStore
+from .reports import ReportStore
 from .runs import RunStore
 
 __all__ = ["Database", "Store", "check_schema"]
@@ -29,6 +30,7 @@ class Store:
         self.datasets = DatasetStore(db)
         self.pool = PoolStore(db, worker_timeout=worker_timeout)
         self.jobs = JobStore(db, self.runs)
+        self.reports = ReportStore(db)
 
     def secret(self, key: str, make: Callable[[], str]) -> str:
         """A server setting, created once by ``make`` and shared by every server."""

@@ -11,7 +11,7 @@ from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, contains_eager
 
-from labrun.errors import Conflict, InvalidRequest, NotFound
+from labrun.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from labrun.models import (
     FINISHED_STATUSES,
     CompareRow,
@@ -30,7 +30,7 @@ from labrun.models import (
 )
 
 from .database import Database
-from .models import MetricSummary, Param, Project, Queue, Run, RunTransition, utcnow
+from .models import Metric, MetricSummary, Param, Project, Queue, Run, RunTransition, utcnow
 
 # Which status may follow which. A finished run stays finished; a lost one may be
 # queued again (the dispatcher's retry) or given up.
@@ -46,6 +46,9 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.failed: frozenset(),
     RunStatus.cancelled: frozenset(),
 }
+
+# Values per run in the Runs panel's sparklines.
+SPARK_POINTS = 30
 
 SORTABLE_COLUMNS = {
     "id": Run.id,
@@ -284,9 +287,15 @@ class RunStore:
             session.flush()
             return self.describe(session, run)
 
-    def cancel(self, run_id: int) -> DescribeRun:
+    def cancel(self, run_id: int, *, by: str | None = None, admin: bool = False) -> DescribeRun:
+        """Cancel a run; ``by`` (when given) must own it unless ``admin``."""
         with self.db.session() as session:
             run = self.load(session, run_id)
+            if by is not None and run.user != by and not admin:
+                raise Unauthorized(
+                    f"run {run_id} belongs to {run.user!r}; only they or an admin can cancel "
+                    "it (admins are listed in c.LabRun.admins)"
+                )
             if RunStatus(run.status).finished:
                 raise Conflict(f"run {run_id} is already {run.status}; there is nothing to cancel")
             self.transition(session, run, RunStatus.cancelled, "cancelled by request")
@@ -341,6 +350,9 @@ class RunStore:
                 total=total,
                 offset=query.offset,
                 limit=query.limit,
+                sparklines=self._sparklines(session, [r.id for r in runs], query.spark)
+                if query.spark
+                else {},
             )
 
     @staticmethod
@@ -402,11 +414,49 @@ class RunStore:
             return out
 
     @staticmethod
-    def _order(stmt: Any, sort: str) -> Any:
+    def _sparklines(
+        session: Session, run_ids: list[int], key: str, points: int = SPARK_POINTS
+    ) -> dict[int, list[float | None]]:
+        """Each run's last ``points`` values of a metric, oldest first."""
+        if not run_ids:
+            return {}
+        # The newest points of each run, through the (run_id, key, step) index.
+        ranked = (
+            select(
+                Metric.run_id,
+                Metric.step,
+                Metric.value,
+                func.row_number()
+                .over(partition_by=Metric.run_id, order_by=Metric.step.desc())
+                .label("rank"),
+            )
+            .where(Metric.run_id.in_(run_ids), Metric.key == key)
+            .subquery()
+        )
+        rows = session.execute(
+            select(ranked.c.run_id, ranked.c.value)
+            .where(ranked.c.rank <= points)
+            .order_by(ranked.c.run_id, ranked.c.step)
+        )
+        out: dict[int, list[float | None]] = {}
+        for run_id, value in rows:
+            out.setdefault(run_id, []).append(value)
+        return out
+
+    def _duration(self) -> Any:
+        """Seconds from a run's start to its end (or to now), in the database's SQL."""
+        if self.db.dialect == "postgresql":
+            return func.extract("epoch", func.coalesce(Run.ended_at, func.now()) - Run.started_at)
+        ended = func.julianday(func.coalesce(Run.ended_at, func.datetime("now")))
+        return (ended - func.julianday(Run.started_at)) * 86400.0
+
+    def _order(self, stmt: Any, sort: str) -> Any:
         descending = sort.startswith("-")
         field = sort.lstrip("-+")
         keys: list[Any]
-        if field.startswith("params."):
+        if field == "duration":
+            keys = [self._duration()]
+        elif field.startswith("params."):
             param = aliased(Param)
             stmt = stmt.outerjoin(
                 param, (param.run_id == Run.id) & (param.key == field[len("params.") :])
@@ -416,7 +466,8 @@ class RunStore:
             keys = [SORTABLE_COLUMNS[field]]
         else:
             raise InvalidRequest(
-                f"cannot sort by {sort!r}; use one of {', '.join(sorted(SORTABLE_COLUMNS))}, "
+                f"cannot sort by {sort!r}; use one of "
+                f"{', '.join(sorted([*SORTABLE_COLUMNS, 'duration']))}, "
                 "params.NAME or metrics.NAME, with a leading '-' for descending"
             )
         # Runs without the value go last either way; the id breaks ties so pages are stable.

@@ -13,7 +13,14 @@ from support.api import Api
 from labrun.jupyter_ext.handlers.base import PATH_PARAMS, tornado_pattern
 from labrun.settings import API_PREFIX
 
-SAMPLE = {"run_id": "1", "name": "x", "version": "v1", "worker_id": "w1", "artifact": "a.txt"}
+SAMPLE = {
+    "run_id": "1",
+    "name": "x",
+    "version": "v1",
+    "worker_id": "w1",
+    "artifact": "a.txt",
+    "report_id": "1",
+}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,26 @@ def test_metric_sort_pages_through_runs_without_the_metric(store: Store, descend
     # Then every run appears once: by loss (ties by id), then the rest by id
     ranked = sorted(with_loss, reverse=descending)
     assert seen == [run_id for _, run_id in ranked] + sorted(without, reverse=descending)
+
+
+def test_sort_by_duration_counts_a_running_run_up_to_now(store: Store) -> None:
+    # Given finished runs of 10 s and 1000 s, and one running for an hour
+    now = datetime.now(timezone.utc)
+    ids = {}
+    for name, seconds, status in [
+        ("short", 10, RunStatus.completed),
+        ("long", 1000, RunStatus.completed),
+        ("running", 3600, RunStatus.running),
+    ]:
+        run = store.runs.create(CreateRun(name=name, status=RunStatus.queued), "alice")
+        store.runs.update(
+            run.id, UpdateRun(status=status, started_at=now - timedelta(seconds=seconds))
+        )
+        ids[name] = run.id
+    never = store.runs.create(CreateRun(name="never", status=RunStatus.queued), "alice")
+
+    # Then sorting by duration orders them, and a run that never started comes last
+    longest = store.runs.list_runs(ListRunsQuery(sort="-duration"))
+    assert [r.name for r in longest.runs] == ["running", "long", "short", "never"]
+    shortest = store.runs.list_runs(ListRunsQuery(sort="duration"))
+    assert [r.id for r in shortest.runs] == [ids["short"], ids["long"], ids["running"], never.id]
