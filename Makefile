@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint format clean
+.PHONY: demo test install labextension lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,23 +27,47 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
 	touch $@
 
-install: $(VENV)/.installed-dev
+# The JupyterLab sidebar: built with JupyterLab's own jlpm (yarn) and node from the system,
+# then linked where a wheel install puts it. Rebuilt when its sources change.
+LABEXT := labextension
+LABEXT_OUT := $(LABEXT)/prebuilt/package.json
+LABEXT_SOURCES := $(LABEXT)/package.json $(LABEXT)/yarn.lock $(LABEXT)/tsconfig.json \
+	$(wildcard $(LABEXT)/src/*.ts $(LABEXT)/src/*/*.ts $(LABEXT)/src/*/*.tsx $(LABEXT)/style/*)
+JLPM := PATH="$(abspath $(BIN)):$$PATH" CI=true $(abspath $(BIN))/jlpm
+LABEXT_DIR := $(VENV)/share/jupyter/labextensions
 
-demo: $(VENV)/.installed
+$(LABEXT)/.jlpm-installed: $(LABEXT)/package.json $(LABEXT)/yarn.lock | $(VENV)/.installed-dev
+	cd $(LABEXT) && $(JLPM) install --immutable
+	touch $@
+
+$(LABEXT_OUT): $(LABEXT_SOURCES) $(LABEXT)/.jlpm-installed
+	cd $(LABEXT) && $(JLPM) build
+	mkdir -p $(LABEXT_DIR) && ln -sfn $(abspath $(LABEXT)/prebuilt) $(LABEXT_DIR)/labrun
+
+labextension: $(LABEXT_OUT)
+
+install: $(VENV)/.installed-dev $(LABEXT_OUT)
+
+demo: $(VENV)/.installed $(LABEXT_OUT)
 	$(BIN)/labrun demo
 
-test: $(VENV)/.installed-dev
-	scripts/ensure-postgres.sh
+test: install
+	scripts/ensure-debian-package.sh postgresql "/usr/lib/postgresql/*/bin/initdb"
+	scripts/ensure-debian-package.sh chromium /usr/bin/chromium
+	cd $(LABEXT) && $(JLPM) test
 	LABRUN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd $(LABEXT) && $(JLPM) lint
 
-format: $(VENV)/.installed-dev
+format: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	cd $(LABEXT) && $(JLPM) format
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(LABEXT)/node_modules $(LABEXT)/lib $(LABEXT)/prebuilt $(LABEXT)/tsconfig.tsbuildinfo

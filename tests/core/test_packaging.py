@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_wheel_has_the_namespace_migrations_and_server_switch(tmp_path: Path) -> None:
+def test_wheel_has_the_namespace_migrations_server_switch_and_labextension(tmp_path: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -30,6 +31,10 @@ def test_wheel_has_the_namespace_migrations_and_server_switch(tmp_path: Path) ->
     names = set(zipfile.ZipFile(wheel).namelist())
     data = next(n.split("/data/")[0] for n in names if ".data/" in n)
     assert f"{data}/data/etc/jupyter/jupyter_server_config.d/labrun.json" in names
+    # The prebuilt sidebar, where JupyterLab finds it without Node.js
+    labext = f"{data}/data/share/jupyter/labextensions/labrun"
+    assert f"{labext}/package.json" in names
+    assert any(re.fullmatch(rf"{labext}/static/remoteEntry\.\w+\.js", n) for n in names)
     for module in (
         "labrun/__init__.py",
         "labrun/cli/__init__.py",

@@ -1,0 +1,342 @@
+/**
+ * The view logic of the panels, kept free of React and the DOM so it can be tested alone.
+ */
+import { ResponseError } from './api';
+import { API_VERSION, IGpu, IRunQuery, IRunSummary, IServerVersion, RunStatus } from './tokens';
+
+/** What the Runs panel's filter bar holds. */
+export interface IRunFilter {
+  project: string;
+  statuses: RunStatus[];
+  user: string;
+  text: string;
+}
+
+/** An empty filter: every run of every project. */
+export const NO_FILTER: IRunFilter = { project: '', statuses: [], user: '', text: '' };
+
+/** The query for one page of runs under a filter and sort. */
+export function runQuery(
+  filter: IRunFilter,
+  sort: string,
+  offset: number,
+  limit: number,
+  spark = ''
+): IRunQuery {
+  return {
+    project: filter.project || undefined,
+    status: filter.statuses.length ? filter.statuses : undefined,
+    user: filter.user || undefined,
+    q: filter.text.trim() || undefined,
+    sort,
+    offset,
+    limit,
+    spark: spark || undefined
+  };
+}
+
+/**
+ * The sort after a click on a column's header: a new column sorts descending first,
+ * the same column flips direction.
+ */
+export function nextSort(current: string, column: string): string {
+  const field = current.replace(/^[-+]/, '');
+  if (field !== column) {
+    return `-${column}`;
+  }
+  return current.startsWith('-') ? column : `-${column}`;
+}
+
+/** The direction a column is sorted in, if it is the sort column. */
+export function sortDirection(sort: string, column: string): 'asc' | 'desc' | null {
+  if (sort.replace(/^[-+]/, '') !== column) {
+    return null;
+  }
+  return sort.startsWith('-') ? 'desc' : 'asc';
+}
+
+/** Rows to render for a scroll position: the visible ones plus `overscan` either side. */
+export function visibleRange(
+  scrollTop: number,
+  viewportHeight: number,
+  rowHeight: number,
+  total: number,
+  overscan = 8
+): { start: number; end: number } {
+  const first = Math.floor(Math.max(0, scrollTop) / rowHeight);
+  const count = Math.ceil(Math.max(0, viewportHeight) / rowHeight);
+  const start = Math.max(0, first - overscan);
+  const end = Math.min(total, first + count + overscan);
+  return { start, end: Math.max(start, end) };
+}
+
+/** The page numbers that hold rows `start` to `end` (exclusive). */
+export function pagesFor(start: number, end: number, pageSize: number): number[] {
+  if (end <= start) {
+    return [];
+  }
+  const pages: number[] = [];
+  for (let page = Math.floor(start / pageSize); page * pageSize < end; page++) {
+    pages.push(page);
+  }
+  return pages;
+}
+
+/** "1h 02m", "3m 05s", "42s", or an em dash when there is no duration. */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) {
+    return '—';
+  }
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = s % 60;
+  if (h > 0) {
+    return `${h}h ${String(m).padStart(2, '0')}m`;
+  }
+  if (m > 0) {
+    return `${m}m ${String(rest).padStart(2, '0')}s`;
+  }
+  return `${rest}s`;
+}
+
+/** Bytes in the largest unit that keeps the number above one: "1.5 GiB". */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined) {
+    return '—';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** A metric value with four significant digits, or an em dash. */
+export function formatValue(value: unknown): string {
+  if (value === null || value === undefined) {
+    return '—';
+  }
+  if (typeof value === 'number') {
+    if (Number.isInteger(value)) {
+      return String(value);
+    }
+    return Math.abs(value) >= 1e-3 && Math.abs(value) < 1e6
+      ? String(Number(value.toPrecision(4)))
+      : value.toExponential(3);
+  }
+  if (typeof value === 'string') {
+    return value;
+  }
+  return JSON.stringify(value);
+}
+
+/** The first few parameters of a run as one short line: "lr=0.01 epochs=3". */
+export function keyParams(params: Record<string, unknown>, count = 3): string {
+  return Object.entries(params)
+    .slice(0, count)
+    .map(([key, value]) => `${key}=${formatValue(value)}`)
+    .join(' ');
+}
+
+/** Seconds since an ISO time, as "5s", "3m", "2h" or "4d". */
+export function age(iso: string | null, now = Date.now()): string {
+  if (!iso) {
+    return '—';
+  }
+  const seconds = Math.max(0, (now - parseServerTime(iso)) / 1000);
+  if (seconds < 60) {
+    return `${Math.round(seconds)}s`;
+  }
+  if (seconds < 3600) {
+    return `${Math.floor(seconds / 60)}m`;
+  }
+  if (seconds < 86400) {
+    return `${Math.floor(seconds / 3600)}h`;
+  }
+  return `${Math.floor(seconds / 86400)}d`;
+}
+
+/** The server's times are UTC; some come without a zone suffix. */
+export function parseServerTime(iso: string): number {
+  return Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : `${iso}Z`);
+}
+
+/**
+ * An SVG path through `values`, scaled into a `width` by `height` box (y grows downwards).
+ * Missing values break the line.
+ */
+export function sparklinePath(values: (number | null)[], width: number, height: number): string {
+  const finite = values.filter((v): v is number => v !== null && isFinite(v));
+  if (finite.length === 0) {
+    return '';
+  }
+  const min = Math.min(...finite);
+  const max = Math.max(...finite);
+  const span = max - min || 1;
+  const step = values.length > 1 ? width / (values.length - 1) : 0;
+  let path = '';
+  let pen = false;
+  values.forEach((value, i) => {
+    if (value === null || !isFinite(value)) {
+      pen = false;
+      return;
+    }
+    const x = values.length > 1 ? i * step : width / 2;
+    const y = max === min ? height / 2 : height - ((value - min) / span) * height;
+    path += `${pen ? 'L' : 'M'}${round(x)},${round(y)}`;
+    pen = true;
+  });
+  return path;
+}
+
+function round(n: number): number {
+  return Math.round(n * 10) / 10;
+}
+
+/** Several series on shared axes: each `{x, y}` list becomes a path in one box. */
+export function chartPaths(
+  series: { xs: number[]; ys: (number | null)[] }[],
+  width: number,
+  height: number
+): { paths: string[]; xRange: [number, number]; yRange: [number, number] } {
+  const xs = series.flatMap(s => s.xs);
+  const ys = series.flatMap(s => s.ys.filter((v): v is number => v !== null && isFinite(v)));
+  if (xs.length === 0 || ys.length === 0) {
+    return { paths: series.map(() => ''), xRange: [0, 0], yRange: [0, 0] };
+  }
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const sx = (x: number) => (x1 === x0 ? width / 2 : ((x - x0) / (x1 - x0)) * width);
+  const sy = (y: number) => (y1 === y0 ? height / 2 : height - ((y - y0) / (y1 - y0)) * height);
+  const paths = series.map(s => {
+    let path = '';
+    let pen = false;
+    s.xs.forEach((x, i) => {
+      const y = s.ys[i];
+      if (y === null || y === undefined || !isFinite(y)) {
+        pen = false;
+        return;
+      }
+      path += `${pen ? 'L' : 'M'}${round(sx(x))},${round(sy(y))}`;
+      pen = true;
+    });
+    return path;
+  });
+  return { paths, xRange: [x0, x1], yRange: [y0, y1] };
+}
+
+/** Each queued run's place in line within its queue, oldest first (1 is next). */
+export function queuePositions(runs: IRunSummary[]): Map<number, number> {
+  const byQueue = new Map<string, IRunSummary[]>();
+  for (const run of runs) {
+    if (run.status !== 'queued') {
+      continue;
+    }
+    const queue = run.queue ?? '';
+    byQueue.set(queue, [...(byQueue.get(queue) ?? []), run]);
+  }
+  const positions = new Map<number, number>();
+  for (const queued of byQueue.values()) {
+    queued
+      .sort((a, b) => parseServerTime(a.created_at) - parseServerTime(b.created_at) || a.id - b.id)
+      .forEach((run, i) => positions.set(run.id, i + 1));
+  }
+  return positions;
+}
+
+/** Whether the signed-in user may cancel a run: their own, or anyone's for an admin. */
+export function canCancel(run: IRunSummary, user: string, admin: boolean): boolean {
+  return (run.status === 'queued' || run.status === 'running') && (admin || run.user === user);
+}
+
+/** GPUs grouped by worker, each worker's sorted by index. */
+export function gpusByWorker(gpus: IGpu[]): Map<string, IGpu[]> {
+  const grouped = new Map<string, IGpu[]>();
+  for (const gpu of gpus) {
+    grouped.set(gpu.worker_id, [...(grouped.get(gpu.worker_id) ?? []), gpu]);
+  }
+  for (const list of grouped.values()) {
+    list.sort((a, b) => a.index - b.index);
+  }
+  return new Map([...grouped.entries()].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** A percentage (0–100) of memory used, or null when the total is unknown. */
+export function memoryPercent(gpu: Pick<IGpu, 'memory_used' | 'memory_total'>): number | null {
+  if (!gpu.memory_total || gpu.memory_used === null) {
+    return null;
+  }
+  return Math.min(100, (100 * gpu.memory_used) / gpu.memory_total);
+}
+
+/**
+ * Why the panels cannot talk to the server, with the fix; null when they can.
+ *
+ * @param version The server's `/version` answer, when it gave one.
+ * @param error What the `/version` request threw, when it failed.
+ */
+export function serverProblem(version: IServerVersion | null, error: unknown): string | null {
+  if (error instanceof ResponseError) {
+    if (error.status === 404) {
+      return (
+        'The labrun server extension is not running in this Jupyter server. ' +
+        'Install it with `pip install "labrun[all]"`, check that ' +
+        '`jupyter server extension list` shows labrun enabled, then restart JupyterLab.'
+      );
+    }
+    if (error.status === 403) {
+      return 'The Jupyter server refused the request: sign in to JupyterLab again and reload.';
+    }
+    return `The labrun server extension failed: ${error.message}`;
+  }
+  if (error) {
+    return `The labrun server extension failed: ${String(error)}`;
+  }
+  if (version && version.api < API_VERSION) {
+    return (
+      `The labrun server extension (${version.version}) is older than this sidebar ` +
+      `(API ${version.api}, needs ${API_VERSION}). Upgrade it with ` +
+      '`pip install -U "labrun[all]"` and restart JupyterLab.'
+    );
+  }
+  if (version && version.api > API_VERSION) {
+    return (
+      `The labrun server extension (${version.version}) is newer than this sidebar. ` +
+      'Rebuild or reinstall the labextension to match (`pip install -U "labrun[all]"`), ' +
+      'then reload the page.'
+    );
+  }
+  return null;
+}
+
+/**
+ * Parameters typed into the submit form, one `name=value` per line. Values are read as
+ * JSON where they parse (`0.01`, `true`, `[1, 2]`), otherwise kept as text.
+ *
+ * @throws Error naming the line that has no `=` or no name.
+ */
+export function parseParameters(text: string): Record<string, unknown> {
+  const params: Record<string, unknown> = {};
+  text.split('\n').forEach((line, i) => {
+    const trimmed = line.trim();
+    if (!trimmed || trimmed.startsWith('#')) {
+      return;
+    }
+    const at = trimmed.indexOf('=');
+    const name = at > 0 ? trimmed.slice(0, at).trim() : '';
+    if (!name) {
+      throw new Error(`line ${i + 1} (${JSON.stringify(trimmed)}) is not name=value`);
+    }
+    const raw = trimmed.slice(at + 1).trim();
+    try {
+      params[name] = JSON.parse(raw);
+    } catch {
+      params[name] = raw;
+    }
+  });
+  return params;
+}

@@ -1,0 +1,224 @@
+import { describe, expect, it } from 'vitest';
+
+import { ResponseError } from '../src/api';
+import { IRunSummary } from '../src/tokens';
+import {
+  NO_FILTER,
+  canCancel,
+  chartPaths,
+  formatBytes,
+  formatDuration,
+  formatValue,
+  gpusByWorker,
+  keyParams,
+  memoryPercent,
+  nextSort,
+  pagesFor,
+  parseParameters,
+  queuePositions,
+  runQuery,
+  serverProblem,
+  sortDirection,
+  sparklinePath,
+  visibleRange
+} from '../src/view';
+
+function run(id: number, extra: Partial<IRunSummary> = {}): IRunSummary {
+  return {
+    id,
+    project: 'default',
+    name: `run ${id}`,
+    kind: 'notebook',
+    status: 'queued',
+    user: 'alice',
+    queue: 'default',
+    requested_gpus: 0,
+    worker: null,
+    attempt: 1,
+    parent_id: null,
+    tags: [],
+    created_at: `2026-11-23T10:00:0${id}`,
+    started_at: null,
+    ended_at: null,
+    duration: null,
+    params: {},
+    metrics: {},
+    ...extra
+  };
+}
+
+describe('sorting', () => {
+  it('sorts a new column descending first, then flips it', () => {
+    expect(nextSort('-created_at', 'name')).toBe('-name');
+    expect(nextSort('-name', 'name')).toBe('name');
+    expect(nextSort('name', 'name')).toBe('-name');
+  });
+
+  it('reports the direction only for the sorted column', () => {
+    expect(sortDirection('-metrics.loss', 'metrics.loss')).toBe('desc');
+    expect(sortDirection('user', 'user')).toBe('asc');
+    expect(sortDirection('user', 'name')).toBeNull();
+  });
+});
+
+describe('the runs query', () => {
+  it('leaves out empty filters and trims the text', () => {
+    expect(runQuery(NO_FILTER, '-created_at', 0, 100)).toEqual({
+      project: undefined,
+      status: undefined,
+      user: undefined,
+      q: undefined,
+      sort: '-created_at',
+      offset: 0,
+      limit: 100,
+      spark: undefined
+    });
+    const query = runQuery(
+      { project: 'seg', statuses: ['failed'], user: 'bob', text: '  unet ' },
+      'name',
+      200,
+      100,
+      'loss'
+    );
+    expect(query).toMatchObject({
+      project: 'seg',
+      status: ['failed'],
+      user: 'bob',
+      q: 'unet',
+      offset: 200,
+      spark: 'loss'
+    });
+  });
+});
+
+describe('virtualization', () => {
+  it('renders the visible rows plus an overscan, clipped to the total', () => {
+    expect(visibleRange(0, 260, 26, 10000, 5)).toEqual({ start: 0, end: 15 });
+    expect(visibleRange(26000, 260, 26, 10000, 5)).toEqual({ start: 995, end: 1015 });
+    expect(visibleRange(26 * 9995, 260, 26, 10000, 5)).toEqual({ start: 9990, end: 10000 });
+    expect(visibleRange(0, 260, 26, 0)).toEqual({ start: 0, end: 0 });
+  });
+
+  it('names the pages that hold a range of rows', () => {
+    expect(pagesFor(0, 15, 100)).toEqual([0]);
+    expect(pagesFor(95, 120, 100)).toEqual([0, 1]);
+    expect(pagesFor(10, 10, 100)).toEqual([]);
+  });
+});
+
+describe('formatting', () => {
+  it('formats durations, sizes and values', () => {
+    expect(formatDuration(null)).toBe('—');
+    expect(formatDuration(42.4)).toBe('42s');
+    expect(formatDuration(185)).toBe('3m 05s');
+    expect(formatDuration(3720)).toBe('1h 02m');
+    expect(formatBytes(512)).toBe('512 B');
+    expect(formatBytes(1.5 * 2 ** 30)).toBe('1.5 GiB');
+    expect(formatValue(0.123456)).toBe('0.1235');
+    expect(formatValue(3)).toBe('3');
+    expect(formatValue(1e-7)).toBe('1.000e-7');
+    expect(formatValue({ a: 1 })).toBe('{"a":1}');
+  });
+
+  it('keeps user text as text: key params are plain strings', () => {
+    expect(keyParams({ lr: 0.01, arch: '<b>unet</b>', epochs: 3, seed: 1 })).toBe(
+      'lr=0.01 arch=<b>unet</b> epochs=3'
+    );
+  });
+});
+
+describe('charts', () => {
+  it('draws a sparkline across the box and breaks it at missing values', () => {
+    expect(sparklinePath([], 10, 10)).toBe('');
+    expect(sparklinePath([0, 1], 10, 10)).toBe('M0,10L10,0');
+    expect(sparklinePath([1, null, 3], 10, 10)).toBe('M0,10M10,0');
+    expect(sparklinePath([2, 2], 10, 10)).toBe('M0,5L10,5');
+  });
+
+  it('puts several series on shared axes', () => {
+    const { paths, xRange, yRange } = chartPaths(
+      [
+        { xs: [0, 10], ys: [0, 1] },
+        { xs: [0, 5], ys: [2, 2] }
+      ],
+      100,
+      20
+    );
+    expect(xRange).toEqual([0, 10]);
+    expect(yRange).toEqual([0, 2]);
+    expect(paths[0]).toBe('M0,20L100,10');
+    expect(paths[1]).toBe('M0,0L50,0');
+  });
+});
+
+describe('queues and GPUs', () => {
+  it('numbers queued runs per queue, oldest first', () => {
+    const positions = queuePositions([
+      run(3),
+      run(1),
+      run(2, { queue: 'gpu' }),
+      run(4, { status: 'running' })
+    ]);
+    expect([...positions.entries()].sort()).toEqual([
+      [1, 1],
+      [2, 1],
+      [3, 2]
+    ]);
+  });
+
+  it('lets owners and admins cancel what is still active', () => {
+    expect(canCancel(run(1), 'alice', false)).toBe(true);
+    expect(canCancel(run(1), 'bob', false)).toBe(false);
+    expect(canCancel(run(1), 'bob', true)).toBe(true);
+    expect(canCancel(run(1, { status: 'completed' }), 'alice', true)).toBe(false);
+  });
+
+  it('groups GPUs by worker and computes memory use', () => {
+    const gpu = (worker_id: string, index: number) => ({
+      worker_id,
+      index,
+      name: 'H100',
+      time: 0,
+      utilization: 0,
+      memory_used: 1,
+      memory_total: 4,
+      temperature: null,
+      power: null,
+      run_id: null,
+      user: null,
+      idle: true
+    });
+    const grouped = gpusByWorker([gpu('w2', 1), gpu('w1', 0), gpu('w2', 0)]);
+    expect([...grouped.keys()]).toEqual(['w1', 'w2']);
+    expect(grouped.get('w2')?.map(g => g.index)).toEqual([0, 1]);
+    expect(memoryPercent(gpu('w1', 0))).toBe(25);
+    expect(memoryPercent({ memory_used: null, memory_total: 4 })).toBeNull();
+  });
+});
+
+describe('the submit form', () => {
+  it('reads name=value lines as JSON where they parse', () => {
+    expect(parseParameters('lr=0.01\nname = unet\n\n# a comment\nsizes=[1, 2]')).toEqual({
+      lr: 0.01,
+      name: 'unet',
+      sizes: [1, 2]
+    });
+  });
+
+  it('names the line that is not name=value', () => {
+    expect(() => parseParameters('lr=0.1\nepochs 3')).toThrow('line 2 ("epochs 3")');
+  });
+});
+
+describe('the server check', () => {
+  it('explains a missing server extension and how to fix it', () => {
+    const problem = serverProblem(null, new ResponseError(404, 'Not Found'));
+    expect(problem).toContain('not running');
+    expect(problem).toContain('jupyter server extension list');
+  });
+
+  it('explains an older server extension', () => {
+    expect(serverProblem({ version: '0.0.1', api: 0 }, null)).toContain('older');
+    expect(serverProblem({ version: '0.1.0', api: 1 }, null)).toBeNull();
+  });
+});
