@@ -9,6 +9,12 @@ import nbformat
 
 def write_notebook(path: Path, *cells: str, parameters: str | None = None) -> Path:
     """A notebook with an optional ``parameters``-tagged cell, then ``cells``."""
+    nbformat.write(make_notebook(*cells, parameters=parameters), path)
+    return path
+
+
+def make_notebook(*cells: str, parameters: str | None = None) -> nbformat.NotebookNode:
+    """The notebook :func:`write_notebook` writes, in memory (a job's ``content``)."""
     nb = nbformat.v4.new_notebook()
     if parameters is not None:
         nb.cells.append(nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}))
@@ -18,5 +24,4 @@ def write_notebook(path: Path, *cells: str, parameters: str | None = None) -> Pa
         "display_name": "Python 3",
         "language": "python",
     }
-    nbformat.write(nb, path)
-    return path
+    return nb

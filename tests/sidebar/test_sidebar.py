@@ -1,0 +1,314 @@
+"""The JupyterLab sidebar end to end: a real ``jupyter lab`` with labrun and its local pool
+(two fake GPUs), seeded through the REST API, driven in Debian's Chromium.
+
+Set ``LABRUN_SCREENSHOTS=docs/screenshots`` to refresh the README's screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.lab import CHROMIUM, JupyterLab, chromium
+from support.notebooks import make_notebook
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
+]
+
+SIDEBAR_TAB = '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="labrun-sidebar"]'
+XSS_NAME = "<img src=x onerror=alert(1)>"
+
+
+def run_row(run_id: int) -> str:
+    return f'.jp-labrun-row[data-run-id="{run_id}"]'
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    """JupyterLab with labrun's server extension and a local pool of two fake GPUs."""
+    server = JupyterLab(tmp_path_factory.mktemp("lab"), env={"LABRUN_FAKE_GPUS": "2"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def seeded(lab: JupyterLab) -> dict[str, Any]:
+    """Runs of two projects with curves, a failed run, a hostile name and a report."""
+    ids: dict[str, Any] = {}
+    for name, lr, status, project in [
+        ("unet-small", 0.1, "completed", "seg"),
+        ("unet-large", 0.01, "completed", "seg"),
+        ("resnet", 0.05, "failed", "cls"),
+    ]:
+        run = lab.api(
+            "POST",
+            "runs",
+            json={"name": name, "project": project, "params": {"lr": lr, "epochs": 3}},
+        )
+        rows = [["loss", lr * 10 / (step + 1), step, None] for step in range(40)]
+        lab.api("POST", f"runs/{run['id']}/metrics", json={"rows": rows})
+        lab.api("POST", f"runs/{run['id']}/logs", json={"entries": [{"text": f"{name} ok\n"}]})
+        lab.api("PATCH", f"runs/{run['id']}", json={"status": status})
+        ids[name] = run["id"]
+    ids["xss"] = lab.api("POST", "runs", json={"name": XSS_NAME, "params": {"note": XSS_NAME}})[
+        "id"
+    ]
+
+    maker = lab.api("POST", "runs", json={"name": "report maker"})
+    html = b"<html><body><h1 id='title'>Sweep report</h1><script>document.title='ran'</script>"
+    lab.api("PUT", f"runs/{maker['id']}/artifacts/report.html", content=html)
+    ids["report"] = lab.api(
+        "POST",
+        "reports",
+        json={
+            "name": "lr sweep",
+            "notebook": "notebooks/sweep_report.ipynb",
+            "params": {"sweep": 1},
+            "run_id": maker["id"],
+            "html_artifact": "report.html",
+        },
+    )["id"]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module: Playwright's sync API runs one at a time."""
+    with chromium() as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, lab: JupyterLab, seeded: dict[str, Any]) -> Iterator[Any]:
+    """JupyterLab open in Chromium with the labrun sidebar shown."""
+    page = browser.new_page()
+    # Any alert() a hostile run name managed to run would land here.
+    page.dialogs = []
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    page.wait_for_selector(SIDEBAR_TAB, timeout=90_000)
+    page.click(SIDEBAR_TAB)
+    page.wait_for_selector(".jp-labrun-row[data-run-id]")
+    # Widen the sidebar as a user would, by dragging its edge
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first.bounding_box()
+    page.mouse.move(handle["x"] + 1, handle["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(handle["x"] + 450, handle["y"] + 200, steps=5)
+    page.mouse.up()
+    yield page
+    page.close()
+
+
+def screenshot(page: Any, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("LABRUN_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def show_panel(page: Any, label: str) -> None:
+    page.click(f'.jp-labrun-sidebar .lm-TabBar-tab:has-text("{label}")')
+
+
+def names_shown(page: Any) -> list[str]:
+    return page.locator(".jp-labrun-body .jp-labrun-col-name").all_inner_texts()
+
+
+def test_the_labextension_is_installed_enabled_and_ok() -> None:
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    output = re.sub(r"\x1b\[[0-9;]*m", "", listing.stdout + listing.stderr)
+    assert re.search(r"labrun v\S+ enabled OK", output), output
+
+
+def test_runs_are_listed_newest_first_filtered_and_sorted(
+    page: Any, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    # Newest first
+    show_panel(page, "Runs")
+    page.wait_for_function("document.querySelectorAll('.jp-labrun-body [data-run-id]').length >= 5")
+    assert names_shown(page)[:2] == ["report maker", XSS_NAME]
+    screenshot(page, "runs", tmp_path)
+
+    # A filter on the name narrows the list on the server
+    page.fill(".jp-labrun-search", "unet")
+    page.wait_for_function("document.querySelector('.jp-labrun-count')?.textContent === '2 runs'")
+    assert sorted(names_shown(page)) == ["unet-large", "unet-small"]
+
+    # Sorting by name, descending first, then ascending
+    page.click('.jp-labrun-header [role=columnheader]:has-text("Name")')
+    page.wait_for_function(
+        "document.querySelector('.jp-labrun-body .jp-labrun-col-name')?.textContent === 'unet-small'"
+    )
+    page.click('.jp-labrun-header [role=columnheader]:has-text("Name")')
+    page.wait_for_function(
+        "document.querySelector('.jp-labrun-body .jp-labrun-col-name')?.textContent === 'unet-large'"
+    )
+
+    # A status filter
+    page.fill(".jp-labrun-search", "")
+    page.click('.jp-labrun-chip[data-status="failed"]')
+    page.wait_for_function("document.querySelector('.jp-labrun-count')?.textContent === '1 run'")
+    assert names_shown(page) == ["resnet"]
+    page.click('.jp-labrun-chip[data-status="failed"]')
+    page.wait_for_function("document.querySelectorAll('.jp-labrun-body [data-run-id]').length >= 5")
+
+
+def test_a_hostile_run_name_renders_as_text(page: Any, seeded: dict[str, Any]) -> None:
+    row = page.locator(run_row(seeded["xss"]))
+    assert row.locator(".jp-labrun-col-name").inner_text() == XSS_NAME
+    assert page.locator(".jp-labrun-sidebar img").count() == 0
+    assert page.dialogs == []
+
+
+def test_a_run_opens_with_its_params_curves_and_log(
+    page: Any, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    page.click(f"{run_row(seeded['unet-small'])} .jp-labrun-col-name")
+    detail = page.locator(f"#labrun-run-{seeded['unet-small']}")
+    detail.locator(".jp-labrun-chart[data-title=loss] path").wait_for()
+    assert "unet-small" in detail.locator("h2").inner_text()
+    assert "lr" in detail.locator(".jp-labrun-kv").first.inner_text()
+    assert "unet-small ok" in detail.locator(".jp-labrun-log").inner_text()
+    assert detail.locator(".jp-labrun-transitions .jp-labrun-status-completed").count() == 1
+    screenshot(page, "run-detail", tmp_path)
+
+
+def test_two_runs_compare_side_by_side(page: Any, seeded: dict[str, Any], tmp_path: Path) -> None:
+    show_panel(page, "Runs")
+    for name in ("unet-small", "unet-large"):
+        page.check(f"{run_row(seeded[name])} input[type=checkbox]")
+    page.click(".jp-labrun-compare")
+    view = page.locator(".jp-labrun-compare-view")
+    view.locator(".jp-labrun-chart[data-title=loss] path").nth(1).wait_for()
+    # lr differs and is highlighted; epochs is the same and is not
+    assert view.locator('tr.jp-labrun-differs[data-key="lr"]').count() == 1
+    assert view.locator('tr[data-key="epochs"]:not(.jp-labrun-differs)').count() == 1
+    screenshot(page, "compare", tmp_path)
+    for name in ("unet-small", "unet-large"):
+        page.uncheck(f"{run_row(seeded[name])} input[type=checkbox]")
+
+
+def submit(lab: JupyterLab, name: str, seconds: float) -> int:
+    content = make_notebook(
+        "import time\ntime.sleep(seconds)\nprint('slept', seconds)", parameters="seconds = 0"
+    )
+    job = lab.api(
+        "POST",
+        "jobs",
+        json={
+            "notebook": f"{name}.ipynb",
+            "content": content,
+            "parameters": {"seconds": seconds},
+            "name": name,
+        },
+    )
+    return int(job["id"])
+
+
+def test_a_job_goes_from_queued_to_running_to_completed_live(
+    page: Any, lab: JupyterLab, tmp_path: Path
+) -> None:
+    # Given both workers busy with long jobs, a new job waits in the queue
+    blockers = [submit(lab, f"blocker-{i}", 120) for i in range(2)]
+    waiting = submit(lab, "waiting", 2)
+    show_panel(page, "Queues")
+    queue = page.locator('.jp-labrun-queue[data-queue="default"]')
+    for blocker in blockers:
+        queue.locator(f'tr[data-run-id="{blocker}"] .jp-labrun-status-running').wait_for(
+            timeout=60_000
+        )
+    waiting_row = queue.locator(f'tr[data-run-id="{waiting}"]')
+    waiting_row.locator(".jp-labrun-status-queued").wait_for()
+    assert waiting_row.locator("td").first.inner_text() == "1"
+    screenshot(page, "queues", tmp_path)
+
+    # When the user cancels their blockers from the panel
+    for blocker in blockers:
+        queue.locator(f'tr[data-run-id="{blocker}"] .jp-labrun-cancel').click()
+        queue.locator(f'tr[data-run-id="{blocker}"]').wait_for(state="detached", timeout=30_000)
+
+    # Then the waiting job runs and completes, and the Runs panel follows without a reload
+    waiting_row.locator(".jp-labrun-status-running").wait_for(timeout=60_000)
+    show_panel(page, "Runs")
+    page.locator(f"{run_row(waiting)} .jp-labrun-status-completed").wait_for(timeout=60_000)
+    for blocker in blockers:
+        assert lab.api("GET", f"runs/{blocker}")["status"] == "cancelled"
+
+
+def test_gpu_cards_show_each_fake_gpu(page: Any, tmp_path: Path) -> None:
+    show_panel(page, "GPUs")
+    page.locator(".jp-labrun-gpu").nth(1).wait_for(timeout=60_000)
+    cards = page.locator(".jp-labrun-gpu")
+    assert cards.count() == 2
+    # One fake GPU per worker of the local pool, each pinned to its own device
+    assert sorted(re.findall(r"GPU (\d)", " ".join(cards.all_inner_texts()))) == ["0", "1"]
+    for card in cards.all():
+        assert "Fake NVML GPU" in card.inner_text()
+        assert card.locator(".jp-labrun-bar").count() == 2  # utilization and memory
+    # Nothing runs now: both are called out as idle
+    assert page.locator(".jp-labrun-gpu-idle").count() == 2
+    assert "2 GPUs on 2 workers" in page.locator(".jp-labrun-summary").inner_text()
+    assert "2 idle" in page.locator(".jp-labrun-summary").inner_text()
+    screenshot(page, "gpus", tmp_path)
+
+
+def test_a_report_opens_rendered_without_running_its_script(
+    page: Any, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    show_panel(page, "Reports")
+    page.click(f'[data-report-id="{seeded["report"]}"] .jp-labrun-report-open')
+    frame = page.frame_locator(f"#labrun-report-{seeded['report']} iframe")
+    assert frame.locator("#title").inner_text() == "Sweep report"
+    # The script would have renamed the document: the policy and the sandbox stopped it.
+    title = frame.locator("title")
+    assert title.count() == 0 or title.inner_text() != "ran"
+    screenshot(page, "reports", tmp_path)
+
+
+def test_the_panels_follow_the_dark_theme(page: Any, tmp_path: Path) -> None:
+    show_panel(page, "Runs")
+    sidebar = page.locator(".jp-labrun-sidebar")
+    light = sidebar.evaluate("e => getComputedStyle(e).backgroundColor")
+    page.click('.lm-MenuBar-itemLabel:text-is("Settings")')
+    page.click('.lm-Menu-itemLabel:text-is("Theme")')
+    page.click('.lm-Menu-itemLabel:text-is("JupyterLab Dark")')
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    dark = sidebar.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert dark != light
+    # Dark means dark: every colour channel of the background is low
+    assert all(int(c) < 100 for c in re.findall(r"\d+", dark)[:3]), dark
+    screenshot(page, "runs-dark", tmp_path)
+
+
+def test_without_the_server_extension_the_panel_says_how_to_fix_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    lab = JupyterLab(tmp_path / "lab", server_extension=False, pool=False)
+    lab.start()
+    page = browser.new_page()
+    try:
+        page.goto(f"{lab.url}lab?token={lab.token}")
+        page.click(SIDEBAR_TAB, timeout=90_000)
+        problem = page.locator(".jp-labrun-problem").first
+        problem.wait_for()
+        text = problem.inner_text()
+        assert "server extension is not running" in text
+        assert "jupyter server extension list" in text
+    finally:
+        page.close()
+        lab.stop()
