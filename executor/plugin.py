@@ -144,7 +144,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
         )
         self.pool.start()
         self._html_lock = threading.Lock()
-        self._exporter: HTMLExporter | None = None
+        self._exporters: dict[bool, HTMLExporter] = {}
         # Loading nbconvert's templates takes half a second: do it before the first job.
         threading.Thread(
             target=self.render_html, args=(nbformat.v4.new_notebook(),), daemon=True
@@ -254,12 +254,26 @@ class LabrunWorkerPlugin(WorkerPlugin):
                 logger.exception("labrun: telemetry failed")
             self._stop.wait(self.sample_interval)
 
-    def render_html(self, nb: Any) -> str:
-        """The executed notebook as HTML; one exporter per worker (its templates load once)."""
+    def render_html(self, nb: Any, *, code: bool = True) -> str:
+        """The executed notebook as HTML, with or without its code cells' inputs.
+
+        One exporter of each kind per worker: their templates load once.
+        """
         with self._html_lock:
-            if self._exporter is None:
-                self._exporter = HTMLExporter()
-            body, _ = self._exporter.from_notebook_node(nb)
+            exporter = self._exporters.get(code)
+            if exporter is None:
+                # A report for a reader: outputs only, and no prompts where inputs are gone.
+                options = (
+                    {}
+                    if code
+                    else {
+                        "exclude_input": True,
+                        "exclude_input_prompt": True,
+                        "exclude_output_prompt": True,
+                    }
+                )
+                exporter = self._exporters[code] = HTMLExporter(**options)
+            body, _ = exporter.from_notebook_node(nb)
         return body
 
     def describe(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from labrun import settings
 from labrun.errors import Conflict, LabrunError, NotFound
-from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
+from labrun.models import ClaimRun, CreateReport, LogEntryIn, RunStatus, UpdateRun
 
 from .engine import ENGINE_NAME
 from .kernels import FLUSH_CODE, KernelPool, KernelUnavailable, setup_code
@@ -240,7 +240,7 @@ class NotebookJob:
             self.log.system(f"cancelled: {self.cancelled}")
         elif error:
             self.log.system(f"failed: {error['message']}")
-        self._upload(out_path)
+        self._upload(out_path, report=status == RunStatus.completed and not error)
         self._phase("upload")
         self.log.close()
         self._phase("log")
@@ -254,7 +254,7 @@ class NotebookJob:
             "timings": self.timings,
         }
 
-    def _upload(self, out_path: Path) -> None:
+    def _upload(self, out_path: Path, *, report: bool = False) -> None:
         if not out_path.exists():
             return
         client = self.plugin.client
@@ -278,8 +278,30 @@ class NotebookJob:
                 content_type="text/html",
                 kind="html",
             )
+            if report and self.spec.get("report"):
+                self._record_report(nb=nbformat.reads(text, as_version=4), notebook=f"{stem}.ipynb")
         except (LabrunError, ValueError) as err:
             self.log.system(f"could not upload the executed notebook: {err}")
+
+    def _record_report(self, nb: Any, notebook: str) -> None:
+        """A report job: its HTML for readers (no code unless asked), recorded as a report."""
+        options = self.spec["report"]
+        client = self.plugin.client
+        html = self.plugin.render_html(nb, code=bool(options.get("code")))
+        client.upload_artifact(
+            self.run_id, "report.html", html.encode(), content_type="text/html", kind="report"
+        )
+        client.create_report(
+            CreateReport(
+                name=options.get("name") or Path(notebook).stem,
+                notebook=self.spec.get("notebook") or notebook,
+                params=self.spec.get("parameters") or {},
+                run_id=self.run_id,
+                html_artifact="report.html",
+                notebook_artifact=notebook,
+            )
+        )
+        self.log.system(f"recorded the report {options.get('name') or notebook!r}")
 
     def _report(self, status: RunStatus, error: dict[str, Any] | None) -> None:
         if status == RunStatus.cancelled:

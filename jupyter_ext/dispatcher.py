@@ -564,6 +564,11 @@ class Dispatcher:
             status = await self.call(self.store.jobs.refresh_sweep, parent)
             if status is not None:
                 self._changed(parent)
+            if status in (RunStatus.completed, RunStatus.failed):
+                report = await self.call(self.store.jobs.sweep_report_run, parent)
+                if report is not None:
+                    self.add(await self.call(self.store.jobs.queued, report))
+                    self.publish("run.created", {"id": report})
 
     # --- status ---------------------------------------------------------------------
 

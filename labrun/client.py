@@ -28,12 +28,14 @@ from labrun.models import (
     Comparison,
     CreateDatasetVersion,
     CreateQueue,
+    CreateReport,
     CreateRun,
     DatasetList,
     DescribeArtifact,
     DescribeDataset,
     DescribeDatasetVersion,
     DescribeQueue,
+    DescribeReport,
     DescribeRun,
     DescribeSweep,
     DescribeWorker,
@@ -48,6 +50,7 @@ from labrun.models import (
     PoolStatus,
     QueueList,
     RegisterWorker,
+    ReportList,
     RunList,
     RunMetrics,
     ServerVersion,
@@ -323,6 +326,15 @@ class Client:
 
     def sweep(self, sweep_id: int) -> DescribeSweep:
         return self._get(DescribeSweep, f"/sweeps/{sweep_id}")
+
+    def create_report(self, req: CreateReport) -> DescribeReport:
+        return self._send(DescribeReport, "POST", "/reports", req)
+
+    def reports(self, **query: Any) -> ReportList:
+        return self._get(ReportList, "/reports", **query)
+
+    def report_html(self, report_id: int) -> bytes:
+        return self.request("GET", f"/reports/{report_id}/html").content
 
     def rerun(self, run_id: int) -> DescribeRun:
         return self._send(DescribeRun, "POST", f"/runs/{run_id}/rerun")

@@ -511,8 +511,24 @@ class JobOptions(Request):
     timeout: float | None = Field(None, gt=0, description="seconds a cell may run")
 
 
+class ReportOptions(Request):
+    """A job that is a report: its notebook is rendered to HTML and recorded as a report."""
+
+    name: str | None = Field(None, max_length=256, description="default: the run's name")
+    code: bool = Field(False, description="keep the code cells in the HTML")
+
+
 class SubmitJob(JobOptions):
     parameters: dict[str, Any] = Field(default_factory=dict)
+    report: ReportOptions | None = Field(None, description="record the result as a report")
+
+
+class SweepReport(Request):
+    """The report notebook a sweep runs once all its runs ended, with ``sweep`` set."""
+
+    notebook: str = Field(min_length=1, max_length=1024)
+    content: dict[str, Any] = Field(description="the report notebook (nbformat 4 JSON)")
+    code: bool = False
 
 
 class SubmitSweep(JobOptions):
@@ -526,6 +542,9 @@ class SubmitSweep(JobOptions):
         None, ge=1, description="run this many random combinations instead of all"
     )
     seed: int | None = None
+    report: SweepReport | None = Field(
+        None, description="a report notebook to run when the sweep ends (it gets `sweep`)"
+    )
 
 
 class DescribeSweep(Response):

@@ -23,6 +23,7 @@ from labrun.models import (
     DescribeRun,
     DescribeSweep,
     JobOptions,
+    ReportOptions,
     RunKind,
     RunStatus,
     SubmitJob,
@@ -114,6 +115,9 @@ class JobStore:
             "timeout": opts.timeout,
             "parameters": params,
         }
+        report = getattr(opts, "report", None)
+        if isinstance(report, ReportOptions):
+            run.job["report"] = report.model_dump()
         return run
 
     def submit(self, req: SubmitJob, user: str) -> DescribeRun:
@@ -121,7 +125,9 @@ class JobStore:
         params = check_parameters(req.content, req.parameters)
         with self.db.session() as session:
             self._check_queue(session, req.queue)
-            run = self._create_job(session, req, params, user, name=req.name)
+            # Unnamed jobs are named after their notebook, as `labrun submit` names them.
+            name = req.name or req.notebook.rsplit("/", 1)[-1].removesuffix(".ipynb")
+            run = self._create_job(session, req, params, user, name=name)
             session.flush()
             return self.runs.describe(session, run)
 
@@ -140,6 +146,15 @@ class JobStore:
             )
         # Every combination is checked before any run exists: a bad value queues nothing.
         checked = [check_parameters(req.content, {**req.parameters, **c}) for c in combos]
+        if req.report is not None:
+            check_notebook(req.report.content)
+            try:
+                check_parameters(req.report.content, {"sweep": 0})
+            except InvalidRequest as err:
+                raise InvalidRequest(
+                    f"the report notebook {req.report.notebook!r} cannot take the sweep: {err}; "
+                    "give its 'parameters' cell a `sweep = 0` line"
+                ) from None
         base = req.name or req.notebook.rsplit("/", 1)[-1].removesuffix(".ipynb")
         with self.db.session() as session:
             self._check_queue(session, req.queue)
@@ -158,6 +173,8 @@ class JobStore:
                 ),
                 user,
             )
+            if req.report is not None:
+                sweep.job = {"report": req.report.model_dump()}
             session.flush()
             for i, (combo, params) in enumerate(zip(combos, checked, strict=True), 1):
                 label = " ".join(f"{k}={v}" for k, v in combo.items())
@@ -377,6 +394,7 @@ class JobStore:
                 "cwd": (row.job or {}).get("cwd"),
                 "timeout": (row.job or {}).get("timeout"),
                 "parameters": (row.job or {}).get("parameters", {}),
+                "report": (row.job or {}).get("report"),
             }
             for row in rows
         ]
@@ -469,7 +487,36 @@ class JobStore:
             ):
                 self.runs.transition(session, sweep, RunStatus.running)
             self.runs.transition(session, sweep, target)
+            if target in (RunStatus.completed, RunStatus.failed):
+                self._queue_sweep_report(session, sweep)
             return target
+
+    def _queue_sweep_report(self, session: Session, sweep: Run) -> None:
+        """The report a sweep asked for, queued as a job of its own with ``sweep`` set."""
+        spec = (sweep.job or {}).get("report")
+        if not spec:
+            return
+        project = session.get(Project, sweep.project_id)
+        base = (sweep.name or f"sweep {sweep.id}").removesuffix(" sweep")
+        job = SubmitJob(
+            notebook=spec["notebook"],
+            content=spec["content"],
+            queue=sweep.queue or "default",
+            project=project.name if project else "default",
+            name=f"{base} report",
+            report=ReportOptions(name=f"{base} sweep {sweep.id}", code=spec.get("code", False)),
+        )
+        params = check_parameters(job.content, {"sweep": sweep.id})
+        report = self._create_job(session, job, params, sweep.user, name=job.name)
+        session.flush()
+        # A new dict: SQLAlchemy sees a JSON column change only on assignment.
+        sweep.job = {**(sweep.job or {}), "report_run": report.id}
+
+    def sweep_report_run(self, sweep_id: int) -> int | None:
+        """The run that makes a sweep's report, once the sweep has queued it."""
+        with self.db.session() as session:
+            sweep = session.get(Run, sweep_id)
+            return (sweep.job or {}).get("report_run") if sweep is not None else None
 
     def cancel_children(self, sweep_id: int) -> list[int]:
         """Cancel a sweep's unfinished runs; the ids cancelled."""

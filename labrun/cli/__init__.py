@@ -12,6 +12,7 @@ from labrun.errors import LabrunError
 from .datasets import datasets
 from .demo import demo
 from .jobs import cancel, pool, queues, rerun, submit, sweep
+from .reports import report, reports
 from .runs import compare, logs, runs, show
 from .server import db, server
 from .worker import worker
@@ -51,6 +52,8 @@ for command in (
     rerun,
     queues,
     pool,
+    report,
+    reports,
     server,
     worker,
     db,

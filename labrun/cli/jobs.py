@@ -27,6 +27,7 @@ from labrun.models import (
     RunSummary,
     SubmitJob,
     SubmitSweep,
+    SweepReport,
 )
 from labrun.params import load_notebook, parse_value
 from labrun.settings import API_PREFIX
@@ -79,26 +80,30 @@ def parse_grid_values(name: str, text: str) -> list[Any]:
     return [parse_value(part.strip()) for part in text.split(",") if part.strip()]
 
 
+def parameter_options(f: Any) -> Any:
+    """papermill's -p NAME VALUE and -f params.yaml, for every command that runs a notebook."""
+    f = click.option(
+        "-f",
+        "--parameters-file",
+        "files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="A YAML file of parameters (repeatable; -p wins).",
+    )(f)
+    return click.option(
+        "-p",
+        "--parameters",
+        "pairs",
+        nargs=2,
+        multiple=True,
+        metavar="NAME VALUE",
+        help="A parameter of the notebook's 'parameters' cell (repeatable).",
+    )(f)
+
+
 def job_options(f: Any) -> Any:
     """The options every job command shares."""
     options = [
-        click.option(
-            "-p",
-            "--parameters",
-            "pairs",
-            nargs=2,
-            multiple=True,
-            metavar="NAME VALUE",
-            help="A parameter of the notebook's 'parameters' cell (repeatable).",
-        ),
-        click.option(
-            "-f",
-            "--parameters-file",
-            "files",
-            multiple=True,
-            type=click.Path(dir_okay=False),
-            help="A YAML file of parameters (repeatable; -p wins).",
-        ),
         click.option(
             "--gpus", default=0, show_default=True, type=click.IntRange(0, 64), help="GPUs."
         ),
@@ -122,7 +127,7 @@ def job_options(f: Any) -> Any:
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    return parameter_options(f)
 
 
 def _job_fields(
@@ -198,12 +203,19 @@ def submit(
 )
 @click.option("--samples", type=click.IntRange(min=1), help="Run this many random combinations.")
 @click.option("--seed", type=int, help="Seed of the random sample.")
+@click.option(
+    "--report",
+    "report_notebook",
+    metavar="NOTEBOOK",
+    help="A report notebook to run once every run ended; it gets the sweep's id as `sweep`.",
+)
 @job_options
 def sweep(
     notebook: str,
     grid_specs: tuple[tuple[str, str], ...],
     samples: int | None,
     seed: int | None,
+    report_notebook: str | None,
     pairs: tuple[tuple[str, str], ...],
     files: tuple[str, ...],
     gpus: int,
@@ -218,6 +230,10 @@ def sweep(
 ) -> None:
     """Run NOTEBOOK once per combination of the --grid values, grouped as one sweep."""
     grid = {key: parse_grid_values(key, text) for key, text in grid_specs}
+    report = None
+    if report_notebook is not None:
+        report_path, report_content = read_notebook(report_notebook)
+        report = SweepReport(notebook=report_path, content=report_content)
     client = Client()
     result = client.submit_sweep(
         SubmitSweep(
@@ -225,6 +241,7 @@ def sweep(
             grid=grid,
             samples=samples,
             seed=seed,
+            report=report,
         )
     )
     if as_json and not wait:
@@ -235,14 +252,15 @@ def sweep(
         f"{len(result.runs)} runs on queue {queue}."
     )
     if wait:
-        raise SystemExit(
-            follow(
-                client,
-                [r.id for r in result.runs],
-                sweep_id=result.sweep.id,
-                output_dir=output_dir,
-            )
+        code = follow(
+            client, [r.id for r in result.runs], sweep_id=result.sweep.id, output_dir=output_dir
         )
+        if report is not None:
+            # Imported here: the reports module builds on this one.
+            from .reports import wait_for_sweep_report
+
+            code = max(code, wait_for_sweep_report(client, result.sweep.id, output_dir))
+        raise SystemExit(code)
     console.print(f"Follow it with `labrun runs --sweep {result.sweep.id}`.")
 
 
