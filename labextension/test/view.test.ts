@@ -205,6 +205,15 @@ describe('the submit form', () => {
     });
   });
 
+  it("reads Python's spellings as a parameters cell writes them", () => {
+    expect(parseParameters('who = \'world\'\nloud = True\nseed = None\nq = "a"')).toEqual({
+      who: 'world',
+      loud: true,
+      seed: null,
+      q: 'a'
+    });
+  });
+
   it('names the line that is not name=value', () => {
     expect(() => parseParameters('lr=0.1\nepochs 3')).toThrow('line 2 ("epochs 3")');
   });

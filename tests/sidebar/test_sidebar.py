@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from support.lab import CHROMIUM, JupyterLab, chromium
-from support.notebooks import make_notebook
+from support.notebooks import make_notebook, write_notebook
+from support.pool import wait_for, wait_for_pool
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -37,6 +38,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     server = JupyterLab(tmp_path_factory.mktemp("lab"), env={"LABRUN_FAKE_GPUS": "2"})
     server.start()
     try:
+        wait_for_pool(server, workers=2)  # type: ignore[arg-type]
         yield server
     finally:
         server.stop()
@@ -248,6 +250,55 @@ def test_a_job_goes_from_queued_to_running_to_completed_live(
     page.locator(f"{run_row(waiting)} .jp-labrun-status-completed").wait_for(timeout=60_000)
     for blocker in blockers:
         assert lab.api("GET", f"runs/{blocker}")["status"] == "cancelled"
+
+
+def test_the_notebook_in_focus_is_submitted_from_the_form_and_its_output_opened(
+    page: Any, lab: JupyterLab
+) -> None:
+    # Given a parameterized notebook open in JupyterLab
+    root = lab.dir / "root"
+    write_notebook(
+        root / "greet.ipynb",
+        "print('hello', who, '!' if loud else '')",
+        parameters="who = 'nobody'\nloud = False",
+    )
+    page.goto(f"{lab.url}lab/tree/greet.ipynb?token={lab.token}")
+    page.locator(".jp-NotebookPanel").wait_for(timeout=60_000)
+    if not page.locator(".jp-labrun-sidebar").is_visible():
+        page.click(SIDEBAR_TAB)
+
+    # When it is submitted from the Queues panel with a parameter
+    show_panel(page, "Queues")
+    page.click(".jp-labrun-submit-open")
+    form = page.locator(".jp-labrun-form")
+    assert "greet.ipynb" in form.inner_text()
+    form.locator(".jp-labrun-params-input").fill("who = 'world'\nloud = True")
+    form.locator("button[type=submit]").click()
+    form.wait_for(state="detached")
+
+    # Then it runs, and its executed notebook opens in JupyterLab with the parameter applied
+    job = lab.api("GET", "runs", params={"q": "greet"})["runs"][0]
+    show_panel(page, "Runs")
+    page.locator(f"{run_row(job['id'])} .jp-labrun-status-completed").wait_for(timeout=90_000)
+    page.click(f"{run_row(job['id'])} .jp-labrun-col-name")
+    detail = page.locator(f"#labrun-run-{job['id']}")
+    detail.locator(".jp-labrun-open-notebook").click()
+    executed = page.locator(".jp-NotebookPanel:visible").last
+    executed.locator("text=hello world !").wait_for(timeout=30_000)
+    assert (root / "labrun-outputs" / f"run-{job['id']}-greet.ipynb").exists()
+
+    # And Re-run queues the same job again and opens the new run
+    page.click(f"{run_row(job['id'])} .jp-labrun-col-name")  # back to the run's tab
+    page.click(f"#labrun-run-{job['id']} .jp-labrun-rerun")
+    page.locator(f"#labrun-run-{job['id'] + 1} h2").wait_for()
+    again = lab.api("GET", f"runs/{job['id'] + 1}")
+    assert again["name"] == f"greet (rerun of {job['id']})"
+    assert again["params"] == {"who": "world", "loud": True}
+    # Leave the pool idle for the next test
+    wait_for(
+        lambda: lab.api("GET", f"runs/{again['id']}")["status"] == "completed",
+        what="the re-run to complete",
+    )
 
 
 def test_gpu_cards_show_each_fake_gpu(page: Any, tmp_path: Path) -> None:
