@@ -1,15 +1,15 @@
 """``labrun demo``: the main job on a fresh machine.
 
 Starts the embedded server (SQLite in the Jupyter data dir, so a later ``jupyter lab``
-shows the same runs), trains a small model three times with different learning rates,
-tracked with the public API, and prints what it recorded.
+shows the same runs, and a local Dask pool), sweeps the example classifier notebook over a
+small grid with live progress, runs the sweep's report, and prints what it recorded.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,17 +17,19 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 import httpx
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-import labrun
 from labrun.client import Client, discover
 from labrun.errors import ServerUnavailable
+from labrun.models import PoolStatus, SubmitSweep, SweepReport
 from labrun.settings import data_dir
 
+from .jobs import follow, read_notebook
 from .output import console
+from .reports import wait_for_sweep_report
 from .runs import print_runs_table
 
 
@@ -84,60 +86,89 @@ def embedded_server() -> Iterator[Client]:
         process.wait(15)
 
 
-def train(run: labrun.Run, lr: float, epochs: int, seed: int) -> float:
-    """Fit y = 3x - 1 + noise with SGD: a stand-in for a real training loop."""
-    rng = random.Random(seed)
-    data = [(x, 3 * x - 1 + rng.gauss(0, 0.1)) for x in (rng.uniform(-1, 1) for _ in range(256))]
-    w = b = 0.0
-    step = 0
-    loss = float("nan")
-    for _ in range(epochs):
-        rng.shuffle(data)
-        for x, y in data:
-            error = w * x + b - y
-            w -= lr * error * x
-            b -= lr * error
-            loss = error * error
-            run.log({"loss": loss, "w": w, "b": b}, step=step)
-            step += 1
-    return loss
+def example_notebooks() -> Path:
+    """The example notebooks: installed with labrun, or beside this source tree."""
+    for folder in (
+        Path(sys.prefix) / "share" / "labrun" / "notebooks",
+        Path(__file__).resolve().parents[2] / "notebooks",
+    ):
+        if (folder / "train_classifier.ipynb").exists():
+            return folder
+    raise click.ClickException(
+        "the example notebooks are missing; reinstall labrun (pip install --force-reinstall labrun)"
+    )
+
+
+def wait_for_pool(client: Client, timeout: float = 120.0) -> PoolStatus:
+    """The pool once it has a worker; the local pool takes a few seconds to start."""
+    deadline = time.monotonic() + timeout
+    with console.status("starting the pool..."):
+        while True:
+            state = client.pool()
+            if state.state == "ready" and state.workers:
+                return state
+            if state.state in ("error", "disabled") or time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"the pool is not ready ({state.state}): {state.message or 'no workers'}"
+                )
+            time.sleep(0.5)
 
 
 @click.command()
-@click.option("--project", default="demo", show_default=True, help="Project to record the runs in.")
-def demo(project: str) -> None:
-    """Run the demo: start a server, track three training runs, show them."""
-    learning_rates = [0.3, 0.1, 0.03]
-    epochs, seed = 20, 0
+@click.option("--project", default="demo", show_default=True, help="Project of the runs.")
+@click.option(
+    "--epochs", default=3, show_default=True, type=click.IntRange(1), help="Epochs per run."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the notebooks run and the report is saved (default: in labrun's data dir).",
+)
+def demo(project: str, epochs: int, workdir: Path | None) -> None:
+    """The main job: sweep the example classifier on the local pool and report on it.
+
+    Starts the embedded server (SQLite and a local Dask pool) unless one is running, sweeps
+    notebooks/train_classifier.ipynb over 3 learning rates x 2 hidden sizes, runs
+    notebooks/sweep_report.ipynb on the result, and prints the runs, the best one and
+    where the report is.
+    """
+    workdir = workdir or data_dir() / "demo"
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = example_notebooks()
+    for name in ("train_classifier.ipynb", "sweep_report.ipynb"):
+        shutil.copyfile(source / name, workdir / name)
     with embedded_server() as client:
         console.print(f"labrun server at [bold]{client.url}[/] (store in {data_dir()})")
-        ids = []
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            task = progress.add_task("training", total=len(learning_rates))
-            for lr in learning_rates:
-                progress.update(task, description=f"training lr={lr}")
-                run = labrun.init(
-                    project=project,
-                    name=f"sgd lr={lr}",
-                    params={"lr": lr, "epochs": epochs, "seed": seed},
-                    client=client,
-                )
-                train(run, lr, epochs, seed)
-                run.finish()
-                ids.append(run.id)
-                progress.advance(task)
-        listing = client.list_runs(project=project, sort="metrics.loss", limit=len(ids))
+        pool = wait_for_pool(client)
+        console.print(f"Pool: {len(pool.workers)} workers at {pool.scheduler}")
+        train_path, train = read_notebook(str(workdir / "train_classifier.ipynb"))
+        report_path, report = read_notebook(str(workdir / "sweep_report.ipynb"))
+        sweep = client.submit_sweep(
+            SubmitSweep(
+                notebook=train_path,
+                content=train,
+                parameters={"epochs": epochs},
+                grid={"lr": [0.02, 0.1, 0.3], "hidden": [16, 64]},
+                project=project,
+                name="classifier",
+                cwd=str(workdir),
+                report=SweepReport(notebook=report_path, content=report),
+            )
+        )
+        console.print(f"Sweep [bold]{sweep.sweep.id}[/]: {len(sweep.runs)} runs of {train_path}")
+        failed = follow(client, [r.id for r in sweep.runs], sweep_id=sweep.sweep.id)
+        reported = wait_for_sweep_report(client, sweep.sweep.id, str(workdir / "reports"))
+        listing = client.list_runs(parent_id=sweep.sweep.id, sort="-metrics.val_accuracy")
         print_runs_table(listing, show_project=False)
         best = listing.runs[0]
         console.print(
-            f"\nBest run: [bold]{best.id}[/] ({best.name}), final loss {best.metrics.get('loss'):.4g}"
+            f"\nBest run: [bold]{best.id}[/] ({best.name}): val_accuracy "
+            f"{best.metrics.get('val_accuracy', float('nan')):.4g}"
         )
-        recorded = sum(len(series.steps) for i in ids for series in client.metrics(i).series)
-        console.print(f"Metric points recorded: {recorded:,}")
         console.print(
-            "Open them: `labrun show RUN` and `labrun compare "
-            + " ".join(map(str, ids))
-            + "`, or `jupyter lab` (the same store)."
+            "\nOpen it all in JupyterLab: run `jupyter lab` and click labrun's icon in the left "
+            "sidebar. Runs shows these runs (tick two and press Compare), Queues the pool's "
+            "jobs, and Reports this report. From the shell: "
+            f"`labrun runs --sweep {sweep.sweep.id}`, `labrun show {best.id}`, `labrun reports`."
         )
+    raise SystemExit(max(failed, reported))

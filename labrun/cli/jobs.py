@@ -346,6 +346,7 @@ def follow(
             if done == len(runs):
                 break
             time.sleep(interval)
+    console.print()
     if len(runs) > 1:
         console.print(_progress_table(runs))
     failed = [run for run in runs if run.status != RunStatus.completed]

@@ -20,7 +20,11 @@ def print_runs_table(listing: RunList, *, show_project: bool = True) -> None:
         console.print("No runs yet. Start one with labrun.init() in a script or notebook.")
         return
     metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:3]
-    param_keys = sorted({k for r in listing.runs for k in r.params})[:3]
+    # The parameters that tell the runs apart come first.
+    param_keys = sorted(
+        {k for r in listing.runs for k in r.params},
+        key=lambda k: (len({repr(r.params.get(k)) for r in listing.runs}) == 1, k),
+    )[:3]
     table = Table(box=None, header_style="bold")
     columns = ["id", "project", "name", "status", "user", "started", "duration"]
     if not show_project:
