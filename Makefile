@@ -22,11 +22,6 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
 	touch $@
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[all]"
-	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
-	touch $@
-
 # The JupyterLab sidebar: built with JupyterLab's own jlpm (yarn) and node from the system,
 # then linked where a wheel install puts it. Rebuilt when its sources change.
 LABEXT := labextension
@@ -48,7 +43,9 @@ labextension: $(LABEXT_OUT)
 
 install: $(VENV)/.installed-dev $(LABEXT_OUT)
 
-demo: $(VENV)/.installed $(LABEXT_OUT)
+# One environment for the demo and the tests: the dev install has everything the example
+# notebooks need (torch, pandas, matplotlib) and the built sidebar.
+demo: install
 	$(BIN)/labrun demo
 
 test: install
