@@ -57,12 +57,15 @@ test: install
 lint: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/nbqa ruff notebooks
+	$(BIN)/nbqa "ruff format" notebooks --check
 	$(BIN)/mypy
 	cd $(LABEXT) && $(JLPM) lint
 
 format: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	$(BIN)/nbqa "ruff format" notebooks
 	cd $(LABEXT) && $(JLPM) format
 
 clean:

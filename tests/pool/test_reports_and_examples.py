@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,39 @@ def test_the_example_sweep_and_its_report(pool_server: LabrunServer, tmp_path: P
     first = client.metrics(runs[0].id, keys=["loss"]).series[0].values
     second = client.metrics(again.id, keys=["loss"]).series[0].values
     assert first == second
+
+
+def test_the_quickstart_notebook_runs_top_to_bottom(
+    pool_server: LabrunServer, tmp_path: Path
+) -> None:
+    # Given the quickstart copied to a scratch folder, run as a researcher would: a kernel
+    # that finds the server, executed cell by cell
+    notebook = tmp_path / "quickstart.ipynb"
+    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", notebook)
+    done = subprocess.run(
+        [sys.executable, "-m", "papermill", str(notebook), str(tmp_path / "out.ipynb")],
+        env={**pool_server.env, "PYTHONWARNINGS": "ignore"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    # Then its cells ran on the pool and were recorded, with the data version they used
+    client = Client(pool_server.url, pool_server.token)
+    cells = {r.name: r for r in client.list_runs(kind="cell", q="quickstart").runs}
+    assert set(cells) == {
+        "quickstart-train",
+        "quickstart-background",
+        "quickstart-load",
+        "quickstart-use",
+    }
+    assert all(r.status.value == "completed" for r in cells.values())
+    train = cells["quickstart-train"]
+    assert train.params == {"lr": 0.5, "epochs": 200, "seed": 0}
+    assert len(client.metrics(train.id, keys=["loss"]).series[0].values) == 200
+    assert [d["dataset"] for d in client.run_datasets(train.id)] == ["quickstart-data"]
+    executed = (tmp_path / "out.ipynb").read_text()
+    assert "trained on the pool: final loss" in executed and "back in the notebook" in executed
