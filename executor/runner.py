@@ -269,7 +269,8 @@ class NotebookJob:
                 kind="notebook",
             )
             self._phase("upload_ipynb")
-            html = self.plugin.render_html(nbformat.reads(text, as_version=4))
+            executed = nbformat.reads(text, as_version=4)
+            html = self.plugin.render_html(executed)
             self._phase("render_html")
             client.upload_artifact(
                 self.run_id,
@@ -279,7 +280,7 @@ class NotebookJob:
                 kind="html",
             )
             if report and self.spec.get("report"):
-                self._record_report(nb=nbformat.reads(text, as_version=4), notebook=f"{stem}.ipynb")
+                self._record_report(nb=executed, notebook=f"{stem}.ipynb")
         except (LabrunError, ValueError) as err:
             self.log.system(f"could not upload the executed notebook: {err}")
 

@@ -551,6 +551,9 @@ class DescribeSweep(Response):
     sweep: DescribeRun
     runs: list[RunSummary]
     counts: dict[str, int] = Field(default_factory=dict, description="runs by status")
+    report_run: int | None = Field(
+        None, description="the run making the sweep's report, once every run ended"
+    )
 
 
 class ClaimRun(Request):

@@ -214,6 +214,17 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         user = self.current_user
         return user.username if isinstance(user, User) else str(user)
 
+    async def send_file(self, uri: str, content_type: str) -> None:
+        """Stream a stored file (an artifact, a report) without holding it in memory."""
+        self.set_header("Content-Type", content_type)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        chunks = self.store.artifacts.read_chunks(uri)
+        while (chunk := await self.call(next, chunks, None)) is not None:
+            self.write(chunk)
+            await self.flush()
+        # APIHandler.finish would otherwise label the body JSON.
+        self.finish(set_content_type=content_type)
+
     @property
     def is_admin(self) -> bool:
         """Whether the caller may act on anyone's runs (``c.LabRun.admins``)."""

@@ -47,13 +47,8 @@ class ReportFileHandler(LabrunHandler):
 
     async def _send(self, report_id: int) -> None:
         uri = await self.call(self.store.reports.file_uri, report_id, self.which)
-        self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Security-Policy", REPORT_CSP)
-        chunks = self.store.artifacts.read_chunks(uri)
-        while (chunk := await self.call(next, chunks, None)) is not None:
-            self.write(chunk)
-        # APIHandler.finish would otherwise label the body JSON.
-        self.finish(set_content_type=self.content_type)
+        await self.send_file(uri, self.content_type)
 
 
 class ReportHtmlHandler(ReportFileHandler):

@@ -134,18 +134,12 @@ class RunArtifactHandler(LabrunHandler):
     )
     async def get(self, run_id: int, artifact: str) -> None:
         meta: DescribeArtifact = await self.call(self.store.artifacts.get, run_id, artifact)
-        self.set_header("Content-Type", meta.content_type)
         self.set_header("Content-Length", str(meta.size))
         self.set_header("ETag", f'"{meta.sha256}"')
-        self.set_header("X-Content-Type-Options", "nosniff")
         # Never rendered inline by the browser: an uploaded HTML file must not run here.
         filename = artifact.rsplit("/", 1)[-1].replace('"', "")
         self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-        chunks = self.store.artifacts.read_chunks(meta.uri)
-        while (chunk := await self.call(next, chunks, None)) is not None:
-            self.write(chunk)
-            await self.flush()
-        self.finish()
+        await self.send_file(meta.uri, meta.content_type)
 
     @operation(
         "Upload an artifact (the request body is the file)",

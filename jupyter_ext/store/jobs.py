@@ -38,6 +38,12 @@ from .runs import RunStore
 # More runs than this in one sweep is almost certainly a typo in a grid.
 MAX_SWEEP_RUNS = 10_000
 
+
+def notebook_stem(path: str) -> str:
+    """A notebook's name without its folder and suffix: what unnamed jobs are called."""
+    return path.rsplit("/", 1)[-1].removesuffix(".ipynb")
+
+
 # The runs the dispatcher runs: notebook jobs, and cells re-run from the server.
 IS_JOB = (Run.kind == RunKind.notebook.value) | (
     (Run.kind == RunKind.cell.value) & Run.job.is_not(None)
@@ -92,6 +98,7 @@ class JobStore:
         name: str | None,
         parent_id: int | None = None,
         environment: dict[str, Any] | None = None,
+        report: ReportOptions | None = None,
     ) -> Run:
         req = CreateRun(
             project=opts.project,
@@ -115,8 +122,7 @@ class JobStore:
             "timeout": opts.timeout,
             "parameters": params,
         }
-        report = getattr(opts, "report", None)
-        if isinstance(report, ReportOptions):
+        if report is not None:
             run.job["report"] = report.model_dump()
         return run
 
@@ -126,8 +132,14 @@ class JobStore:
         with self.db.session() as session:
             self._check_queue(session, req.queue)
             # Unnamed jobs are named after their notebook, as `labrun submit` names them.
-            name = req.name or req.notebook.rsplit("/", 1)[-1].removesuffix(".ipynb")
-            run = self._create_job(session, req, params, user, name=name)
+            run = self._create_job(
+                session,
+                req,
+                params,
+                user,
+                name=req.name or notebook_stem(req.notebook),
+                report=req.report,
+            )
             session.flush()
             return self.runs.describe(session, run)
 
@@ -155,7 +167,7 @@ class JobStore:
                     f"the report notebook {req.report.notebook!r} cannot take the sweep: {err}; "
                     "give its 'parameters' cell a `sweep = 0` line"
                 ) from None
-        base = req.name or req.notebook.rsplit("/", 1)[-1].removesuffix(".ipynb")
+        base = req.name or notebook_stem(req.notebook)
         with self.db.session() as session:
             self._check_queue(session, req.queue)
             sweep = self.runs.insert(
@@ -199,6 +211,7 @@ class JobStore:
                 sweep=self.runs.describe(session, sweep),
                 runs=self.runs.summaries(session, children),
                 counts=counts,
+                report_run=(sweep.job or {}).get("report_run"),
             )
 
     def rerun(self, run_id: int, user: str) -> DescribeRun:
@@ -503,11 +516,16 @@ class JobStore:
             content=spec["content"],
             queue=sweep.queue or "default",
             project=project.name if project else "default",
+        )
+        params = check_parameters(job.content, {"sweep": sweep.id})
+        report = self._create_job(
+            session,
+            job,
+            params,
+            sweep.user,
             name=f"{base} report",
             report=ReportOptions(name=f"{base} sweep {sweep.id}", code=spec.get("code", False)),
         )
-        params = check_parameters(job.content, {"sweep": sweep.id})
-        report = self._create_job(session, job, params, sweep.user, name=job.name)
         session.flush()
         # A new dict: SQLAlchemy sees a JSON column change only on assignment.
         sweep.job = {**(sweep.job or {}), "report_run": report.id}

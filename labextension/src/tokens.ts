@@ -85,7 +85,6 @@ export interface IRunQuery {
   offset?: number;
   limit?: number;
   parent_id?: number;
-  queue?: string;
   /** A metric whose recent values come back as `sparklines`. */
   spark?: string;
 }

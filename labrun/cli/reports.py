@@ -54,13 +54,7 @@ def _finish(client: Client, run_id: int, output: str | None) -> int:
 def wait_for_sweep_report(client: Client, sweep_id: int, output: str | None) -> int:
     """Follow the report a finished sweep queued; 0 when it was made."""
     deadline = time.monotonic() + SWEEP_REPORT_GRACE
-    while True:
-        # The report's run is named after the sweep and has the sweep's id as a parameter.
-        runs = client.list_runs(q="report", limit=100).runs
-        matching = [r.id for r in runs if r.params.get("sweep") == sweep_id]
-        if matching:
-            report_run = matching[0]
-            break
+    while (report_run := client.sweep(sweep_id).report_run) is None:
         if time.monotonic() > deadline:
             console.print(f"[red]sweep {sweep_id} queued no report[/]")
             return 1
