@@ -10,7 +10,7 @@ import { api, reportUrl } from './api';
 import { LabrunContext } from './context';
 import { ServerEvents } from './events';
 import { CommandIDs } from './tokens';
-import { CompareView } from './widgets/compare';
+import { CompareView, compareId } from './widgets/compare';
 import { RunDetail } from './widgets/detail';
 import { GpusPanel } from './widgets/gpus';
 import { QueuesPanel } from './widgets/queues';
@@ -132,7 +132,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const ids = ((args.ids as number[]) ?? []).map(Number);
         const content = new CompareView(ctx, ids);
         const widget = new MainAreaWidget({ content });
-        widget.id = content.id;
+        widget.id = compareId(ids);
         widget.title.icon = labrunIcon;
         openWidget(widget);
       }

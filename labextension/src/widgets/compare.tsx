@@ -12,13 +12,18 @@ import { formatValue } from '../view';
 import { LivePanel } from './live';
 
 /** The comparison of two or more runs (`labrun:compare-runs`). */
+/** The id of the main-area tab comparing these runs: one tab per set of runs. */
+export function compareId(runIds: number[]): string {
+  return `labrun-compare-${runIds.join('-')}`;
+}
+
 export class CompareView extends LivePanel {
   constructor(
     ctx: LabrunContext,
     readonly runIds: number[]
   ) {
     super(ctx);
-    this.id = `labrun-compare-${runIds.join('-')}`;
+    this.id = `${compareId(runIds)}-content`;
     this.title.label = `Compare ${runIds.map(id => `#${id}`).join(' ')}`;
     this.title.closable = true;
     this.addClass('jp-labrun-compare-view');

@@ -30,7 +30,8 @@ export class RunDetail extends LivePanel {
     readonly runId: number
   ) {
     super(ctx);
-    this.id = `labrun-run-${runId}`;
+    // The main-area tab that holds this view has the id `labrun-run-${runId}`.
+    this.id = `labrun-run-${runId}-content`;
     this.title.label = `Run ${runId}`;
     this.title.closable = true;
     this.addClass('jp-labrun-detail');
