@@ -27,7 +27,7 @@ from labrun import environment
 from labrun.client import Client
 from labrun.errors import Conflict, LabrunError, NotFound
 from labrun.executor.cells import CellSession, Packed, pack, stop_cell, unpack_all
-from labrun.models import CreateRun, LogEntryIn, RunKind, RunStatus, UpdateRun
+from labrun.models import CreateRun, LogEntryIn, PoolStatus, RunKind, RunStatus, UpdateRun
 
 logger = logging.getLogger("labrun.magics")
 
@@ -130,6 +130,28 @@ class Bookkeeper:
         return self._idle.wait(timeout)
 
 
+# How long a first cell waits for a pool the server is still starting (a local pool takes
+# a few seconds; a team's scheduler may take longer to answer).
+POOL_START_TIMEOUT = 120.0
+
+
+def wait_until_started(client: Client, timeout: float = POOL_START_TIMEOUT) -> PoolStatus:
+    """The pool's status once it is no longer starting, or when ``timeout`` ran out.
+
+    A notebook opened right after ``jupyter lab`` starts would otherwise fail its first
+    ``%%mlrun`` cell on a pool that is ready seconds later.
+    """
+    status = client.pool()
+    if status.state != "starting":
+        return status
+    print("labrun: waiting for the pool to start...", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + timeout
+    while status.state == "starting" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.pool()
+    return status
+
+
 class Pool:
     """This kernel's connection to the labrun server and the pool's Dask scheduler."""
 
@@ -137,7 +159,7 @@ class Pool:
         from distributed import Client as DaskClient
 
         self.client = client
-        status = client.pool()
+        status = wait_until_started(client)
         if status.state != "ready" or not status.scheduler:
             raise LabrunError(
                 f"the pool is {status.state}"

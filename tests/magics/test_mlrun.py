@@ -349,3 +349,26 @@ def test_a_cell_stuck_in_native_code_is_stopped_once_and_not_run_again(
     wait_for_pool(pool_server, workers=2)
     assert marks.read_text() == "x"
     assert _finished_run(pool_server, run_id)["status"] == "cancelled"
+
+
+def test_a_first_cell_waits_for_a_pool_that_is_still_starting(tmp_path: Path) -> None:
+    # Given a server that has just started, its local pool not ready yet, and a notebook's
+    # kernel that was already open (as when `jupyter lab` and a notebook open together)
+    server = LabrunServer(tmp_path / "server", pool=True)
+    (tmp_path / "notebook").mkdir()
+    kernel = Kernel(tmp_path / "notebook", server.env)
+    try:
+        kernel.ok("%load_ext labrun")
+        server.start()
+        with _client(server) as client:
+            assert client.pool().state == "starting"
+
+        # When its first %%mlrun cell runs
+        done = kernel.ok("%%mlrun --name first\nanswer = 6 * 7")
+
+        # Then it says it waits, and runs once the pool is ready
+        assert "waiting for the pool to start" in done.text("stderr")
+        assert kernel.value("answer") == 42
+    finally:
+        kernel.close()
+        server.stop()
