@@ -29,13 +29,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.lab import JupyterLab, chromium
+from support.lab import SIDEBAR_TAB, JupyterLab, chromium
 
 from labrun.jupyter_ext.store import Database, Store, check_schema
 from labrun.models import CreateRun, LogMetrics, RunStatus, UpdateRun
 
 RUNS = 10_000
-SIDEBAR_TAB = '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="labrun-sidebar"]'
 
 # Resolves with the milliseconds from a click on the labrun tab to the first row on screen.
 FIRST_RENDER_JS = """(tab) => new Promise(resolve => {
@@ -95,8 +94,8 @@ def seed(db_url: str) -> float:
 def measure(trials: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="labrun-sidebar-bench-") as tmp:
         lab = JupyterLab(Path(tmp) / "lab", pool=False)
-        lab.dir.mkdir(parents=True, exist_ok=True)
-        seconds = seed(f"sqlite:///{lab.dir / 'labrun.db'}")
+        lab.data_dir.mkdir(parents=True, exist_ok=True)
+        seconds = seed(f"sqlite:///{lab.data_dir / 'labrun.db'}")
         print(f"seeded {RUNS} runs in {seconds:.1f} s", flush=True)
         lab.start()
         try:

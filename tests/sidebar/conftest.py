@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from support.lab import chromium
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +18,10 @@ def jp_asyncio_loop() -> Iterator[None]:
 def jp_server_cleanup() -> Iterator[None]:
     """No in-process Jupyter server here: JupyterLab runs as a subprocess."""
     yield None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium per module: Playwright's sync API drives one at a time."""
+    with chromium() as context:
+        yield context

@@ -6,7 +6,6 @@ Set ``LABRUN_SCREENSHOTS=docs/screenshots`` to refresh the README's screenshots.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.lab import CHROMIUM, JupyterLab, chromium
+from support.lab import (
+    CHROMIUM,
+    SIDEBAR_TAB,
+    JupyterLab,
+    open_sidebar,
+    run_row,
+    screenshot,
+    show_panel,
+)
 from support.notebooks import make_notebook, write_notebook
 from support.pool import wait_for, wait_for_pool
 
@@ -24,12 +31,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
 ]
 
-SIDEBAR_TAB = '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="labrun-sidebar"]'
 XSS_NAME = "<img src=x onerror=alert(1)>"
-
-
-def run_row(run_id: int) -> str:
-    return f'.jp-labrun-row[data-run-id="{run_id}"]'
 
 
 @pytest.fixture(scope="module")
@@ -85,41 +87,16 @@ def seeded(lab: JupyterLab) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One Chromium for the module: Playwright's sync API runs one at a time."""
-    with chromium() as context:
-        yield context
-
-
-@pytest.fixture(scope="module")
 def page(browser: Any, lab: JupyterLab, seeded: dict[str, Any]) -> Iterator[Any]:
     """JupyterLab open in Chromium with the labrun sidebar shown."""
     page = browser.new_page()
     # Any alert() a hostile run name managed to run would land here.
     page.dialogs = []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.goto(f"{lab.url}lab?token={lab.token}")
-    page.wait_for_selector(SIDEBAR_TAB, timeout=90_000)
-    page.click(SIDEBAR_TAB)
+    open_sidebar(page, lab)
     page.wait_for_selector(".jp-labrun-row[data-run-id]")
-    # Widen the sidebar as a user would, by dragging its edge
-    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first.bounding_box()
-    page.mouse.move(handle["x"] + 1, handle["y"] + 200)
-    page.mouse.down()
-    page.mouse.move(handle["x"] + 450, handle["y"] + 200, steps=5)
-    page.mouse.up()
     yield page
     page.close()
-
-
-def screenshot(page: Any, name: str, tmp_path: Path) -> None:
-    folder = Path(os.environ.get("LABRUN_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"))
-
-
-def show_panel(page: Any, label: str) -> None:
-    page.click(f'.jp-labrun-sidebar .lm-TabBar-tab:has-text("{label}")')
 
 
 def names_shown(page: Any) -> list[str]:

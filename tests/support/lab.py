@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,8 +16,10 @@ from typing import Any
 import httpx
 
 from .postgres import free_port
+from .server import stop_group
 
 CHROMIUM = "/usr/bin/chromium"
+SIDEBAR_TAB = '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="labrun-sidebar"]'
 # Without the background-networking flags Chromium floods the closed network (RECIPE.md).
 CHROMIUM_ARGS = [
     "--headless",
@@ -55,6 +56,12 @@ class JupyterLab:
         self.log_path = self.dir / "lab.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def data_dir(self) -> Path:
+        """The embedded store (``labrun.db`` and ``artifacts/``): ``LABRUN_DATA_DIR``, which a
+        caller may point at an existing store, as a user's ``jupyter lab`` after the demo."""
+        return Path(self.extra_env.get("LABRUN_DATA_DIR", self.dir / "data"))
+
     def _configure(self) -> dict[str, str]:
         config = self.dir / "config"
         (config / "labconfig").mkdir(parents=True, exist_ok=True)
@@ -75,8 +82,8 @@ class JupyterLab:
             **os.environ,
             "JUPYTER_CONFIG_DIR": str(config),
             "JUPYTER_RUNTIME_DIR": str(self.dir / "runtime"),
-            "LABRUN_DATA_DIR": str(self.dir / "data"),
             **self.extra_env,
+            "LABRUN_DATA_DIR": str(self.data_dir),
         }
 
     def start(self, timeout: float = 90.0) -> None:
@@ -86,8 +93,6 @@ class JupyterLab:
             *("--ip", "127.0.0.1", "--port", str(self.port)),
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.dir / 'root'}",
-            f"--LabRun.db_url=sqlite:///{self.dir / 'labrun.db'}",
-            f"--LabRun.artifact_root={self.dir / 'artifacts'}",
             f"--LabRun.start_pool={self.pool}",
             "--LabRun.user=alice",
         ]
@@ -129,14 +134,7 @@ class JupyterLab:
         return response
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        stop_group(self.process)
 
 
 @contextmanager
@@ -159,3 +157,32 @@ def chromium() -> Iterator[Any]:
             yield context
         finally:
             context.close()
+
+
+def open_sidebar(page: Any, lab: JupyterLab, path: str = "lab") -> None:
+    """JupyterLab at ``path`` with labrun's sidebar shown and widened, as a user would."""
+    page.goto(f"{lab.url}{path}?token={lab.token}")
+    page.wait_for_selector(SIDEBAR_TAB, timeout=90_000)
+    page.click(SIDEBAR_TAB)
+    page.wait_for_selector(".jp-labrun-sidebar")
+    # Drag the sidebar's edge: the Runs table wants more than the default width.
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first.bounding_box()
+    page.mouse.move(handle["x"] + 1, handle["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(handle["x"] + 450, handle["y"] + 200, steps=5)
+    page.mouse.up()
+
+
+def show_panel(page: Any, label: str) -> None:
+    page.click(f'.jp-labrun-sidebar .lm-TabBar-tab:has-text("{label}")')
+
+
+def run_row(run_id: int) -> str:
+    return f'.jp-labrun-row[data-run-id="{run_id}"]'
+
+
+def screenshot(page: Any, name: str, fallback: Path) -> None:
+    """Save ``name.png`` into ``LABRUN_SCREENSHOTS`` (the README's pictures), else ``fallback``."""
+    folder = Path(os.environ.get("LABRUN_SCREENSHOTS") or fallback)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))

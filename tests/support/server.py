@@ -14,6 +14,19 @@ import httpx
 from .postgres import free_port
 
 
+def stop_group(process: subprocess.Popen[bytes] | None, grace: float = 20) -> None:
+    """Stop a process started with ``start_new_session`` and all it started: SIGTERM, then
+    SIGKILL after ``grace`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
 class LabrunServer:
     """A labrun server in its own process group; restartable on the same port and data."""
 
@@ -89,11 +102,4 @@ class LabrunServer:
         raise RuntimeError(f"labrun server did not start: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        stop_group(self.process, grace=15)
