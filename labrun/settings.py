@@ -17,6 +17,8 @@ RUN_ID = "LABRUN_RUN_ID"
 PROJECT = "LABRUN_PROJECT"
 SPOOL_DIR = "LABRUN_SPOOL_DIR"
 DATA_DIR = "LABRUN_DATA_DIR"
+# "0" on a worker: launch every kernel as a new process instead of forking it (executor.forking)
+FORK_KERNELS = "LABRUN_FORK_KERNELS"
 
 API_PREFIX = "/labrun/api/v1"
 API_VERSION = 1
