@@ -1,6 +1,6 @@
 """Notebook jobs, side by side on one machine: papermill alone, papermill on Dask, labrun.
 
-    python benchmarks/jobs.py                 # everything, about two minutes on 2 cores
+    python benchmarks/jobs.py                 # everything, about four minutes on 2 cores
     python benchmarks/jobs.py --json docs/jobs-results.json
 
 The notebook is trivial (a parameters cell, a print, an expression), so what is measured is
@@ -14,7 +14,9 @@ the cost of running *a* notebook, not the notebook's work.
     submit-to-completed latency (the ``POST /jobs`` that ``labrun submit`` makes, then
     polling the run), the median of 10 on an idle pool and of 10 back to back; and a 20-job sweep (``POST /sweeps``, as
     ``labrun sweep``) from submission until every run completed; also ``labrun sweep
-    --wait`` as a user types it, process start included.
+    --wait`` as a user types it, process start included. All of it twice: with warm kernels
+    forked from a zygote (the default), and launched as new processes
+    (``LABRUN_FORK_KERNELS=0``), to show what the zygote takes off.
 (d) The dispatcher alone: 10,000 queued jobs in SQLite dispatched to a Dask cluster by
     the real dispatcher with a no-op job, reporting the time spent inside its rounds
     (choosing, counting attempts in the store, submitting) per job.
@@ -125,8 +127,15 @@ def wait_sweep(client: Client, sweep_id: int, interval: float = 0.1) -> None:
         time.sleep(interval)
 
 
-def labrun_runs(notebook: Path, workdir: Path, jobs: int) -> dict[str, Any]:
-    server = LabrunServer(workdir / "labrun", pool=True, options=["--LabRun.local_workers=2"])
+def labrun_runs(notebook: Path, workdir: Path, jobs: int, fork: bool = True) -> dict[str, Any]:
+    """labrun's figures; ``fork=False``: warm kernels launched as new processes, as before
+    the zygote (``LABRUN_FORK_KERNELS=0``, which the pool's workers inherit)."""
+    server = LabrunServer(
+        workdir / ("labrun" if fork else "labrun-launched"),
+        pool=True,
+        options=["--LabRun.local_workers=2"],
+        env={"LABRUN_FORK_KERNELS": "1" if fork else "0"},
+    )
     server.start()
     try:
         wait_for_pool(server, workers=2)
@@ -278,10 +287,15 @@ def main() -> None:
         print(f"papermill on 2 Dask workers, {args.jobs} runs:   {on_dask:.2f} s")
     if args.only in (None, "labrun"):
         lr = labrun_runs(notebook, workdir, args.jobs)
-        print(f"labrun, one job submit->completed (median of 10): {lr['latency_median']:.3f} s")
-        print(f"labrun, jobs back to back (median of 10): {lr['back_to_back_median']:.3f} s")
-        print(f"labrun, {args.jobs}-job sweep (API):              {lr['sweep']:.2f} s")
-        print(f"labrun sweep CLI, {args.jobs} jobs, process start incl.: {lr['sweep_cli']:.2f} s")
+        launched = labrun_runs(notebook, workdir, args.jobs, fork=False)
+        for label, figures in (("forked", lr), ("launched", launched)):
+            print(f"labrun, kernels {label}:")
+            print(f"  one job submit->completed (median of 10): {figures['latency_median']:.3f} s")
+            print(f"  jobs back to back (median of 10): {figures['back_to_back_median']:.3f} s")
+            print(f"  {args.jobs}-job sweep (API):              {figures['sweep']:.2f} s")
+            print(
+                f"  sweep CLI, {args.jobs} jobs, process start incl.: {figures['sweep_cli']:.2f} s"
+            )
     if args.only in (None, "dispatch"):
         dispatch = dispatch_overhead(notebook, workdir, args.dispatch)
         print(
@@ -295,6 +309,7 @@ def main() -> None:
         "sweep_speedup_vs_sequential": pm["sequential"] / lr["sweep"],
         "sweep_cli_speedup_vs_sequential": pm["sequential"] / lr["sweep_cli"],
         "dask_papermill_speedup_vs_sequential": pm["sequential"] / on_dask,
+        "launched_sweep_speedup_vs_sequential": pm["sequential"] / launched["sweep"],
     }
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}")
@@ -305,6 +320,7 @@ def main() -> None:
                     "papermill": pm,
                     "papermill_on_dask": on_dask,
                     "labrun": lr,
+                    "labrun_kernels_launched": launched,
                     "dispatch": dispatch,
                     "ratios": ratios,
                 },
