@@ -91,9 +91,11 @@ class KernelPool:
     # --- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        if self.fork:
-            self._start_zygote()
         self._thread.start()
+        if self.fork:
+            # On the pool's thread, before the first kernel starts: the zygote's imports
+            # take a second, which the worker starting this pool need not wait for.
+            self._loop.call_soon_threadsafe(self._start_zygote)
         for _ in range(self.size):
             self._refill()
 
