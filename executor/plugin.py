@@ -263,16 +263,11 @@ class LabrunWorkerPlugin(WorkerPlugin):
             exporter = self._exporters.get(code)
             if exporter is None:
                 # A report for a reader: outputs only, and no prompts where inputs are gone.
-                options = (
-                    {}
-                    if code
-                    else {
-                        "exclude_input": True,
-                        "exclude_input_prompt": True,
-                        "exclude_output_prompt": True,
-                    }
+                exporter = self._exporters[code] = HTMLExporter(
+                    exclude_input=not code,
+                    exclude_input_prompt=not code,
+                    exclude_output_prompt=not code,
                 )
-                exporter = self._exporters[code] = HTMLExporter(**options)
             body, _ = exporter.from_notebook_node(nb)
         return body
 

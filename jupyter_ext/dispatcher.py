@@ -564,7 +564,8 @@ class Dispatcher:
             status = await self.call(self.store.jobs.refresh_sweep, parent)
             if status is not None:
                 self._changed(parent)
-            if status in (RunStatus.completed, RunStatus.failed):
+            if status is not None and status.finished:
+                # The store queued the sweep's report, if it asked for one and earned it.
                 report = await self.call(self.store.jobs.sweep_report_run, parent)
                 if report is not None:
                     self.add(await self.call(self.store.jobs.queued, report))

@@ -18,18 +18,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy
 from support.notebooks import write_notebook
 from support.pool import wait_for, wait_for_pool
 from support.postgres import PostgresServer, free_port
-from support.server import LabrunServer, stop_group
+from support.server import LabrunServer, labrun_answers, stop_group, wait_started
 
 from labrun.client import Client
 from labrun.models import CreateRun
@@ -299,16 +297,7 @@ class Service:
         )
 
     def wait_until(self, ready: Callable[[], object], what: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"{what}: exited\n{self.log.read_text()[-3000:]}"
-            try:
-                if ready():
-                    return
-            except (httpx.HTTPError, OSError):
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"{what}\n{self.log.read_text()[-3000:]}")
+        wait_started(self.process, ready, what, self.log, timeout)
 
     def stop(self) -> None:
         stop_group(self.process)
@@ -321,14 +310,6 @@ def jupyter_lab(argv: list[str], port: int, token: str) -> list[str]:
     command = [sys.executable, "-m", "jupyterlab", *argv[2:], "--no-browser", "--ip", "127.0.0.1"]
     command += ["--port", str(port), f"--IdentityProvider.token={token}"]
     return command + (["--allow-root"] if os.geteuid() == 0 else [])
-
-
-def answers(url: str, token: str) -> Callable[[], bool]:
-    def check() -> bool:
-        headers = {"Authorization": f"token {token}"}
-        return httpx.get(f"{url}labrun/api/v1/version", headers=headers, timeout=2).is_success
-
-    return check
 
 
 def service_env(folder: Path) -> dict[str, str]:
@@ -349,7 +330,7 @@ def test_the_server_command(tmp_path: Path) -> None:
         service_env(tmp_path),
     )
     try:
-        server.wait_until(answers(f"http://127.0.0.1:{port}/", "t"), "labrun server")
+        server.wait_until(lambda: labrun_answers(f"http://127.0.0.1:{port}/", "t"), "labrun server")
     finally:
         server.stop()
 
@@ -382,7 +363,7 @@ def test_the_postgresql_commands(postgres: PostgresServer, tmp_path: Path) -> No
     )
     try:
         base = f"http://127.0.0.1:{port}/"
-        service.wait_until(answers(base, token), "jupyter lab on PostgreSQL")
+        service.wait_until(lambda: labrun_answers(base, token), "jupyter lab on PostgreSQL")
         with Client(base, token) as client:
             run = client.create_run(CreateRun(name="on postgres"))
         with sqlalchemy.create_engine(url).connect() as connection:
@@ -417,7 +398,7 @@ def test_the_dask_cluster_commands(tmp_path: Path, workdir: Path) -> None:
         )
         services.append(lab)
         base = f"http://127.0.0.1:{lab_port}/"
-        lab.wait_until(answers(base, token), "jupyter lab on the team's scheduler")
+        lab.wait_until(lambda: labrun_answers(base, token), "jupyter lab on the team's scheduler")
         with Client(base, token) as client:
             lab.wait_until(
                 lambda: (pool := client.pool()).state == "ready" and len(pool.workers) == 1,

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 
 from .postgres import free_port
-from .server import stop_group
+from .server import stop_group, wait_started
 
 CHROMIUM = "/usr/bin/chromium"
 SIDEBAR_TAB = '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="labrun-sidebar"]'
@@ -106,18 +105,19 @@ class JupyterLab:
             cwd=self.dir,
             env=env,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}api/status", headers=self.headers, timeout=1).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"jupyter lab did not start: {self.log_path.read_text()[-3000:]}")
+        try:
+            wait_started(
+                self.process,
+                lambda: (
+                    httpx.get(f"{self.url}api/status", headers=self.headers, timeout=1).is_success
+                ),
+                "jupyter lab",
+                self.log_path,
+                timeout,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
 
     @property
     def headers(self) -> dict[str, str]:

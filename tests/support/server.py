@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,34 @@ def stop_group(process: subprocess.Popen[bytes] | None, grace: float = 20) -> No
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(5)
+
+
+def labrun_answers(url: str, token: str) -> bool:
+    """Whether a labrun server answers at ``url`` (``http://host:port/``) to ``token``."""
+    headers = {"Authorization": f"token {token}"}
+    return httpx.get(f"{url}labrun/api/v1/version", headers=headers, timeout=2).is_success
+
+
+def wait_started(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], object],
+    what: str,
+    log_path: Path,
+    timeout: float,
+) -> None:
+    """Until ``ready()`` is true; fails with the log's tail if ``process`` exits first or
+    ``timeout`` runs out. A ``ready`` that cannot connect yet counts as not ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log_path.read_text()[-3000:]}")
+        try:
+            if ready():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start in {timeout:.0f} s: {log_path.read_text()[-3000:]}")
 
 
 class LabrunServer:
@@ -83,23 +112,17 @@ class LabrunServer:
             cwd=self.dir,
             env={**os.environ, "LABRUN_DATA_DIR": str(self.dir / "data"), **self.extra_env},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"labrun server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                response = httpx.get(
-                    f"{self.url}labrun/api/v1/version",
-                    headers={"Authorization": f"token {self.token}"},
-                    timeout=1,
-                )
-                if response.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"labrun server did not start: {self.log_path.read_text()[-3000:]}")
+        try:
+            wait_started(
+                self.process,
+                lambda: labrun_answers(self.url, self.token),
+                "labrun server",
+                self.log_path,
+                timeout,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         stop_group(self.process, grace=15)
