@@ -275,7 +275,6 @@ class DescribeArtifact(Response):
     sha256: str
     content_type: str
     kind: str
-    uri: str
     created_at: datetime
 
 

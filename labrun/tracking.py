@@ -95,16 +95,31 @@ class Run:
     def log_artifact(
         self, path: str | os.PathLike[str], name: str | None = None, *, kind: str = "file"
     ) -> None:
-        """Upload a file (or every file under a folder) as an artifact of the run."""
+        """Upload a file (or every file under a folder) as an artifact of the run.
+
+        A folder's files are those whose real path lies inside it: a link to a file
+        outside the folder is skipped, with a warning that names it.
+        """
         source = Path(path)
         if not source.exists():
             raise InvalidRequest(f"cannot log artifact {str(path)!r}: no such file or folder")
         if source.is_dir():
             prefix = name or source.name
+            root = source.resolve()
             for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                real = file.resolve()
+                if not real.is_relative_to(root):
+                    logger.warning(
+                        "labrun: skipped %s: it links to %s, outside the folder %s",
+                        file,
+                        real,
+                        source,
+                    )
+                    continue
                 rel = file.relative_to(source).as_posix()
+                # The real path, checked above: not the link, which could change meanwhile.
                 self.client.upload_artifact(
-                    self.id, f"{prefix}/{rel}", file.read_bytes(), kind=kind
+                    self.id, f"{prefix}/{rel}", real.read_bytes(), kind=kind
                 )
         else:
             self.client.upload_artifact(

@@ -133,13 +133,13 @@ class RunArtifactHandler(LabrunHandler):
         response_content="application/octet-stream",
     )
     async def get(self, run_id: int, artifact: str) -> None:
-        meta: DescribeArtifact = await self.call(self.store.artifacts.get, run_id, artifact)
+        meta, uri = await self.call(self.store.artifacts.locate, run_id, artifact)
         self.set_header("Content-Length", str(meta.size))
         self.set_header("ETag", f'"{meta.sha256}"')
         # Never rendered inline by the browser: an uploaded HTML file must not run here.
         filename = artifact.rsplit("/", 1)[-1].replace('"', "")
         self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-        await self.send_file(meta.uri, meta.content_type)
+        await self.send_file(uri, meta.content_type)
 
     @operation(
         "Upload an artifact (the request body is the file)",

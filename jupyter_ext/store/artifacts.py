@@ -2,7 +2,8 @@
 
 The bytes live under ``artifact_root`` (a directory by default, or any fsspec URL) at a
 path derived from their SHA-256, so the same content uploaded twice is stored once; the
-database keeps each run's name for it, its size, digest and content type.
+database keeps each run's name for it, its size, digest and content type. Where a file
+lies stays on the server: the API names an artifact by its run and name only.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def describe(a: Artifact) -> DescribeArtifact:
         sha256=a.sha256,
         content_type=a.content_type,
         kind=a.kind,
-        uri=a.uri,
         created_at=a.created_at,
     )
 
@@ -112,6 +112,10 @@ class ArtifactStore:
             return ArtifactList(artifacts=[describe(a) for a in rows])
 
     def get(self, run_id: int, name: str) -> DescribeArtifact:
+        return self.locate(run_id, name)[0]
+
+    def locate(self, run_id: int, name: str) -> tuple[DescribeArtifact, str]:
+        """An artifact and where its bytes are stored (for the server alone to read)."""
         with self.db.session() as session:
             RunStore.load(session, run_id)
             artifact = session.scalar(
@@ -122,7 +126,7 @@ class ArtifactStore:
                     f"run {run_id} has no artifact named {name!r}; "
                     f"`labrun show {run_id}` lists its artifacts"
                 )
-            return describe(artifact)
+            return describe(artifact), artifact.uri
 
     @staticmethod
     def read_chunks(uri: str, chunk_size: int = 1 << 20):

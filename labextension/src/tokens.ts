@@ -124,7 +124,6 @@ export interface IArtifact {
   sha256: string;
   content_type: string;
   kind: string;
-  uri: string;
   created_at: string;
 }
 

@@ -46,6 +46,38 @@ def test_init_log_finish_records_everything(client: Client, tmp_path: Path) -> N
     assert described.environment["python"] == sys.version.split()[0]
 
 
+def test_log_artifact_of_a_folder_never_follows_a_link_out_of_it(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a folder with a file, a link to a file inside it, and links to files outside
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the run")
+    folder = tmp_path / "checkpoints"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights")
+    (folder / "latest.pt").symlink_to(folder / "model.pt")
+    (folder / "passwd").symlink_to("/etc/passwd")
+    (folder / "sub" / "secret").symlink_to(secret)
+
+    # When the folder is logged
+    run = labrun.init(name="folder", client=client)
+    labrun.log_artifact(folder)
+    labrun.finish()
+
+    # Then only the files inside it are stored, each link out named in a warning
+    artifacts = client.artifacts(run.id).artifacts
+    assert [a.name for a in artifacts] == ["checkpoints/latest.pt", "checkpoints/model.pt"]
+    assert client.download_artifact(run.id, "checkpoints/latest.pt") == b"weights"
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 2
+    assert any(str(folder / "passwd") in m and "/etc/passwd" in m for m in skipped)
+    assert any(str(folder / "sub" / "secret") in m for m in skipped)
+    # And no response tells where the server keeps the files
+    assert all("uri" not in a.model_dump() for a in artifacts)
+    listed = client.request("GET", f"/runs/{run.id}/artifacts").text
+    assert "sha256/" not in listed and str(tmp_path) not in listed
+
+
 def test_log_rejects_non_numbers_with_a_hint(client: Client) -> None:
     run = labrun.init(client=client)
     with pytest.raises(InvalidRequest, match=r"metric 'name' must be a number.*log_params"):
