@@ -311,10 +311,13 @@ def setup_code(environ: Mapping[str, str], cwd: str | None) -> str:
     return "\n".join(lines)
 
 
-# Sends what the notebook logged with labrun.log before the job reports its end.
+# Sends what the notebook logged with labrun.log, and the records of its %%mlrun cells,
+# before the job reports its end.
 FLUSH_CODE = (
     "import sys as _labrun_sys\n"
     "if 'labrun.tracking' in _labrun_sys.modules:\n"
     "    _labrun_sys.modules['labrun.tracking'].flush()\n"
+    "if 'labrun.kernel_magics' in _labrun_sys.modules:\n"
+    "    _labrun_sys.modules['labrun.kernel_magics'].flush()\n"
     "del _labrun_sys"
 )

@@ -8,6 +8,7 @@ worker, those that join later included, gets it: nothing to install per worker b
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import nbformat
 import psutil
 from distributed import WorkerPlugin
+from distributed.utils import sync
 from nbconvert import HTMLExporter
 
 from labrun import settings
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("labrun.executor")
 
 PLUGIN_NAME = "labrun"
+# Where the server puts its pool's newest token on the scheduler (Client.set_metadata).
+POOL_TOKEN_KEY = ["labrun", "pool-token"]
+# A worker takes the server's newer token once this share of its own token's life is gone
+# (the server issues one at half).
+RENEW_AT = 2 / 3
 
 
 # Who holds a device: a notebook job's run id, or "cell:KEY" / "session:KEY" for %%mlrun.
@@ -80,9 +87,14 @@ class LabrunWorkerPlugin(WorkerPlugin):
 
     Parameters
     ----------
-    server_url, token:
-        Where the worker reports (telemetry, heartbeats, logs, artifacts) and with what
-        token: one the server issued to the pool.
+    server_url:
+        Where the worker reports (telemetry, heartbeats, logs, artifacts).
+    grant:
+        The token the server issued to its pool, with its life in Unix seconds:
+        ``{"token", "issued", "expires"}``. The worker takes a newer one from the scheduler
+        before it expires (``POOL_TOKEN_KEY``), so a worker joining after this one expired
+        starts with the newer one too. The token stays in the worker: its kernels do not
+        get it (a notebook job gets a token of its own run).
     sample_interval:
         Seconds between GPU and host samples.
     post_interval:
@@ -96,14 +108,14 @@ class LabrunWorkerPlugin(WorkerPlugin):
     def __init__(
         self,
         server_url: str,
-        token: str,
+        grant: dict[str, Any],
         *,
         sample_interval: float = 1.0,
         post_interval: float = 2.0,
         kernels: int = 1,
     ) -> None:
         self.server_url = server_url
-        self.token = token
+        self.grant = dict(grant)
         self.sample_interval = sample_interval
         self.post_interval = post_interval
         self.kernels = kernels
@@ -119,10 +131,44 @@ class LabrunWorkerPlugin(WorkerPlugin):
     cells: dict[str, RunReporter]
     id: str
 
-    def setup(self, worker: Worker) -> None:
+    async def setup(self, worker: Worker) -> None:
+        # The token this plugin was registered with may have expired since: a newer one?
+        self._take(await worker.scheduler.get_metadata(keys=POOL_TOKEN_KEY, default=None))
+        self._setup(worker)
+
+    def _take(self, grant: Any) -> bool:
+        """Use ``grant`` if it outlives the token in use; whether it did."""
+        if not isinstance(grant, dict) or grant.get("expires", 0) <= self.grant.get("expires", 0):
+            return False
+        self.grant = dict(grant)
+        client: Client | None = getattr(self, "client", None)
+        if client is not None:
+            client.set_token(self.grant["token"])
+        return True
+
+    def _renew(self) -> None:
+        """Take the server's newer token once most of this one's life is gone."""
+        issued, expires = self.grant.get("issued", 0.0), self.grant.get("expires", math.inf)
+        if time.time() < issued + (expires - issued) * RENEW_AT:
+            return
+        try:
+            newer = sync(
+                self.worker.loop,
+                self.worker.scheduler.get_metadata,
+                keys=POOL_TOKEN_KEY,
+                default=None,
+                callback_timeout=10,
+            )
+        except Exception as err:  # noqa: BLE001 - the scheduler may be restarting; try again
+            logger.info("labrun: could not ask the scheduler for a new token: %s", err)
+            return
+        if self._take(newer):
+            logger.info("labrun: took the pool's new token, valid until %s", newer["expires"])
+
+    def _setup(self, worker: Worker) -> None:
         self.worker = worker
         self.id = worker_id(worker.address)
-        self.client = Client(self.server_url, self.token, timeout=30)
+        self.client = Client(self.server_url, self.grant["token"], timeout=30)
         self.gpus = open_gpus()
         self.devices = DeviceAllocator(owned_indices(self.gpus))
         self.jobs = {}
@@ -133,9 +179,10 @@ class LabrunWorkerPlugin(WorkerPlugin):
         self.pool = KernelPool(
             self.kernels * max(1, worker.state.nthreads),
             env={
-                **os.environ,
+                # Not the pool's token (nor one the worker was started with): a job's
+                # kernel gets its own run's token when the job starts.
+                **{k: v for k, v in os.environ.items() if k != settings.TOKEN},
                 settings.SERVER_URL: self.server_url,
-                settings.TOKEN: self.token,
                 # CUDA numbers devices like NVML does, so an index means one device.
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                 "PYTHONUNBUFFERED": "1",
@@ -238,6 +285,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
         last_post = 0.0
         while not self._stop.is_set():
             try:
+                self._renew()
                 gpus, host = self.sample()
                 gpu_batch.extend(gpus)
                 host_batch.append(host)

@@ -146,11 +146,16 @@ class NotebookJob:
             logger.warning("labrun: could not stop the kernel of run %d: %s", self.run_id, err)
 
     def _environ(self) -> dict[str, str]:
-        return {
+        environ = {
             settings.RUN_ID: str(self.run_id),
             settings.PROJECT: self.spec.get("project") or "default",
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.devices)),
         }
+        if self.spec.get("token"):
+            # The job's own token, scoped to its run and acting as its owner: what
+            # labrun.log and %%mlrun in the notebook use. The pool's stays with the worker.
+            environ[settings.TOKEN] = self.spec["token"]
+        return environ
 
     def _cwd(self) -> str | None:
         # The submitter's folder when this worker shares its file system, so the notebook

@@ -11,7 +11,7 @@ from traitlets import Bool, Float, Int, List, Unicode, default
 
 from labrun.settings import API_PREFIX, data_dir
 
-from . import auth
+from .access import PoolToken, RunAccess, TokenGuard
 from .dispatcher import Dispatcher, DispatcherSettings
 from .events import EventBus
 from .handlers.base import tornado_pattern
@@ -60,8 +60,26 @@ class LabRun(ExtensionApp):
 
     admins = List(
         Unicode(),
-        help="Users who may cancel anyone's jobs; others cancel only their own "
+        help="Users who may change and cancel anyone's runs; others change only their own "
         "(env LABRUN_ADMINS, comma-separated).",
+    ).tag(config=True)
+
+    token_lifetime = Float(
+        30 * 86400.0,
+        help="Seconds a token from `labrun tokens create` (POST tokens) lives, unless it asks "
+        "for less: the default and the most.",
+    ).tag(config=True)
+
+    job_token_lifetime = Float(
+        7 * 86400.0,
+        help="Seconds the token of a notebook job (scoped to its run, in its kernel) lives at "
+        "most; the server revokes it once the job ends.",
+    ).tag(config=True)
+
+    pool_token_lifetime = Float(
+        86400.0,
+        help="Seconds the token of the pool's workers lives; the server issues a new one at "
+        "half that, and the workers take it before theirs expires.",
     ).tag(config=True)
 
     dask_scheduler = Unicode(
@@ -141,7 +159,9 @@ class LabRun(ExtensionApp):
     db: Database
     store: Store
     events: EventBus
-    token_secret: str
+    guard: TokenGuard
+    access: RunAccess
+    pool_token: PoolToken
     openapi: dict[str, Any]
     dispatcher: Dispatcher
 
@@ -153,7 +173,8 @@ class LabRun(ExtensionApp):
         check_schema(self.db.engine, auto_upgrade=self.auto_upgrade)
         root = self.artifact_root or str(data_dir() / "artifacts")
         self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
-        self.token_secret = self.store.secret("token_secret", auth.new_secret)
+        self.guard = TokenGuard(self.store, self.db.run)
+        self.access = RunAccess(self.store, self.db.run)
         self.events = EventBus()
         self.openapi = build_document(ROUTES)
         self.dispatcher = Dispatcher(
@@ -169,9 +190,17 @@ class LabRun(ExtensionApp):
                 warm_kernels=self.warm_kernels,
                 connect_timeout=self.scheduler_timeout,
                 adaptive_backlog=self.adaptive_backlog,
+                job_token_lifetime=self.job_token_lifetime,
             ),
             publish=self.events.publish,
             call=self.db.run,
+        )
+        self.pool_token = PoolToken(
+            self.store,
+            self.db.run,
+            user=self.user,
+            lifetime=self.pool_token_lifetime,
+            publish=self.dispatcher.use_token,
         )
         self.log.info(
             "labrun: store at %s", self.db.engine.url.render_as_string(hide_password=True)
@@ -186,10 +215,13 @@ class LabRun(ExtensionApp):
         # The server's URL is known only now; workers use it to report back.
         settings = self.dispatcher.settings
         settings.server_url = self.public_url or serverapp.connection_url
-        settings.token = auth.issue(self.token_secret, user=self.user, name="pool", kind="worker")
+        if self.dispatcher.state != "disabled":
+            await self.pool_token.start()
         await self.dispatcher.start()
 
     async def stop_extension(self) -> None:
+        if hasattr(self, "pool_token"):
+            await self.pool_token.stop()
         if hasattr(self, "dispatcher"):
             await self.dispatcher.stop()
         if hasattr(self, "db"):

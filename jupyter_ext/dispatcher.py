@@ -59,6 +59,7 @@ class Inflight:
     future: Future[Any] | None = None
     worker: str | None = None  # the worker's id, once it claimed the run
     task: asyncio.Task[None] | None = None
+    token_id: str | None = None  # the token its kernel holds, revoked once it ends
 
 
 @dataclass
@@ -84,7 +85,8 @@ class DispatcherSettings:
     local_workers: int = 0
     local_directory: str = ""
     server_url: str = ""
-    token: str = ""
+    # The pool's token and its life (access.PoolToken.grant): what the workers use.
+    grant: dict[str, Any] = field(default_factory=dict)
     max_attempts: int = 3
     max_gpus_per_user: int = 0
     worker_timeout: float = 30.0
@@ -92,6 +94,7 @@ class DispatcherSettings:
     connect_timeout: float = 10.0
     batch_window: float = 0.01
     adaptive_backlog: int = 0
+    job_token_lifetime: float = 7 * 86400.0
 
 
 class Dispatcher:
@@ -147,7 +150,7 @@ class Dispatcher:
         from distributed import Client
 
         from labrun.executor.cluster import start_local_cluster
-        from labrun.executor.plugin import LabrunWorkerPlugin
+        from labrun.executor.plugin import POOL_TOKEN_KEY, LabrunWorkerPlugin
 
         s = self.settings
         if s.scheduler:
@@ -167,9 +170,21 @@ class Dispatcher:
             )
             self.client = await Client(self.cluster, asynchronous=True)
         assert self.client is not None
+        # First where workers look for a newer token, then the plugin: a worker set up in
+        # between finds the token it was given, or a newer one.
+        await self.client.set_metadata(POOL_TOKEN_KEY, s.grant)
         await self.client.register_plugin(
-            LabrunWorkerPlugin(s.server_url, s.token, kernels=s.warm_kernels)
+            LabrunWorkerPlugin(s.server_url, s.grant, kernels=s.warm_kernels)
         )
+
+    async def use_token(self, grant: dict[str, Any]) -> None:
+        """The pool's new token: workers take it from the scheduler before theirs expires,
+        and workers that join later find it there."""
+        from labrun.executor.plugin import POOL_TOKEN_KEY
+
+        self.settings.grant = grant
+        if self.client is not None:
+            await self.client.set_metadata(POOL_TOKEN_KEY, grant)
 
     async def _run(self) -> None:
         try:
@@ -371,7 +386,9 @@ class Dispatcher:
 
         assert self.client is not None
         functions = {"notebook": self.job_function or run_notebook_job, "cell": run_cell_job}
-        specs = await self.call(self.store.jobs.dispatch, [j.id for j in jobs])
+        specs = await self.call(
+            self.store.jobs.dispatch, [j.id for j in jobs], self.settings.job_token_lifetime
+        )
         by_id = {spec["run_id"]: spec for spec in specs}
         # One graph update per (kind, GPUs, priority) group of the round, not one per job.
         groups: dict[tuple[str, int, int], list[QueuedJob]] = {}
@@ -382,6 +399,7 @@ class Dispatcher:
                 del self.inflight[job.id]
                 continue
             entry.attempt = spec["attempt"]
+            entry.token_id = spec["token_id"]
             priority = self.queues.get(job.queue, (0, None))[0]
             groups.setdefault((spec["kind"], job.gpus, priority), []).append(job)
         for (kind, gpus, priority), group in groups.items():
@@ -435,6 +453,7 @@ class Dispatcher:
             if self.inflight.get(run_id) is entry:
                 del self.inflight[run_id]
                 self.wake()
+        await self._retire_token(entry)
         if outcome not in (None, "superseded", "lost"):
             self._usage_at = 0.0  # refresh fair share with this job's hours
             await self._settle_sweep(run_id)
@@ -539,11 +558,24 @@ class Dispatcher:
             why = "stopped sending heartbeats" if worker in alive else "left the pool"
             await self._lose(run_id, entry, f"its worker {worker} {why}")
 
+    async def _retire_token(self, entry: Inflight) -> None:
+        """Revoke the token of a job's attempt that ended: it is no use to anyone now."""
+        if entry.token_id is None:
+            return
+        try:
+            await self.call(
+                self.store.tokens.revoke_ids, [entry.token_id], f"labrun: job {entry.job.id} ended"
+            )
+        except Exception as err:  # noqa: BLE001 - it still expires by itself
+            logger.warning("labrun: could not revoke the token of run %d: %s", entry.job.id, err)
+
     async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:
         if entry is not None and self.inflight.get(run_id) is entry:
             del self.inflight[run_id]
             if entry.future is not None and not entry.future.done() and self.client is not None:
                 await self.client.cancel([entry.future])
+        if entry is not None:
+            await self._retire_token(entry)
         status = await self.call(
             self.store.jobs.lose, run_id, reason, max_attempts=self.settings.max_attempts
         )

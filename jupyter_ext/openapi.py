@@ -80,7 +80,12 @@ def _operation(
         content = {"application/json": {"schema": {}}}
     out["responses"][str(op.status)] = {"description": op.summary, "content": content}
     error = {"content": {"application/json": {"schema": schemas.ref(ErrorBody)}}}
-    reasons = {400: "invalid request", 403: "not authenticated", 404: "not found", 409: "conflict"}
+    reasons = {
+        400: "invalid request",
+        403: "not authenticated, or not allowed (another user's run; an expired or revoked token)",
+        404: "not found",
+        409: "conflict",
+    }
     for status in op.errors:
         out["responses"][str(status)] = {"description": reasons.get(status, "error"), **error}
     if not out["parameters"]:

@@ -24,6 +24,7 @@ from .handlers.meta import (
     EventsHandler,
     IdentityHandler,
     OpenAPIHandler,
+    TokenHandler,
     TokensHandler,
     VersionHandler,
 )
@@ -61,6 +62,7 @@ ROUTES: list[tuple[str, Any]] = [
     ("/version", VersionHandler),
     ("/openapi.json", OpenAPIHandler),
     ("/tokens", TokensHandler),
+    ("/tokens/{token_id}", TokenHandler),
     ("/users/me", IdentityHandler),
     ("/events", EventsHandler),
     ("/projects", ProjectsHandler),

@@ -30,6 +30,7 @@ from labrun.models import (
     CreateQueue,
     CreateReport,
     CreateRun,
+    CreateToken,
     DatasetList,
     DescribeArtifact,
     DescribeDataset,
@@ -38,6 +39,7 @@ from labrun.models import (
     DescribeReport,
     DescribeRun,
     DescribeSweep,
+    DescribeToken,
     DescribeWorker,
     GpuList,
     IngestSamples,
@@ -56,6 +58,7 @@ from labrun.models import (
     ServerVersion,
     SubmitJob,
     SubmitSweep,
+    TokenList,
     TransitionList,
     UpdateRun,
     WorkerList,
@@ -145,6 +148,11 @@ class Client:
             base_url=self.url.rstrip("/") + settings.API_PREFIX, headers=headers, timeout=timeout
         )
 
+    def set_token(self, token: str) -> None:
+        """Use ``token`` from now on (a worker taking its pool's renewed token)."""
+        self.token = token
+        self._http.headers["Authorization"] = f"token {token}"
+
     def close(self) -> None:
         self._http.close()
 
@@ -185,7 +193,8 @@ class Client:
                 message, code = error.get("message", response.text), error.get("code")
             except ValueError:
                 message, code = response.text or response.reason_phrase, None
-            if response.status_code == 403 and code in (None, "forbidden"):
+            if response.status_code == 403 and message in ("", "Forbidden"):
+                # Jupyter's own refusal says no more than that; labrun's say why.
                 message = f"the server at {self.url} refused the token ({message}); check {settings.TOKEN}"
             raise error_from_response(response.status_code, code, message)
         return response
@@ -345,14 +354,21 @@ class Client:
     def claim_run(self, run_id: int, req: ClaimRun) -> DescribeRun:
         return self._send(DescribeRun, "POST", f"/runs/{run_id}/claim", req)
 
-    def issue_token(self, name: str, kind: str = "worker") -> IssuedToken:
-        response = self.request(
-            "POST",
-            "/tokens",
-            content=json.dumps({"name": name, "kind": kind}).encode(),
-            headers={"Content-Type": "application/json"},
+    # --- tokens --------------------------------------------------------------------
+
+    def issue_token(
+        self, name: str, *, run: int | None = None, lifetime: float | None = None
+    ) -> IssuedToken:
+        """A token acting for this client's user: for all they may do, or scoped to ``run``."""
+        return self._send(
+            IssuedToken, "POST", "/tokens", CreateToken(name=name, run=run, lifetime=lifetime)
         )
-        return IssuedToken.model_validate_json(response.content)
+
+    def tokens(self, *, all: bool = False, limit: int = 200) -> TokenList:
+        return self._get(TokenList, "/tokens", all=all, limit=limit)
+
+    def revoke_token(self, token_id: str) -> DescribeToken:
+        return self._send(DescribeToken, "DELETE", f"/tokens/{_quote_path(token_id)}")
 
 
 def _query_value(value: Any) -> Any:

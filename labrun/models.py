@@ -478,15 +478,50 @@ class Comparison(Response):
     metrics: list[CompareRow]
 
 
+# --- tokens ----------------------------------------------------------------------------
+
+
 class CreateToken(Request):
+    """A token acting for the caller: for all they may do, or scoped to one run."""
+
     name: str = Field(pattern=NAME_PATTERN)
-    kind: Literal["worker", "kernel"] = "worker"
+    run: int | None = Field(
+        None, description="scope it to this run (and the runs made under it): a job's, a kernel's"
+    )
+    lifetime: float | None = Field(
+        None,
+        gt=0,
+        description="seconds until it expires (default and most: c.LabRun.token_lifetime)",
+    )
 
 
-class IssuedToken(Response):
-    token: str
+class DescribeToken(Response):
+    id: str
     name: str
     user: str
+    scope: Literal["user", "run", "pool"] = Field(
+        description="user: all the user may do; run: one run and those made under it; pool: "
+        "a server's own pool"
+    )
+    run_id: int | None = None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    status: Literal["active", "expired", "revoked"]
+
+
+class IssuedToken(DescribeToken):
+    token: str = Field(description="shown once: the server keeps only its id")
+
+
+class TokenList(Response):
+    tokens: list[DescribeToken]
+
+
+class ListTokensQuery(Request):
+    all: bool = Field(False, description="also the expired and revoked tokens")
+    limit: int = Field(200, ge=1, le=1000)
 
 
 # --- jobs ----------------------------------------------------------------------------
@@ -586,7 +621,7 @@ class PoolStatus(Response):
 
 class Identity(Response):
     user: str = Field(description="the name runs and jobs are recorded under")
-    admin: bool = Field(description="may cancel anyone's jobs (c.LabRun.admins)")
+    admin: bool = Field(description="may change and cancel anyone's runs (c.LabRun.admins)")
 
 
 # --- reports ---------------------------------------------------------------------------

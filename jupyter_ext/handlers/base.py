@@ -1,9 +1,10 @@
-"""The base of every labrun handler: authentication, parsing, and error translation.
+"""The base of every labrun handler: authentication, access, parsing, and error translation.
 
 A handler method declares its operation with :func:`operation`: the request models it
-takes, the response model it returns and its status. The decorator authenticates, parses
-the body and query into those models (a parse error is a 400 that says which field was
-wrong), writes the response, and carries the same facts into the OpenAPI document.
+takes, the response model it returns, its status and who may call it. The decorator
+authenticates, checks access (see :mod:`labrun.jupyter_ext.access`), parses the body and
+query into those models (a parse error is a 400 that says which field was wrong), writes
+the response, and carries the same facts into the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from jupyter_server.auth import IdentityProvider, User
 from jupyter_server.auth.decorator import authorized
@@ -23,9 +24,9 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
-from labrun.errors import InvalidRequest, LabrunError
+from labrun.errors import InvalidRequest, LabrunError, Unauthorized
 
-from .. import auth
+from ..auth import Caller
 
 T = TypeVar("T")
 
@@ -42,9 +43,19 @@ def _is_server_arg(name: str) -> bool:
     return name in _SERVER_ARGS or name.isdigit()
 
 
+# Who may call an operation, beyond being authenticated:
+# - "run": whoever may change the run named by the path's run_id (the owner, an admin, a
+#   token scoped to it, the pool); every method but GET on a route with a run_id;
+# - "pool": a pool's workers only (their token);
+# - "user": a user themselves (Jupyter's authentication or a user-scoped token), not a
+#   token scoped to a run or to the pool;
+# - None: anyone authenticated.
+Access = Literal["run", "pool", "user"]
+
+
 @dataclass
 class Operation:
-    """What the OpenAPI document says of one method of one route."""
+    """What the OpenAPI document says of one method of one route, and who may call it."""
 
     summary: str
     body: type[BaseModel] | None = None
@@ -54,6 +65,10 @@ class Operation:
     request_content: str | None = None
     response_content: str | None = None
     errors: tuple[int, ...] = field(default=(400, 403, 404))
+    access: Access | None = None
+    # A body field naming a run the request changes or adds to (a new run's parent_id, a
+    # report's run_id): checked like the path's run_id.
+    run_field: str | None = None
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
@@ -118,18 +133,33 @@ def operation(
     request_content: str | None = None,
     response_content: str | None = None,
     errors: tuple[int, ...] = (400, 403, 404),
+    access: Access | None = None,
+    run_field: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a handler method as an API operation (see the module's docstring)."""
-    op = Operation(
-        summary, body, query, response, status, request_content, response_content, errors
-    )
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        op = Operation(
+            summary,
+            body,
+            query,
+            response,
+            status,
+            request_content,
+            response_content,
+            errors,
+            # Changes to a run are the run's owner's, unless declared otherwise.
+            access if access is not None or method.__name__ == "get" else "run",
+            run_field,
+        )
+
         @web.authenticated
         @authorized
         @functools.wraps(method)
         async def wrapper(self: LabrunHandler, *args: str, **path: str) -> None:
             kwargs: dict[str, Any] = {k: self.path_arg(k, v) for k, v in path.items()}
+            # Before the body is read: a caller who may not do this learns nothing more.
+            await self.check_access(op, kwargs.get("run_id"))
             if query is not None:
                 kwargs["query"] = parse_query(self, query)
             elif not all(_is_server_arg(a) for a in self.request.query_arguments):
@@ -139,6 +169,9 @@ def operation(
                 )
             if body is not None:
                 kwargs["body"] = parse_body(self, body)
+                named = getattr(kwargs["body"], run_field, None) if run_field else None
+                if named is not None:
+                    await self.authorize_run(named)
             result = await method(self, **kwargs)
             if self._finished:  # the method wrote its own response (a download)
                 return
@@ -168,6 +201,7 @@ PATH_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "worker_id": (r"[^/]+", str, "string"),
     "artifact": (r".+", str, "string"),
     "report_id": (r"[0-9]+", int, "integer"),
+    "token_id": (r"[0-9a-f]+", str, "string"),
 }
 
 
@@ -201,11 +235,17 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         return self.app.events
 
     @property
+    def caller(self) -> Caller:
+        """Who the request acts for, and within what scope (a token's run, the pool)."""
+        issued: Caller | None = getattr(self, "_labrun_caller", None)
+        return issued if issued is not None else Caller(user=self.username)
+
+    @property
     def username(self) -> str:
         """Who the request acts for: the name runs, jobs and GPU use are recorded under."""
-        issued = getattr(self, "_labrun_user", None)
+        issued: Caller | None = getattr(self, "_labrun_caller", None)
         if issued is not None:
-            return issued
+            return issued.user
         # Jupyter's own identity providers share one token or password and make up a
         # random anonymous user per request; on such a (single-user) server, the user is
         # the one the server runs for. A real identity provider (JupyterHub's) names users.
@@ -227,8 +267,27 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
 
     @property
     def is_admin(self) -> bool:
-        """Whether the caller may act on anyone's runs (``c.LabRun.admins``)."""
-        return self.username in self.app.admins
+        """Whether the caller may act on anyone's runs (``c.LabRun.admins``); a token
+        scoped to a run or to the pool is never an admin's."""
+        return self.caller.scope == "user" and self.username in self.app.admins
+
+    async def authorize_run(self, run_id: int) -> None:
+        """The one check before a change to run ``run_id`` (see labrun.jupyter_ext.access)."""
+        await self.app.access.check(self.caller, run_id, admin=self.is_admin)
+
+    async def check_access(self, op: Operation, run_id: int | None) -> None:
+        scope = self.caller.scope
+        if op.access == "run" and run_id is not None:
+            await self.authorize_run(run_id)
+        elif op.access == "pool" and scope != "pool":
+            raise Unauthorized(
+                "only the pool's workers may do this, with the token their server gave them"
+            )
+        elif op.access == "user" and scope != "user":
+            raise Unauthorized(
+                f"a token scoped to {'the pool' if scope == 'pool' else 'a run'} cannot do "
+                "this; use your own token (Jupyter's, or one from `labrun tokens create`)"
+            )
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a store method off the event loop."""
@@ -248,10 +307,11 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
             re.IGNORECASE,
         )
         if match:
-            claims = auth.verify(self.app.token_secret, match.group(1))
-            if claims is not None:
-                self._labrun_user = claims["u"]
-                self._jupyter_current_user = User(username=claims["u"], name=claims["u"])
+            # An expired or revoked token is refused here, saying which and what to do.
+            caller = await self.app.guard.caller(match.group(1))
+            if caller is not None:
+                self._labrun_caller = caller
+                self._jupyter_current_user = User(username=caller.user, name=caller.user)
                 # Token-authenticated requests are exempt from the XSRF check, as
                 # Jupyter Server's own tokens are.
                 self._token_authenticated = True

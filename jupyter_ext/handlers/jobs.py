@@ -88,6 +88,7 @@ class RunClaimHandler(LabrunHandler):
         body=ClaimRun,
         response=DescribeRun,
         errors=(400, 403, 404, 409),
+        access="pool",
     )
     async def post(self, run_id: int, body: ClaimRun) -> DescribeRun:
         run = await self.call(self.store.jobs.claim, run_id, body)

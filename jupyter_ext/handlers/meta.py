@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -12,10 +13,18 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from labrun import __version__
-from labrun.models import CreateToken, Identity, IssuedToken, ServerVersion
+from labrun.errors import InvalidRequest
+from labrun.models import (
+    CreateToken,
+    DescribeToken,
+    Identity,
+    IssuedToken,
+    ListTokensQuery,
+    ServerVersion,
+    TokenList,
+)
 from labrun.settings import API_VERSION
 
-from .. import auth
 from .base import LabrunHandler, operation
 
 
@@ -39,16 +48,59 @@ class OpenAPIHandler(LabrunHandler):
 
 class TokensHandler(LabrunHandler):
     @operation(
-        "Issue a token for a worker or kernel, acting for the caller",
+        "Your tokens that still work (all=true: expired and revoked ones too); an admin's: "
+        "everyone's",
+        query=ListTokensQuery,
+        response=TokenList,
+        access="user",
+    )
+    async def get(self, query: ListTokensQuery) -> TokenList:
+        user = None if self.is_admin else self.username
+        return await self.call(self.store.tokens.list_tokens, query, user)
+
+    @operation(
+        "Issue a token acting for the caller: for all they may do, or scoped to one run",
         body=CreateToken,
         response=IssuedToken,
         status=201,
+        access="user",
+        run_field="run",
     )
     async def post(self, body: CreateToken) -> IssuedToken:
-        token = auth.issue(
-            self.app.token_secret, user=self.username, name=body.name, kind=body.kind
+        most = self.app.token_lifetime
+        if body.lifetime is not None and body.lifetime > most:
+            raise InvalidRequest(
+                f"lifetime {body.lifetime!r} is longer than tokens may live here: at most "
+                f"{most:g} seconds (c.LabRun.token_lifetime)"
+            )
+        lifetime = body.lifetime or most
+        expires = self.caller.expires
+        if expires is not None:
+            # Never longer than the token that asks: a token cannot outlive itself this way.
+            lifetime = min(lifetime, expires - time.time())
+        return await self.call(
+            self.store.tokens.issue,
+            user=self.username,
+            name=body.name,
+            scope="user" if body.run is None else "run",
+            lifetime=lifetime,
+            run_id=body.run,
         )
-        return IssuedToken(token=token, name=body.name, user=self.username)
+
+
+class TokenHandler(LabrunHandler):
+    @operation(
+        "Revoke a token (yours; an admin: anyone's); every server refuses it within seconds",
+        response=DescribeToken,
+        errors=(403, 404),
+        access="user",
+    )
+    async def delete(self, token_id: str) -> DescribeToken:
+        token = await self.call(
+            self.store.tokens.revoke, token_id, by=self.username, admin=self.is_admin
+        )
+        self.app.guard.revoked_now(token.id, token.expires_at.timestamp())
+        return token
 
 
 class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):

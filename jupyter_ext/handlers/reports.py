@@ -22,10 +22,11 @@ class ReportsHandler(LabrunHandler):
         return await self.call(self.store.reports.list_reports, query)
 
     @operation(
-        "Record a report a run executed and rendered",
+        "Record a report a run executed and rendered (by whoever may change that run)",
         body=CreateReport,
         response=DescribeReport,
         status=201,
+        run_field="run_id",
     )
     async def post(self, body: CreateReport) -> DescribeReport:
         report = await self.call(self.store.reports.create, body, self.username)

@@ -22,6 +22,7 @@ from labrun.models import (
     RunKind,
     RunList,
     RunMetrics,
+    RunStatus,
     TransitionList,
     UpdateRun,
 )
@@ -34,8 +35,19 @@ class RunsHandler(LabrunHandler):
     async def get(self, query: ListRunsQuery) -> RunList:
         return await self.call(self.store.runs.list_runs, query)
 
-    @operation("Create a run", body=CreateRun, response=DescribeRun, status=201)
+    @operation(
+        "Create a run (under a parent_id only if the caller may change the parent)",
+        body=CreateRun,
+        response=DescribeRun,
+        status=201,
+        run_field="parent_id",
+    )
     async def post(self, body: CreateRun) -> DescribeRun:
+        caller = self.caller
+        if caller.scope == "run" and body.parent_id is None:
+            # A job's kernel records a %%mlrun cell: it becomes a run under the job's run,
+            # which the job's token may then change too.
+            body = body.model_copy(update={"parent_id": caller.run_id})
         run = await self.call(self.store.runs.create, body, self.username)
         self.events.publish("run.created", run)
         return run
@@ -53,9 +65,29 @@ class RunHandler(LabrunHandler):
         errors=(400, 403, 404, 409),
     )
     async def patch(self, run_id: int, body: UpdateRun) -> DescribeRun:
+        if body.status == RunStatus.cancelled:
+            return await cancel_run(self, run_id, body)
         run = await self.call(self.store.runs.update, run_id, body)
         self.events.publish("run.updated", run)
         return run
+
+
+async def cancel_run(handler: LabrunHandler, run_id: int, change: UpdateRun | None) -> DescribeRun:
+    """The one way a run is cancelled, by ``POST cancel`` or by ``PATCH`` to ``cancelled``:
+    mark it (with ``change``'s other fields), then stop its job, or a sweep's unfinished
+    runs, as soon as it became cancelled."""
+    store = handler.store
+    run, now_cancelled = await handler.call(store.runs.cancel, run_id, change)
+    if now_cancelled:
+        dispatcher = handler.app.dispatcher
+        if run.kind == RunKind.sweep:
+            for child in await handler.call(store.jobs.cancel_children, run_id):
+                await dispatcher.cancel(child)
+                handler.events.publish("run.updated", {"id": child})
+        else:
+            await dispatcher.cancel(run_id)
+    handler.events.publish("run.updated", run)
+    return run
 
 
 class RunCancelHandler(LabrunHandler):
@@ -66,16 +98,7 @@ class RunCancelHandler(LabrunHandler):
         errors=(403, 404, 409),
     )
     async def post(self, run_id: int) -> DescribeRun:
-        run = await self.call(self.store.runs.cancel, run_id, by=self.username, admin=self.is_admin)
-        dispatcher = self.app.dispatcher
-        if run.kind == RunKind.sweep:
-            for child in await self.call(self.store.jobs.cancel_children, run_id):
-                await dispatcher.cancel(child)
-                self.events.publish("run.updated", {"id": child})
-        else:
-            await dispatcher.cancel(run_id)
-        self.events.publish("run.updated", run)
-        return run
+        return await cancel_run(self, run_id, None)
 
 
 class RunTransitionsHandler(LabrunHandler):

@@ -34,6 +34,7 @@ from labrun.params import check_notebook, check_parameters, expand_sweep
 from .database import Database
 from .models import Artifact, Project, Queue, Run, RunDataset, utcnow
 from .runs import RunStore
+from .tokens import TokenStore
 
 # More runs than this in one sweep is almost certainly a typo in a grid.
 MAX_SWEEP_RUNS = 10_000
@@ -73,9 +74,10 @@ class RunningJob:
 
 
 class JobStore:
-    def __init__(self, db: Database, runs: RunStore) -> None:
+    def __init__(self, db: Database, runs: RunStore, tokens: TokenStore) -> None:
         self.db = db
         self.runs = runs
+        self.tokens = tokens
 
     # --- submission --------------------------------------------------------------
 
@@ -362,13 +364,18 @@ class JobStore:
                 out[user] = out.get(user, 0.0) + max(gpus, 1) * hours
         return out
 
-    def dispatch(self, run_ids: list[int]) -> list[dict[str, Any]]:
+    def dispatch(self, run_ids: list[int], token_lifetime: float) -> list[dict[str, Any]]:
         """Count a new attempt for each still-queued job and return what its worker needs.
 
         One UPDATE ... RETURNING for the batch: the dispatcher calls this once a round, and
-        a round during a busy sweep starts a job or two.
+        a round during a busy sweep starts a job or two. A notebook job gets a token of its
+        own, scoped to its run and acting as its owner, for the code in its kernel: the
+        pool's token stays with the worker.
         """
         attempt = Run.attempt + 1
+        # The signing secret is read (or made, the first time) before the transaction
+        # below holds SQLite's write lock.
+        _ = self.tokens.secret
         with self.db.session() as session:
             rows = session.execute(
                 update(Run)
@@ -383,6 +390,7 @@ class JobStore:
                     Run.project_id,
                     Run.kind,
                     Run.source,
+                    Run.user,
                 ),
                 execution_options={"synchronize_session": False},
             ).all()
@@ -393,6 +401,18 @@ class JobStore:
                     )
                 ).all()
             )
+            tokens = {
+                row.id: self.tokens.add(
+                    session,
+                    user=row.user,
+                    name=f"run-{row.id}-attempt-{row.attempt}",
+                    scope="run",
+                    run_id=row.id,
+                    lifetime=token_lifetime,
+                )
+                for row in rows
+                if row.kind == RunKind.notebook.value
+            }
         return [
             {
                 "run_id": row.id,
@@ -408,6 +428,8 @@ class JobStore:
                 "timeout": (row.job or {}).get("timeout"),
                 "parameters": (row.job or {}).get("parameters", {}),
                 "report": (row.job or {}).get("report"),
+                "token": tokens[row.id].token if row.id in tokens else None,
+                "token_id": tokens[row.id].id if row.id in tokens else None,
             }
             for row in rows
         ]

@@ -347,3 +347,29 @@ class ServerSetting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Token(Base):
+    """A token the server issued, for ``labrun tokens`` to list and revoke.
+
+    The token itself is not stored: its signature proves it, and its claims name this row.
+    """
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    # user, run or pool (see labrun.jupyter_ext.auth)
+    scope: Mapped[str] = mapped_column(String(8))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_tokens_user_created", "user", "created_at"),
+        # Servers poll for recent revocations once a second.
+        Index("ix_tokens_revoked_at", "revoked_at"),
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, contains_eager
 
-from labrun.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.models import (
     FINISHED_STATUSES,
     CompareRow,
@@ -261,6 +261,16 @@ class RunStore:
         with self.db.session() as session:
             return self.describe(session, self.load(session, run_id))
 
+    def lineage(self, run_id: int, depth: int) -> dict[int, tuple[str, int | None]]:
+        """The owner and parent of a run and of up to ``depth`` - 1 of its ancestors."""
+        out: dict[int, tuple[str, int | None]] = {}
+        with self.db.session() as session:
+            run: Run | None = self.load(session, run_id)
+            while run is not None and len(out) < depth:
+                out[run.id] = (run.user, run.parent_id)
+                run = session.get(Run, run.parent_id) if run.parent_id is not None else None
+        return out
+
     def cell_key(self, run_id: int) -> str | None:
         """The key a kernel's cell run was created with (its Dask task is named by it)."""
         with self.db.session() as session:
@@ -270,37 +280,46 @@ class RunStore:
                 )
             )
 
+    def _apply(self, session: Session, run: Run, req: UpdateRun) -> None:
+        if req.started_at is not None and run.status == RunStatus.queued.value:
+            # Start and end reported together (a short cell): both transitions, each
+            # at its own time.
+            self.transition(session, run, RunStatus.running, at=req.started_at)
+        if req.status is not None:
+            message = (req.error or {}).get("message") if req.error else None
+            self.transition(session, run, req.status, message)
+        for field in ("name", "tags", "worker", "environment", "error", "devices"):
+            value = getattr(req, field)
+            if value is not None:
+                setattr(run, field, value)
+
     def update(self, run_id: int, req: UpdateRun) -> DescribeRun:
         with self.db.session() as session:
             run = self.load(session, run_id)
-            if req.started_at is not None and run.status == RunStatus.queued.value:
-                # Start and end reported together (a short cell): both transitions, each
-                # at its own time.
-                self.transition(session, run, RunStatus.running, at=req.started_at)
-            if req.status is not None:
-                message = (req.error or {}).get("message") if req.error else None
-                self.transition(session, run, req.status, message)
-            for field in ("name", "tags", "worker", "environment", "error", "devices"):
-                value = getattr(req, field)
-                if value is not None:
-                    setattr(run, field, value)
+            self._apply(session, run, req)
             session.flush()
             return self.describe(session, run)
 
-    def cancel(self, run_id: int, *, by: str | None = None, admin: bool = False) -> DescribeRun:
-        """Cancel a run; ``by`` (when given) must own it unless ``admin``."""
+    def cancel(self, run_id: int, change: UpdateRun | None = None) -> tuple[DescribeRun, bool]:
+        """Cancel a run: by request (a finished run is a conflict), or by an update that
+        sets ``cancelled`` along with other fields (a run already cancelled stays so).
+
+        Returns the run and whether it became cancelled now, so its job is stopped once.
+        """
         with self.db.session() as session:
             run = self.load(session, run_id)
-            if by is not None and run.user != by and not admin:
-                raise Unauthorized(
-                    f"run {run_id} belongs to {run.user!r}; only they or an admin can cancel "
-                    "it (admins are listed in c.LabRun.admins)"
-                )
-            if RunStatus(run.status).finished:
-                raise Conflict(f"run {run_id} is already {run.status}; there is nothing to cancel")
-            self.transition(session, run, RunStatus.cancelled, "cancelled by request")
+            was = run.status
+            if change is None:
+                if RunStatus(run.status).finished:
+                    raise Conflict(
+                        f"run {run_id} is already {run.status}; there is nothing to cancel"
+                    )
+                self.transition(session, run, RunStatus.cancelled, "cancelled by request")
+            else:
+                self._apply(session, run, change)
             session.flush()
-            return self.describe(session, run)
+            now_cancelled = run.status == RunStatus.cancelled.value and was != run.status
+            return self.describe(session, run), now_cancelled
 
     def log_params(self, run_id: int, params: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as session:

@@ -15,6 +15,7 @@ from .jobs import cancel, pool, queues, rerun, submit, sweep
 from .reports import report, reports
 from .runs import compare, logs, runs, show
 from .server import db, server
+from .tokens import tokens
 from .worker import worker
 
 
@@ -54,6 +55,7 @@ for command in (
     pool,
     report,
     reports,
+    tokens,
     server,
     worker,
     db,

@@ -68,6 +68,11 @@ COMMAND_LINE = [
     "labrun datasets",
     "labrun datasets show frames",
 ]
+TOKENS = [
+    "labrun tokens",
+    "labrun tokens create nightly --lifetime 7d",
+    "labrun tokens revoke a1b2c3d4e5f60718",
+]
 SERVER = ["labrun server --port 8765"]
 POSTGRES = [
     "labrun db upgrade --db-url postgresql+psycopg://labrun@db:5432/labrun",
@@ -82,7 +87,7 @@ DASK_CLUSTER = [
         "--LabRun.public_url=http://lab.example:8888/"
     ),
 ]
-RUN_HERE = NOTEBOOK_JOBS + REPORTS + COMMAND_LINE + SERVER + POSTGRES + DASK_CLUSTER
+RUN_HERE = NOTEBOOK_JOBS + REPORTS + COMMAND_LINE + TOKENS + SERVER + POSTGRES + DASK_CLUSTER
 
 
 def words(command: str) -> tuple[str, ...]:
@@ -277,6 +282,18 @@ def test_the_command_line_commands(readme: Runner, client: Client) -> None:
     readme(compare, _41=ids[0], _42=ids[1], _43=ids[2])
     assert "frames" in readme(datasets).stdout
     assert "v1" in readme(dataset).stdout
+
+
+def test_the_token_commands(readme: Runner, server: LabrunServer) -> None:
+    listing, create, revoke = TOKENS
+    assert "pool" in readme(listing).stdout  # the workers' token, held by the server's user
+    token = next(line for line in readme(create).stdout.splitlines() if line.startswith("lr1."))
+    with Client(server.url, token) as script:
+        (issued,) = [t for t in script.tokens().tokens if t.name == "nightly"]
+        assert issued.status == "active"
+    assert "Revoked token 'nightly'" in readme(revoke, a1b2c3d4e5f60718=issued.id).stdout
+    with Client(server.url, server.token) as client:
+        assert all(t.id != issued.id for t in client.tokens().tokens)
 
 
 # --- services: started, seen to work, stopped ----------------------------------------------

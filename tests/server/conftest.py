@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
-from support.api import Api
+from support.api import Api, Mint
+
+from labrun.jupyter_ext import auth
 
 
 @pytest.fixture
@@ -46,3 +49,32 @@ def api(jp_fetch: Any) -> Api:
         return response
 
     return call
+
+
+@pytest.fixture
+def mint(jp_serverapp: Any) -> Mint:
+    """Tokens signed with the running server's secret, as another server sharing its store
+    would issue them (for bob, for a run, for a pool), without recording them."""
+    secret = jp_serverapp.web_app.settings["labrun"].store.tokens.secret
+
+    def make(
+        user: str = "bob",
+        *,
+        scope: auth.Scope = "user",
+        run_id: int | None = None,
+        lifetime: float = 3600,
+        name: str = "test",
+    ) -> str:
+        now = time.time()
+        return auth.issue(
+            secret,
+            token_id=auth.new_id(),
+            user=user,
+            name=name,
+            scope=scope,
+            run_id=run_id,
+            issued=now,
+            expires=now + lifetime,
+        )
+
+    return make

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
-from support.api import Api
+from support.api import Api, Mint, bearer
 
 from labrun.jupyter_ext.handlers.base import PATH_PARAMS, tornado_pattern
 from labrun.settings import API_PREFIX
@@ -20,6 +20,7 @@ SAMPLE = {
     "worker_id": "w1",
     "artifact": "a.txt",
     "report_id": "1",
+    "token_id": "0123abcd",
 }
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -70,7 +71,7 @@ async def test_every_route_refuses_anonymous_requests(jp_serverapp: Any, api: Ap
             response = await api(
                 method,
                 concrete(regex),
-                raw=b"{}" if method != "GET" else None,
+                raw=b"{}" if method not in ("GET", "DELETE") else None,
                 status=403,
                 headers={"Authorization": ""},
             )
@@ -93,15 +94,18 @@ async def test_openapi_document_is_valid_and_lists_every_route(jp_serverapp: Any
             assert op["summary"], f"{method} {path} has no summary"
 
 
-def post_routes(serverapp: Any) -> list[str]:
+def post_routes(serverapp: Any) -> list[tuple[str, Any]]:
+    """(path, operation) of every POST route."""
     return [
-        concrete(regex) for regex, handler in labrun_routes(serverapp) if "post" in handler.__dict__
+        (concrete(regex), handler.post.__labrun_operation__)
+        for regex, handler in labrun_routes(serverapp)
+        if "post" in handler.__dict__
     ]
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"unexpected": true}', b'"text"'])
 async def test_malformed_bodies_get_400_on_every_post_route(
-    jp_serverapp: Any, api: Api, body: bytes
+    jp_serverapp: Any, api: Api, mint: Mint, body: bytes
 ) -> None:
     await api("POST", "runs", body={}, status=201)
     await api(
@@ -112,10 +116,13 @@ async def test_malformed_bodies_get_400_on_every_post_route(
     )
     routes = post_routes(jp_serverapp)
     assert len(routes) >= 8
-    for path in routes:
+    pool = bearer(mint("alice", scope="pool"))
+    for path, op in routes:
         if path == "runs/1/cancel":
             continue  # takes no body
-        error = await api("POST", path, raw=body, status=400)
+        # A worker's route (a claim) is read only for the pool's workers.
+        headers = pool if op.access == "pool" else None
+        error = await api("POST", path, raw=body, status=400, headers=headers)
         assert error["code"] == "invalid_request" and error["message"], path
 
 

@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support.notebooks import make_notebook
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
+from labrun.jupyter_ext import auth
 from labrun.jupyter_ext.store import Database, Store, check_schema
 from labrun.models import (
     CreateDatasetVersion,
@@ -20,11 +22,13 @@ from labrun.models import (
     IngestSamples,
     LinkDataset,
     ListRunsQuery,
+    ListTokensQuery,
     LogMetrics,
     MetricPoint,
     MetricsQuery,
     RegisterWorker,
     RunStatus,
+    SubmitJob,
     UpdateRun,
 )
 
@@ -270,3 +274,52 @@ def test_sort_by_duration_counts_a_running_run_up_to_now(store: Store) -> None:
     assert [r.name for r in longest.runs] == ["running", "long", "short", "never"]
     shortest = store.runs.list_runs(ListRunsQuery(sort="duration"))
     assert [r.id for r in shortest.runs] == [ids["short"], ids["long"], ids["running"], never.id]
+
+
+def test_tokens_are_recorded_and_revocations_read_back(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "alice")
+    kept = store.tokens.issue(user="alice", name="ci", scope="user", lifetime=600)
+    gone = store.tokens.issue(user="alice", name="job", scope="run", lifetime=600, run_id=run.id)
+    stale = store.tokens.issue(user="bob", name="old", scope="user", lifetime=-1)
+    claims = auth.verify(store.tokens.secret, gone.token)
+    assert claims is not None and auth.caller_of(claims) == auth.Caller(
+        user="alice",
+        scope="run",
+        run_id=run.id,
+        token_id=gone.id,
+        name="job",
+        issued=float(int(gone.created_at.timestamp())),
+        expires=float(int(gone.expires_at.timestamp())),
+    )
+    before = datetime.now(timezone.utc)
+    store.tokens.revoke(gone.id, by="alice", admin=False)
+    store.tokens.revoke_ids([stale.id], by="labrun")
+    # Revoked tokens that have not expired, with their expiry; none since a later moment
+    assert store.tokens.revoked_since(None) == {gone.id: gone.expires_at.timestamp()}
+    assert set(store.tokens.revoked_since(before - timedelta(seconds=5))) == {gone.id}
+    assert store.tokens.revoked_since(datetime.now(timezone.utc) + timedelta(hours=1)) == {}
+    assert [t.id for t in store.tokens.list_tokens(ListTokensQuery(), "alice").tokens] == [kept.id]
+    every = store.tokens.list_tokens(ListTokensQuery(all=True), None).tokens
+    assert {t.id: t.status for t in every} == {
+        kept.id: "active",
+        gone.id: "revoked",
+        stale.id: "revoked",
+    }
+    with pytest.raises(NotFound, match="no run with id 999"):
+        store.tokens.issue(user="alice", name="x", scope="run", lifetime=60, run_id=999)
+
+
+def test_a_dispatched_notebook_job_gets_a_token_of_its_own_run(store: Store) -> None:
+    # The store's first token: its secret is made on the way, outside the dispatch's write
+    job = SubmitJob(notebook="a.ipynb", content=make_notebook("y = x", parameters="x = 0"))
+    run = store.jobs.submit(job, "alice")
+    (spec,) = store.jobs.dispatch([run.id], 600)
+    claims = auth.verify(store.tokens.secret, spec["token"])
+    caller = auth.caller_of(claims) if claims else None
+    assert caller is not None and (caller.user, caller.scope, caller.run_id) == (
+        "alice",
+        "run",
+        run.id,
+    )
+    assert spec["token_id"] == caller.token_id
+    assert caller.expires == pytest.approx(caller.issued + 600, abs=1)
