@@ -55,6 +55,8 @@ class RunHandler(LabrunHandler):
     async def patch(self, run_id: int, body: UpdateRun) -> DescribeRun:
         run = await self.call(self.store.runs.update, run_id, body)
         self.events.publish("run.updated", run)
+        if body.log:
+            self.events.publish("run.log", {"run_id": run_id})
         return run
 
 
