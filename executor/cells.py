@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -206,6 +207,7 @@ class WorkerShell(InteractiveShell):
             return super()._showtraceback(etype, evalue, stb)
         execution.error = {
             "ename": getattr(etype, "__name__", str(etype)),
+            "emodule": getattr(etype, "__module__", None),
             "evalue": str(evalue),
             "traceback": list(stb),
         }
@@ -242,6 +244,7 @@ def shell() -> WorkerShell:
             formatter.active_types = formatter.format_types
             # Figures go to the kernel as images, the way a notebook shows them.
             os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+            _text_progress_bars()
             try:
                 created.extension_manager.load_extension("labrun")  # type: ignore[union-attr]
             except Exception:
@@ -249,6 +252,26 @@ def shell() -> WorkerShell:
                 logger.exception("labrun: could not load the labrun magics into the worker shell")
             _shell = created
         return _shell
+
+
+def _text_progress_bars() -> None:
+    """``tqdm.notebook`` as the text bar on the worker.
+
+    Its widget's model would live here, where no notebook's front end can reach it, so
+    nothing would update; the text bar's output streams to the notebook and redraws in
+    place, as ``tqdm`` and ``tqdm.auto`` already do here.
+    """
+    if importlib.util.find_spec("tqdm") is None:
+        return
+    import tqdm
+    from tqdm import std
+
+    text = types.ModuleType("tqdm.notebook", "tqdm.notebook, as text: cells run on a worker")
+    text.__dict__.update(
+        tqdm=std.tqdm, trange=std.trange, tqdm_notebook=std.tqdm, tnrange=std.trange
+    )
+    sys.modules["tqdm.notebook"] = text
+    tqdm.notebook = text
 
 
 class Namespace:

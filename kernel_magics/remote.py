@@ -36,7 +36,13 @@ _DONE = object()
 
 
 class RemoteCellError(Exception):
-    """The cell raised on the worker; shows the worker's traceback, not this kernel's."""
+    """The cell raised on the worker; shows the worker's traceback, not this kernel's.
+
+    What the notebook sees is a subclass named as the worker's exception (and, where that
+    type is a builtin or its module is loaded here, also an instance of it): nbclient,
+    papermill and ``except ValueError`` see the error the cell raised. See
+    :func:`remote_error`.
+    """
 
     def __init__(self, run: CellRun, error: dict[str, Any]) -> None:
         self.run = run
@@ -49,6 +55,29 @@ class RemoteCellError(Exception):
         where = f" on {self.run.worker}" if self.run.worker else ""
         header = f"labrun: {self.run.label} raised {self.ename}{where}"
         return [header, *(self.remote_traceback or [f"{self.ename}: {self.evalue}"])]
+
+
+_ERROR_TYPES: dict[tuple[str, type[BaseException] | None], type[RemoteCellError]] = {}
+
+
+def remote_error(run: CellRun, error: dict[str, Any]) -> RemoteCellError:
+    """The exception to raise in the notebook for a cell that raised ``error`` remotely."""
+    ename = str(error.get("ename") or "Error")
+    module = sys.modules.get(str(error.get("emodule") or "builtins"))
+    original = getattr(module, ename, None) if module is not None and ename.isidentifier() else None
+    if not (isinstance(original, type) and issubclass(original, Exception)):
+        original = None
+    cls = _ERROR_TYPES.get((ename, original))
+    if cls is None:
+        try:
+            bases: tuple[type, ...] = (
+                (RemoteCellError,) if original is None else (RemoteCellError, original)
+            )
+            cls = type(ename, bases, {"__module__": __name__})
+        except TypeError:  # a type whose layout cannot mix with ours (OSError's)
+            cls = type(ename, (RemoteCellError,), {"__module__": __name__})
+        _ERROR_TYPES[(ename, original)] = cls
+    return cls(run, error)
 
 
 class Bookkeeper:
@@ -353,7 +382,7 @@ class CellRun:
             self._record_failure(error)
         else:
             self.status = "failed"
-            self.error = RemoteCellError(self, error)
+            self.error = remote_error(self, error)
         self._done.set()
         raise self.error
 
