@@ -25,16 +25,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import importlib.util
 import io
 import logging
 import os
-import queue
 import sys
 import tempfile
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -45,6 +45,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from labrun import tracking
+from labrun.delivery import AppendLogsOp, ArtifactOp, Outbox, UpdateRunOp
 from labrun.errors import Conflict, LabrunError, NotFound
 from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
 
@@ -206,6 +207,7 @@ class WorkerShell(InteractiveShell):
             return super()._showtraceback(etype, evalue, stb)
         execution.error = {
             "ename": getattr(etype, "__name__", str(etype)),
+            "emodule": getattr(etype, "__module__", None),
             "evalue": str(evalue),
             "traceback": list(stb),
         }
@@ -242,6 +244,7 @@ def shell() -> WorkerShell:
             formatter.active_types = formatter.format_types
             # Figures go to the kernel as images, the way a notebook shows them.
             os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+            _text_progress_bars()
             try:
                 created.extension_manager.load_extension("labrun")  # type: ignore[union-attr]
             except Exception:
@@ -249,6 +252,26 @@ def shell() -> WorkerShell:
                 logger.exception("labrun: could not load the labrun magics into the worker shell")
             _shell = created
         return _shell
+
+
+def _text_progress_bars() -> None:
+    """``tqdm.notebook`` as the text bar on the worker.
+
+    Its widget's model would live here, where no notebook's front end can reach it, so
+    nothing would update; the text bar's output streams to the notebook and redraws in
+    place, as ``tqdm`` and ``tqdm.auto`` already do here.
+    """
+    if importlib.util.find_spec("tqdm") is None:
+        return
+    import tqdm
+    from tqdm import std
+
+    text = types.ModuleType("tqdm.notebook", "tqdm.notebook, as text: cells run on a worker")
+    text.__dict__.update(
+        tqdm=std.tqdm, trange=std.trange, tqdm_notebook=std.tqdm, tnrange=std.trange
+    )
+    sys.modules["tqdm.notebook"] = text
+    tqdm.notebook = text
 
 
 class Namespace:
@@ -495,88 +518,38 @@ _ticker = _Ticker()
 # --- reporting ------------------------------------------------------------------------
 
 
-class _Outbox:
-    """One thread per process that sends the cells' records to the server, in order."""
-
-    def __init__(self) -> None:
-        self._ops: queue.SimpleQueue[tuple[RunReporter, Callable[[int], object]]] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def put(self, reporter: RunReporter, op: Callable[[int], object]) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="labrun-cell-report", daemon=True
-                )
-                self._thread.start()
-        self._ops.put((reporter, op))
-
-    def drain(self, reporter: RunReporter, timeout: float) -> bool:
-        """Wait until what was put for ``reporter`` so far is sent."""
-        done = threading.Event()
-        self.put(reporter, lambda run_id: done.set())
-        return done.wait(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            reporter, op = self._ops.get()
-            run_id = reporter.resolve()
-            if run_id is None:
-                continue
-            try:
-                op(run_id)
-            except Conflict as err:
-                logger.info("labrun: run %d: %s", run_id, err)  # the server cancelled it
-            except LabrunError as err:
-                logger.warning("labrun: could not record run %d: %s", run_id, err)
-            except Exception:
-                logger.exception("labrun: recording run %d failed", run_id)
-
-
-_outbox = _Outbox()
-
-
 class RunReporter:
     """Records a cell's run from the worker, after the fact and off the cell's path.
 
-    The kernel creates the run (with a key) while the cell travels here; this finds it by that
-    key when it first has something to say. A short cell reports its start and end in one
-    request once it is over; a longer one reports its start after REPORT_START_AFTER.
+    The kernel creates the run (with a key) while the cell travels here; the records go into
+    this worker process's :class:`~labrun.delivery.Outbox` addressed by that key, which it
+    resolves when it sends them. A short cell reports its start and end in one request once
+    it is over; a longer one reports its start after REPORT_START_AFTER.
     """
 
     def __init__(self, plugin: LabrunWorkerPlugin, key: str, run_id: int | None = None) -> None:
         self.plugin = plugin
         self.key = key
-        self.run_id = run_id
+        self._run_id = run_id
         self.start_reported = False
-        self._resolved = threading.Event()
-        if run_id is not None:
-            self._resolved.set()
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox.of(self.plugin.client)
+
+    @property
+    def run_id(self) -> int | None:
+        """The run's id once known here (it is known once a record of it was sent)."""
+        return self._run_id if self._run_id is not None else self.outbox.known_id(self.key)
+
+    def _target(self) -> dict[str, Any]:
+        return {"run_id": self._run_id} if self._run_id is not None else {"run_key": self.key}
 
     def resolve(self, timeout: float = 30.0) -> int | None:
-        """The run's id, polling briefly for the kernel's create to land."""
-        if self._resolved.is_set():
-            return self.run_id
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while time.monotonic() < deadline:
-            try:
-                found = self.plugin.client.list_runs(key=self.key, limit=1).runs
-            except LabrunError as err:
-                logger.info("labrun: looking for run %s: %s", self.key, err)
-                found = []
-            if found:
-                self.run_id = found[0].id
-                self._resolved.set()
-                return self.run_id
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        logger.warning("labrun: no run has key %s; the cell's record is lost", self.key)
-        self._resolved.set()
-        return None
+        """The run's id, waiting for the kernel's create to land."""
+        if self.run_id is None:
+            self._run_id = self.outbox.resolve(self.key, timeout)
+        return self.run_id
 
     def tracked_run(self) -> tracking.Run:
         """The run ``labrun.log`` inside the cell writes to (resolved when first used)."""
@@ -590,20 +563,16 @@ class RunReporter:
         if self.start_reported:
             return
         self.start_reported = True
-        at = datetime.fromtimestamp(started, timezone.utc)
-
-        def send(run_id: int) -> None:
-            self.plugin.client.update_run(
-                run_id,
-                UpdateRun(
-                    status=RunStatus.running, worker=self.plugin.id, devices=devices, started_at=at
-                ),
-            )
-
-        _outbox.put(self, send)
+        update = UpdateRun(
+            status=RunStatus.running,
+            worker=self.plugin.id,
+            devices=devices,
+            started_at=datetime.fromtimestamp(started, timezone.utc),
+        )
+        self.outbox.put(UpdateRunOp(**self._target(), body=update))
 
     def append_log(self, entries: list[LogEntryIn]) -> None:
-        _outbox.put(self, lambda run_id: self.plugin.client.append_logs(run_id, entries))
+        self.outbox.put(AppendLogsOp(**self._target(), entries=entries))
 
     def report_end(
         self,
@@ -615,32 +584,26 @@ class RunReporter:
         started: float | None = None,
         devices: list[int] | None = None,
         artifacts: dict[str, bytes] | None = None,
-    ) -> None:
+    ) -> int:
+        """Queue the cell's end (after its metric points); the number to flush to."""
         at = None
         if not self.start_reported and started is not None:
             at = datetime.fromtimestamp(started, timezone.utc)
-
-        def send(run_id: int) -> None:
-            if log:
-                self.plugin.client.append_logs(run_id, log)
-            if run is not None:
-                run.flush()
-            for name, blob in (artifacts or {}).items():
-                self.plugin.client.upload_artifact(
-                    run_id, name, blob, content_type="application/octet-stream", kind="outputs"
-                )
-            self.plugin.client.update_run(
-                run_id,
-                UpdateRun(
-                    status=status,
-                    error=error,
-                    started_at=at,
-                    worker=self.plugin.id if at else None,
-                    devices=devices if at else None,
-                ),
+        if run is not None:
+            run._sender.push()  # its points go before the end
+        for name, blob in (artifacts or {}).items():
+            self.outbox.put(
+                ArtifactOp(**self._target(), name=name, data=blob, artifact_kind="outputs")
             )
-
-        _outbox.put(self, send)
+        update = UpdateRun(
+            status=status,
+            error=error,
+            started_at=at,
+            worker=self.plugin.id if at else None,
+            devices=devices if at else None,
+            log=log or None,
+        )
+        return self.outbox.put(UpdateRunOp(**self._target(), body=update))
 
 
 # --- executing -------------------------------------------------------------------------
@@ -762,6 +725,9 @@ def _finish(
                 "worker": reporter.plugin.id,
                 "devices": execution.devices,
             }
+            # Kept a while: should the kernel go away before it records this, the server
+            # settles the run from here (see cell_outcomes).
+            reporter.plugin.outcomes.keep(reporter.key, result["record"])
             return result
         reporter.report_end(
             execution.log,
@@ -828,14 +794,23 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
                 "store_outputs": True,
             }
             result = execute(payload, inputs, Namespace(), devices, reporter)
-            # The task ends when the run's record is on the server, as a notebook job's does.
-            _outbox.drain(reporter, RECORD_TIMEOUT)
+            # The task ends when the run's record is on the server, as a notebook job's does
+            # (or, with the server away, when it waits in the worker's spool).
+            reporter.outbox.flush(RECORD_TIMEOUT)
         finally:
             plugin.cells.pop(f"cell:{key}", None)
         status = {"ok": "completed", "cancelled": "cancelled"}.get(result["status"], "failed")
         return {"run_id": run_id, "status": status, "error": result.get("error")}
     finally:
         plugin.devices.release(run_id)
+
+
+def cell_outcomes(keys: list[str], *, dask_worker: Any) -> dict[str, dict[str, Any]]:
+    """Run on every worker by the server (``client.run``): how the cells ``keys`` ended here,
+    for those whose kernel was waiting for them and went away before recording it."""
+    from .plugin import get_plugin
+
+    return get_plugin(dask_worker).outcomes.find(keys)
 
 
 def stop_cell(token: str, reason: str = "interrupted", *, dask_worker: Any = None) -> bool:

@@ -311,13 +311,12 @@ def setup_code(environ: Mapping[str, str], cwd: str | None) -> str:
     return "\n".join(lines)
 
 
-# Sends what the notebook logged with labrun.log, and the records of its %%mlrun cells,
-# before the job reports its end.
+# Run in a job's kernel after its last cell: what labrun recorded there (the job's metric
+# points, its %%mlrun cells' runs) reaches the server before the kernel is shut down, which
+# kills it without running its exit handlers.
 FLUSH_CODE = (
     "import sys as _labrun_sys\n"
-    "if 'labrun.tracking' in _labrun_sys.modules:\n"
-    "    _labrun_sys.modules['labrun.tracking'].flush()\n"
-    "if 'labrun.kernel_magics' in _labrun_sys.modules:\n"
-    "    _labrun_sys.modules['labrun.kernel_magics'].flush()\n"
+    "if 'labrun.delivery' in _labrun_sys.modules:\n"
+    "    _labrun_sys.modules['labrun.delivery'].flush_all(50)\n"
     "del _labrun_sys"
 )

@@ -14,6 +14,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import nbformat
@@ -82,6 +83,31 @@ class DeviceAllocator:
             return dict(self._holders)
 
 
+class CellOutcomes:
+    """How the last cells a kernel waited for ended, by their key: what the worker gave the
+    kernel to record, kept for the server to settle a run whose kernel went away first."""
+
+    def __init__(self, most: int = 10_000, seconds: float = 3600.0) -> None:
+        self.most = most
+        self.seconds = seconds
+        self._kept: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, key: str, record: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._kept[key] = (now, record)
+            while self._kept and (
+                len(self._kept) > self.most
+                or next(iter(self._kept.values()))[0] < now - self.seconds
+            ):
+                self._kept.popitem(last=False)
+
+    def find(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {key: self._kept[key][1] for key in keys if key in self._kept}
+
+
 class LabrunWorkerPlugin(WorkerPlugin):
     """Installed on every worker of the pool.
 
@@ -129,6 +155,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
     jobs: dict[int, NotebookJob]
     # The %%mlrun cells and sessions here, by their device holder name.
     cells: dict[str, RunReporter]
+    outcomes: CellOutcomes
     id: str
 
     async def setup(self, worker: Worker) -> None:
@@ -173,6 +200,7 @@ class LabrunWorkerPlugin(WorkerPlugin):
         self.devices = DeviceAllocator(owned_indices(self.gpus))
         self.jobs = {}
         self.cells = {}
+        self.outcomes = CellOutcomes()
         self._stop = threading.Event()
         scratch = tempfile.mkdtemp(prefix="kernels-", dir=worker.local_directory)
         self.scratch = scratch

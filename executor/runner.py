@@ -24,7 +24,8 @@ from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
 from labrun import settings
-from labrun.errors import Conflict, LabrunError, NotFound
+from labrun.delivery import AppendLogsOp, ArtifactOp, CreateReportOp, Outbox, UpdateRunOp
+from labrun.errors import Conflict, NotFound
 from labrun.models import ClaimRun, CreateReport, LogEntryIn, RunStatus, UpdateRun
 
 from .engine import ENGINE_NAME
@@ -35,16 +36,19 @@ logger = logging.getLogger("labrun.executor")
 
 # Tries at a job whose kernel dies before its first cell: a broken kernel, not the job.
 KERNEL_TRIES = 3
+# Seconds a job's task waits for its last records to reach the server before it ends.
+RECORD_TIMEOUT = 60.0
 
 
 class RunLog:
-    """Text for a run's log, sent in small batches from a background thread.
+    """Text for a run's log, handed to the worker's outbox in small batches.
 
-    Behaves as the file objects papermill writes a notebook's stdout and stderr to.
+    Behaves as the file objects papermill writes a notebook's stdout and stderr to. The
+    outbox delivers in order and keeps what the server cannot take yet.
     """
 
-    def __init__(self, plugin: LabrunWorkerPlugin, run_id: int, interval: float = 0.25) -> None:
-        self.plugin = plugin
+    def __init__(self, outbox: Outbox, run_id: int, interval: float = 0.25) -> None:
+        self.outbox = outbox
         self.run_id = run_id
         self.interval = interval
         self._pending: list[LogEntryIn] = []
@@ -68,10 +72,7 @@ class RunLog:
         with self._lock:
             entries, self._pending = self._pending, []
         if entries:
-            try:
-                self.plugin.client.append_logs(self.run_id, entries)
-            except LabrunError as err:
-                logger.warning("labrun: run %d: log lines lost: %s", self.run_id, err)
+            self.outbox.put(AppendLogsOp(run_id=self.run_id, entries=entries))
 
     def _loop(self) -> None:
         while not self._closed:
@@ -115,7 +116,8 @@ class NotebookJob:
         self.kernel: AsyncKernelManager | None = kernel
         self.cancelled: str | None = None
         self.cells_started = 0
-        self.log = RunLog(plugin, self.run_id)
+        self.outbox = Outbox.of(plugin.client)
+        self.log = RunLog(self.outbox, self.run_id)
         # Seconds each phase took, for the benchmarks and the worker's debug log.
         self.timings: dict[str, float] = {}
         self._mark = time.perf_counter()
@@ -187,6 +189,14 @@ class NotebookJob:
             on_cell_start=self._on_cell_start,
         )
 
+    def _flush_kernel(self) -> None:
+        assert self.kernel is not None
+        try:
+            self.pool.run_code(self.kernel, FLUSH_CODE, timeout=60)
+        except Exception as err:  # noqa: BLE001 - the run's own outcome stands
+            self.log.system(f"could not flush labrun's records in the kernel: {err}")
+        self._phase("flush")
+
     def run(self) -> dict[str, Any]:
         workdir = Path(tempfile.mkdtemp(prefix=f"run-{self.run_id}-", dir=self.plugin.scratch))
         out_path = workdir / "executed.ipynb"
@@ -224,9 +234,10 @@ class NotebookJob:
                         continue
                     status = RunStatus.failed
                     error = {"type": type(err).__name__, "message": f"the kernel died: {err}"}
-                if status == RunStatus.completed:
-                    self.pool.run_code(self.kernel, FLUSH_CODE, timeout=60)
-                    self._phase("flush")
+                if error is None or "cell_index" in error:
+                    # The kernel lives (it ran to the end, or a cell raised): what labrun
+                    # recorded in it goes out before it is shut down.
+                    self._flush_kernel()
                 break
         except KernelUnavailable as err:
             error = {"type": "KernelUnavailable", "message": str(err)}
@@ -262,61 +273,58 @@ class NotebookJob:
     def _upload(self, out_path: Path, *, report: bool = False) -> None:
         if not out_path.exists():
             return
-        client = self.plugin.client
         stem = Path(self.spec.get("notebook") or "notebook.ipynb").stem
         try:
             text = out_path.read_text()
-            client.upload_artifact(
-                self.run_id,
-                f"{stem}.ipynb",
-                text.encode(),
-                content_type="application/x-ipynb+json",
-                kind="notebook",
-            )
-            self._phase("upload_ipynb")
+            self._artifact(f"{stem}.ipynb", text, "application/x-ipynb+json", "notebook")
             executed = nbformat.reads(text, as_version=4)
             html = self.plugin.render_html(executed)
             self._phase("render_html")
-            client.upload_artifact(
-                self.run_id,
-                f"{stem}.html",
-                html.encode(),
-                content_type="text/html",
-                kind="html",
-            )
+            self._artifact(f"{stem}.html", html, "text/html", "html")
             if report and self.spec.get("report"):
                 self._record_report(nb=executed, notebook=f"{stem}.ipynb")
-        except (LabrunError, ValueError) as err:
-            self.log.system(f"could not upload the executed notebook: {err}")
+        except ValueError as err:
+            self.log.system(f"could not read the executed notebook: {err}")
+
+    def _artifact(self, name: str, text: str, content_type: str, kind: str) -> None:
+        op = ArtifactOp(
+            run_id=self.run_id,
+            name=name,
+            data=text.encode(),
+            content_type=content_type,
+            artifact_kind=kind,
+        )
+        self.outbox.put(op)
 
     def _record_report(self, nb: Any, notebook: str) -> None:
         """A report job: its HTML for readers (no code unless asked), recorded as a report."""
         options = self.spec["report"]
-        client = self.plugin.client
         html = self.plugin.render_html(nb, code=bool(options.get("code")))
-        client.upload_artifact(
-            self.run_id, "report.html", html.encode(), content_type="text/html", kind="report"
+        self._artifact("report.html", html, "text/html", "report")
+        report = CreateReport(
+            name=options.get("name") or Path(notebook).stem,
+            notebook=self.spec.get("notebook") or notebook,
+            params=self.spec.get("parameters") or {},
+            run_id=self.run_id,
+            html_artifact="report.html",
+            notebook_artifact=notebook,
         )
-        client.create_report(
-            CreateReport(
-                name=options.get("name") or Path(notebook).stem,
-                notebook=self.spec.get("notebook") or notebook,
-                params=self.spec.get("parameters") or {},
-                run_id=self.run_id,
-                html_artifact="report.html",
-                notebook_artifact=notebook,
-            )
-        )
+        self.outbox.put(CreateReportOp(body=report))
         self.log.system(f"recorded the report {options.get('name') or notebook!r}")
 
     def _report(self, status: RunStatus, error: dict[str, Any] | None) -> None:
-        if status == RunStatus.cancelled:
-            return  # the server cancelled it; nothing to add
-        try:
-            self.plugin.client.update_run(self.run_id, UpdateRun(status=status, error=error))
-        except Conflict as err:
-            # Cancelled or declared lost meanwhile: the server's word stands.
-            logger.info("labrun: run %d: %s", self.run_id, err)
+        if status != RunStatus.cancelled:  # else the server cancelled it: nothing to add
+            # A conflict (cancelled or declared lost meanwhile) leaves the server's word.
+            update = UpdateRun(status=status, error=error)
+            self.outbox.put(UpdateRunOp(run_id=self.run_id, body=update))
+        # The task ends once the run's record is on the server (or, with the server away,
+        # waits in this worker's spool, which sends it once the server is back).
+        if not self.outbox.flush(RECORD_TIMEOUT):
+            logger.warning(
+                "labrun: run %d's last records wait in %s for the server",
+                self.run_id,
+                self.outbox.spool.path,
+            )
 
 
 def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from labrun.errors import InvalidRequest, ServerUnavailable
 from labrun.executor import worker_id as address_id
 from labrun.models import PoolStatus, PoolWorker, RunStatus
 
+from .orphans import settle_orphan_cells
 from .store.jobs import QueuedJob
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ USAGE_WINDOW = timedelta(days=1)
 RUNNING_FLOOR_HOURS = 1 / 60
 # Seconds a job's worker must be missing before the job counts as lost.
 LOST_GRACE = 3.0
+# How often the dispatcher looks for %%mlrun cells whose kernel went away unrecorded.
+ORPHAN_CHECK_EVERY = 5.0
 
 
 @dataclass
@@ -136,6 +139,7 @@ class Dispatcher:
         self._workers_at = 0.0
         self._usage_at = 0.0
         self._lost_seen: dict[int, float] = {}
+        self._orphans_at = 0.0
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -314,6 +318,9 @@ class Dispatcher:
         chosen = self.choose()
         if chosen:
             await self._submit(chosen)
+        if self.client is not None and time.monotonic() - self._orphans_at > ORPHAN_CHECK_EVERY:
+            self._orphans_at = time.monotonic()
+            await settle_orphan_cells(self.client, self.store, self.call, self.publish)
 
     def _queue_settings(self) -> dict[str, tuple[int, int | None]]:
         return {

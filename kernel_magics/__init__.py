@@ -25,11 +25,3 @@ def unload_ipython_extension(shell: Any) -> None:
     magics = _loaded.pop(id(shell), None)
     if magics is not None:
         magics.close()
-
-
-def flush(timeout: float = 20.0) -> None:
-    """Wait until the records of the cells sent so far (``%%mlrun``) reached the server:
-    a notebook job's kernel is shut down right after its last cell."""
-    for magics in list(_loaded.values()):
-        if magics._pool is not None:
-            magics._pool.bookkeeper.wait(timeout)

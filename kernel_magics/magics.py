@@ -22,8 +22,16 @@ from traitlets import Float, Int, Unicode
 from labrun import environment, settings, tracking
 from labrun.client import Client
 from labrun.datahash import hash_path, human_size
+from labrun.delivery import ArtifactOp, CreateRunOp, LinkDatasetOp
 from labrun.errors import Conflict, InvalidRequest, LabrunError, NotFound
-from labrun.models import CreateDatasetVersion, CreateRun, LinkDataset, RunKind, RunStatus
+from labrun.models import (
+    CreateDatasetVersion,
+    CreateRun,
+    DescribeRun,
+    LinkDataset,
+    RunKind,
+    RunStatus,
+)
 
 from . import remote
 from .analysis import cell_names
@@ -314,7 +322,7 @@ class LabrunMagics(Magics):
         session: remote.SessionHandle | None,
         returns: list[str],
     ) -> None:
-        """Create the run and store its inputs on the bookkeeper thread, off the cell's path."""
+        """Create the run and store its inputs from the outbox's thread, off the cell's path."""
         pool = run.pool
         params = dict(self.params)
         datasets = dict(self.datasets)
@@ -323,54 +331,59 @@ class LabrunMagics(Magics):
         limit = self.max_input_artifact
         capturer = self._capturer
 
-        def create() -> None:
+        def create() -> list[Any]:
             import cloudpickle
 
-            # The bookkeeper sent this after the cell (or 0.25 s into a long one): a short
+            # The outbox makes these after the cell (or 0.25 s into a long one): a short
             # cell is over before its run is recorded, and the worker waits for the record.
             try:
                 captured = capturer.capture(namespace)
             except Exception as err:  # noqa: BLE001 - a partial record beats none
                 captured = {**environment.basic(), "capture_error": f"{type(err).__name__}: {err}"}
-            inputs = remote.digests(packed)
-            captured["inputs"] = inputs
+            captured["inputs"] = remote.digests(packed)
             captured["outputs"] = list(returns)  # what a `labrun rerun` keeps
-            described = pool.client.create_run(
-                CreateRun(
-                    key=run.key,
-                    project=project,
-                    name=args.name,
-                    kind=RunKind.cell,
-                    status=RunStatus.queued,
-                    params=params,
-                    queue=args.queue,
-                    requested_gpus=gpus,
-                    source=cell,
-                    notebook=captured.get("notebook"),
-                    environment=captured,
-                    parent_id=session.run_id if session else None,
+            # The kernel's Dask client: while it is connected, the kernel records this cell
+            # itself; once it is gone, the server settles the run from what the worker kept.
+            captured["pool_client"] = pool.dask.id
+            ops: list[Any] = [
+                CreateRunOp(
+                    body=CreateRun(
+                        key=run.key,
+                        project=project,
+                        name=args.name,
+                        kind=RunKind.cell,
+                        status=RunStatus.queued,
+                        params=params,
+                        queue=args.queue,
+                        requested_gpus=gpus,
+                        source=cell,
+                        notebook=captured.get("notebook"),
+                        environment=captured,
+                        parent_id=session.run_id if session else None,
+                    )
                 )
-            )
-            run.run_id = described.id
-            for name, version in datasets.items():
-                pool.client.link_dataset(described.id, LinkDataset(dataset=name, version=version))
-            if not packed:
-                return
+            ]
+            ops += [
+                LinkDatasetOp(run_key=run.key, body=LinkDataset(dataset=name, version=version))
+                for name, version in datasets.items()
+            ]
             # Arrays count by their size, so a large one is never pickled just to be skipped.
             raw = sum(int(getattr(v, "nbytes", 0)) for kind, v in packed.values() if kind == "raw")
-            if raw > limit:
-                return
-            blob = cloudpickle.dumps({"values": packed}, protocol=5)
-            if len(blob) <= limit:
-                pool.client.upload_artifact(
-                    described.id,
-                    "inputs.pkl",
-                    blob,
-                    content_type="application/octet-stream",
-                    kind="inputs",
-                )
+            if packed and raw <= limit:
+                blob = cloudpickle.dumps({"values": packed}, protocol=5)
+                if len(blob) <= limit:
+                    ops.append(
+                        ArtifactOp(
+                            run_key=run.key, name="inputs.pkl", data=blob, artifact_kind="inputs"
+                        )
+                    )
+            return ops
 
-        pool.bookkeeper.submit(create)
+        def created(answer: Any) -> None:
+            if isinstance(answer, DescribeRun):
+                run.run_id = answer.id
+
+        pool.bookkeeper.submit(create, on_sent=created)
 
     # --- fetching and sessions ----------------------------------------------------------
 

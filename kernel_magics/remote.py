@@ -25,7 +25,8 @@ import cloudpickle
 
 from labrun import environment
 from labrun.client import Client
-from labrun.errors import Conflict, LabrunError, NotFound
+from labrun.delivery import CancelRunOp, Outbox, UpdateRunOp
+from labrun.errors import LabrunError
 from labrun.executor.cells import CellSession, Packed, pack, stop_cell, unpack_all
 from labrun.models import CreateRun, LogEntryIn, PoolStatus, RunKind, RunStatus, UpdateRun
 
@@ -35,7 +36,13 @@ _DONE = object()
 
 
 class RemoteCellError(Exception):
-    """The cell raised on the worker; shows the worker's traceback, not this kernel's."""
+    """The cell raised on the worker; shows the worker's traceback, not this kernel's.
+
+    What the notebook sees is a subclass named as the worker's exception (and, where that
+    type is a builtin or its module is loaded here, also an instance of it): nbclient,
+    papermill and ``except ValueError`` see the error the cell raised. See
+    :func:`remote_error`.
+    """
 
     def __init__(self, run: CellRun, error: dict[str, Any]) -> None:
         self.run = run
@@ -50,38 +57,55 @@ class RemoteCellError(Exception):
         return [header, *(self.remote_traceback or [f"{self.ename}: {self.evalue}"])]
 
 
-class Bookkeeper:
-    """One background thread that sends the runs' records to the server, in order.
+_ERROR_TYPES: dict[tuple[str, type[BaseException] | None], type[RemoteCellError]] = {}
 
-    A record waits while a short cell's round trip is in flight (see :meth:`busy`): on a
-    small machine the kernel, the server and the pool share the cores, and cells run back
-    to back ("Run All") would otherwise each pay for the previous cell's record.
+
+def remote_error(run: CellRun, error: dict[str, Any]) -> RemoteCellError:
+    """The exception to raise in the notebook for a cell that raised ``error`` remotely."""
+    ename = str(error.get("ename") or "Error")
+    module = sys.modules.get(str(error.get("emodule") or "builtins"))
+    original = getattr(module, ename, None) if module is not None and ename.isidentifier() else None
+    if not (isinstance(original, type) and issubclass(original, Exception)):
+        original = None
+    cls = _ERROR_TYPES.get((ename, original))
+    if cls is None:
+        try:
+            bases: tuple[type, ...] = (
+                (RemoteCellError,) if original is None else (RemoteCellError, original)
+            )
+            cls = type(ename, bases, {"__module__": __name__})
+        except TypeError:  # a type whose layout cannot mix with ours (OSError's)
+            cls = type(ename, (RemoteCellError,), {"__module__": __name__})
+        _ERROR_TYPES[(ename, original)] = cls
+    return cls(run, error)
+
+
+class Bookkeeper:
+    """When the kernel's records go out: they travel in the process's :class:`Outbox`, in
+    order, and are held while a short cell's round trip is in flight.
+
+    On a small machine the kernel, the server and the pool share the cores, and cells run
+    back to back ("Run All") would otherwise each pay for the previous cell's record.
     """
 
     # A record is sent once no cell has been in flight for this long,
     QUIET = 0.03
     # or once the cell in flight has taken this long (the kernel only waits for it),
     LONG_CELL = 0.25
-    # and never later than this after it was submitted.
+    # and never later than this after it was put.
     MAX_DEFER = 2.0
 
-    def __init__(self) -> None:
-        self._ops: queue.SimpleQueue[tuple[float, Callable[[], None]]] = queue.SimpleQueue()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._pending = 0
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
         self._lock = threading.Lock()
         self._in_flight = 0
         self._busy_since = 0.0
         self._last_end = 0.0
-        self._thread = threading.Thread(target=self._loop, name="labrun-bookkeeper", daemon=True)
-        self._thread.start()
+        outbox.hold = self.hold
 
-    def submit(self, op: Callable[[], None]) -> None:
-        with self._lock:
-            self._pending += 1
-            self._idle.clear()
-        self._ops.put((time.monotonic(), op))
+    def submit(self, item: Any, on_sent: Callable[[Any], None] | None = None) -> int:
+        """Queue an operation, or a function that makes operations once the hold is over."""
+        return self.outbox.put(item, on_sent)
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -96,38 +120,21 @@ class Bookkeeper:
             with self._lock:
                 self._in_flight -= 1
                 self._last_end = time.monotonic()
+            self.outbox.wake()
 
-    def _wait_quiet(self, submitted: float) -> None:
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                if self._in_flight:
-                    left = self.LONG_CELL - (now - self._busy_since)
-                else:
-                    left = self.QUIET - (now - self._last_end)
-            left = min(left, self.MAX_DEFER - (now - submitted))
-            if left <= 0:
-                return
-            time.sleep(left)
-
-    def _loop(self) -> None:
-        while True:
-            submitted, op = self._ops.get()
-            self._wait_quiet(submitted)
-            try:
-                op()
-            except LabrunError as err:
-                logger.warning("labrun: could not record a run: %s", err)
-            except Exception:
-                logger.exception("labrun: recording a run failed")
-            with self._lock:
-                self._pending -= 1
-                if self._pending == 0:
-                    self._idle.set()
+    def hold(self, submitted: float) -> float:
+        """Seconds a record put at ``submitted`` waits still (the outbox asks)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._in_flight:
+                left = self.LONG_CELL - (now - self._busy_since)
+            else:
+                left = self.QUIET - (now - self._last_end)
+        return min(left, self.MAX_DEFER - (now - submitted))
 
     def wait(self, timeout: float | None = 30.0) -> bool:
-        """Until everything submitted so far was sent."""
-        return self._idle.wait(timeout)
+        """Until everything submitted so far reached the server."""
+        return self.outbox.flush(timeout)
 
 
 # How long a first cell waits for a pool the server is still starting (a local pool takes
@@ -182,7 +189,7 @@ class Pool:
         self._routes: dict[str, queue.SimpleQueue[Any]] = {}
         self.dask.subscribe_topic(self.topic, self._route)
         self.has_gpus = any(w.gpus for w in status.workers)
-        self.bookkeeper = Bookkeeper()
+        self.bookkeeper = Bookkeeper(Outbox.of(client))
 
     def _route(self, event: tuple[float, dict[str, Any]]) -> None:
         _, msg = event
@@ -375,46 +382,30 @@ class CellRun:
             self._record_failure(error)
         else:
             self.status = "failed"
-            self.error = RemoteCellError(self, error)
+            self.error = remote_error(self, error)
         self._done.set()
         raise self.error
 
     def _record_end(self, record: dict[str, Any]) -> None:
-        """How a short cell ended, as its worker handed it over (after the run's create)."""
+        """How a short cell ended, as its worker handed it over (after the run's create).
 
-        def send() -> None:
-            if self._run_id is None:
-                return
-            client = self.pool.client
-            log = [LogEntryIn(**entry) for entry in record["log"]]
-            if log:
-                client.append_logs(self._run_id, log)
-            with contextlib.suppress(Conflict):  # cancelled meanwhile
-                client.update_run(
-                    self._run_id,
-                    UpdateRun(
-                        status=RunStatus(record["status"]),
-                        error=record["error"],
-                        started_at=datetime.fromtimestamp(record["started"], timezone.utc),
-                        worker=record["worker"],
-                        devices=record["devices"],
-                    ),
-                )
-
-        self.pool.bookkeeper.submit(send)
+        One request: the status with its log, which the server appends only if the run
+        takes that status now (a cancel or the server's own settling may have come first).
+        """
+        update = UpdateRun(
+            status=RunStatus(record["status"]),
+            error=record["error"],
+            started_at=datetime.fromtimestamp(record["started"], timezone.utc),
+            worker=record["worker"],
+            devices=record["devices"],
+            log=[LogEntryIn(**entry) for entry in record["log"]] or None,
+        )
+        self.pool.bookkeeper.submit(UpdateRunOp(run_key=self.key, body=update))
 
     def _record_failure(self, error: dict[str, Any]) -> None:
         message = f"{error.get('ename')}: {error.get('evalue')}"
-
-        def send() -> None:
-            if self._run_id is not None:
-                with contextlib.suppress(Conflict):
-                    self.pool.client.update_run(
-                        self._run_id,
-                        UpdateRun(status=RunStatus.failed, error={"message": message, **error}),
-                    )
-
-        self.pool.bookkeeper.submit(send)
+        update = UpdateRun(status=RunStatus.failed, error={"message": message, **error})
+        self.pool.bookkeeper.submit(UpdateRunOp(run_key=self.key, body=update))
 
     def cancel(self) -> None:
         """Stop the cell: interrupt it on its worker, drop it from the queue, record it."""
@@ -422,13 +413,7 @@ class CellRun:
         with contextlib.suppress(Exception):
             if hasattr(self.future, "cancel") and self.session is None:
                 self.future.cancel()
-
-        def send() -> None:
-            if self._run_id is not None:
-                with contextlib.suppress(Conflict, NotFound):
-                    self.pool.client.cancel_run(self._run_id)
-
-        self.pool.bookkeeper.submit(send)
+        self.pool.bookkeeper.submit(CancelRunOp(run_key=self.key))
         self.status = "cancelled"
 
     # --- for the user --------------------------------------------------------------------

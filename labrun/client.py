@@ -149,9 +149,16 @@ class Client:
         )
 
     def set_token(self, token: str) -> None:
-        """Use ``token`` from now on (a worker taking its pool's renewed token)."""
-        self.token = token
+        """Use ``token`` from now on (a worker taking its pool's renewed token).
+
+        The process's outbox for the old token takes the new one too: what waits in it is
+        sent with a token that is still valid.
+        """
+        from labrun.delivery.outbox import Outbox  # the outbox builds on this module
+
+        old, self.token = self.token, token
         self._http.headers["Authorization"] = f"token {token}"
+        Outbox.renew_token(self.url, old, token)
 
     def close(self) -> None:
         self._http.close()

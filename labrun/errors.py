@@ -54,6 +54,13 @@ class ServerUnavailable(LabrunError):
     code = "server_unavailable"
 
 
+class ServerError(LabrunError):
+    """The server failed on its side (a 5xx): a bug, or an overload worth retrying."""
+
+    status = 500
+    code = "internal_error"
+
+
 class SchemaMismatch(LabrunError):
     """The database was written by another labrun version."""
 
@@ -76,5 +83,10 @@ _BY_STATUS: dict[int, type[LabrunError]] = {
 
 def error_from_response(status: int, code: str | None, message: str) -> LabrunError:
     """Rebuild the error a server answered with (used by the client)."""
-    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status, LabrunError)
-    return cls(message)
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else LabrunError
+    error = cls(message)
+    if cls in (LabrunError, ServerError):
+        error.status = status  # the server's own status, where no class stands for it
+    return error

@@ -99,6 +99,11 @@ class UpdateRun(Request):
     started_at: datetime | None = Field(
         None, description="when a queued run started: for a start reported with its end"
     )
+    log: list[LogEntryIn] | None = Field(
+        None,
+        description="log entries to append with this change; with a status, only when the "
+        "run takes that status now (so a repeated end record appends nothing twice)",
+    )
 
 
 class RunSummary(Response):

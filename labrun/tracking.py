@@ -18,9 +18,10 @@ from typing_extensions import Self
 
 from labrun import environment, settings
 from labrun.client import Client
-from labrun.errors import InvalidRequest, LabrunError
+from labrun.delivery import Outbox, Point, UpdateRunOp
+from labrun.errors import InvalidRequest
 from labrun.models import CreateRun, DescribeRun, RunKind, RunStatus, UpdateRun
-from labrun.sender import MetricSender, Point
+from labrun.sender import MetricSender
 
 logger = logging.getLogger("labrun")
 
@@ -35,6 +36,8 @@ def _number(key: str, value: Any) -> float | None:
     if value is None:
         return None
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError  # "nan" or "1.5" is text, not a measurement
         number = float(value)
     except (TypeError, ValueError):
         raise InvalidRequest(
@@ -66,7 +69,8 @@ class Run:
         self._owned = owned
         self._step = 0
         self._finished = False
-        self._sender = MetricSender(client, self.id, spool_dir=settings.spool_dir())
+        self._outbox = Outbox.of(client)
+        self._sender = MetricSender(self._outbox, self.id)
 
     def __repr__(self) -> str:
         return f"<labrun.Run {self.id} {self.info.name or ''} at {self.client.url}>"
@@ -127,7 +131,7 @@ class Run:
             )
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until the points logged so far reached the server."""
+        """Wait until the points logged so far reached the server (False if some still wait)."""
         return self._sender.flush(timeout)
 
     def finish(
@@ -137,25 +141,42 @@ class Run:
         error: dict[str, Any] | None = None,
         timeout: float = 30.0,
     ) -> None:
-        """Send what is left and mark the run finished (``completed`` or ``failed``)."""
+        """Send what is left and mark the run finished (``completed`` or ``failed``).
+
+        Waits up to ``timeout`` seconds for the server. What it could not deliver by then
+        (points, and the final status) is kept in a spool file, said in a warning, and sent
+        by the next labrun process on this machine.
+        """
         global _current
         if self._finished:
             return
         self._finished = True
-        left = self._sender.close(timeout)
-        if left:
-            logger.warning(
-                "labrun: the server is unreachable; %d metric points of run %d wait in %s "
-                "and are sent the next time labrun runs",
-                left,
-                self.id,
-                self._sender.spool.path,
-            )
+        self._sender.close()
         if self._owned:
-            try:
-                self.client.update_run(self.id, UpdateRun(status=RunStatus(status), error=error))
-            except LabrunError as err:
-                logger.warning("labrun: could not mark run %d %s: %s", self.id, status, err)
+            # Through the outbox, after the points: delivered, or spooled with them.
+            update = UpdateRun(status=RunStatus(status), error=error)
+            self._outbox.put(UpdateRunOp(run_id=self.id, body=update))
+        if not self._outbox.flush(timeout):
+            spool = self._outbox.spool
+            logger.warning(
+                "labrun: the server at %s did not take run %d's last records within %.0f s; "
+                "%d metric points%s wait in %s and are sent the next time labrun runs on "
+                "this machine",
+                self.client.url,
+                self.id,
+                timeout,
+                spool.count_points(),
+                f" and its {status!r} status" if self._owned else "",
+                spool.path,
+            )
+        refused = self._outbox.refused.get(self.id)
+        if refused:
+            logger.warning(
+                "labrun: %d metric point(s) of run %d were refused by the server and not "
+                "stored (the warnings above name them)",
+                refused,
+                self.id,
+            )
         with _current_lock:
             if _current is self:
                 _current = None

@@ -69,6 +69,8 @@ class RunHandler(LabrunHandler):
             return await cancel_run(self, run_id, body)
         run = await self.call(self.store.runs.update, run_id, body)
         self.events.publish("run.updated", run)
+        if body.log:
+            self.events.publish("run.log", {"run_id": run_id})
         return run
 
 

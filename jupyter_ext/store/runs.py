@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, func, select
@@ -30,7 +31,17 @@ from labrun.models import (
 )
 
 from .database import Database
-from .models import Metric, MetricSummary, Param, Project, Queue, Run, RunTransition, utcnow
+from .models import (
+    Metric,
+    MetricSummary,
+    Param,
+    Project,
+    Queue,
+    Run,
+    RunLog,
+    RunTransition,
+    utcnow,
+)
 
 # Which status may follow which. A finished run stays finished; a lost one may be
 # queued again (the dispatcher's retry) or given up.
@@ -97,6 +108,14 @@ def _summary_fields(run: Run) -> dict[str, Any]:
         "ended_at": run.ended_at,
         "duration": _duration(run),
     }
+
+
+@dataclass
+class UnsettledCell:
+    run_id: int
+    key: str
+    pool_client: str | None
+    created_at: datetime
 
 
 class RunStore:
@@ -271,6 +290,28 @@ class RunStore:
                 run = session.get(Run, run.parent_id) if run.parent_id is not None else None
         return out
 
+    def unsettled_cells(self, older_than: float, most: int = 500) -> list[UnsettledCell]:
+        """``%%mlrun`` cells still queued or running after ``older_than`` seconds, with the
+        Dask client of the kernel that sent each (oldest first)."""
+        before = utcnow() - timedelta(seconds=older_than)
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Run.id, Run.key, Run.environment, Run.created_at)
+                .where(
+                    Run.kind == RunKind.cell.value,
+                    Run.job.is_(None),
+                    Run.status.in_([RunStatus.queued.value, RunStatus.running.value]),
+                    Run.created_at < before,
+                    Run.key.is_not(None),
+                )
+                .order_by(Run.id)
+                .limit(most)
+            )
+            return [
+                UnsettledCell(run_id, key, (env or {}).get("pool_client"), created)
+                for run_id, key, env, created in rows
+            ]
+
     def cell_key(self, run_id: int) -> str | None:
         """The key a kernel's cell run was created with (its Dask task is named by it)."""
         with self.db.session() as session:
@@ -285,9 +326,18 @@ class RunStore:
             # Start and end reported together (a short cell): both transitions, each
             # at its own time.
             self.transition(session, run, RunStatus.running, at=req.started_at)
+        changed = True
         if req.status is not None:
             message = (req.error or {}).get("message") if req.error else None
+            changed = run.status != req.status.value
             self.transition(session, run, req.status, message)
+        if req.log and changed:
+            # Appended with the status that ends the run, and only then: a repeated end
+            # record (the kernel's, after the server settled it) adds nothing.
+            now = utcnow()
+            session.add_all(
+                RunLog(run_id=run.id, stream=e.stream, text=e.text, time=now) for e in req.log
+            )
         for field in ("name", "tags", "worker", "environment", "error", "devices"):
             value = getattr(req, field)
             if value is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -113,7 +114,7 @@ def test_no_point_is_lost_while_the_server_is_down(
     for step in range(1000, 3000):
         run.log({"loss": float(step)}, step=step)
     assert not run.flush(timeout=2), "points cannot be delivered while the server is down"
-    assert run._sender.spool.count() == 2000
+    assert run._outbox.spool.count_points() == 2000
 
     # Then, once the server is back, every point arrives exactly once
     labrun_server.start()
@@ -121,7 +122,7 @@ def test_no_point_is_lost_while_the_server_is_down(
         run.log({"loss": float(step)}, step=step)
     run.finish(timeout=60)
     assert total_points(client, run.id, "loss") == list(range(4000))
-    assert run._sender.spool.count() == 0
+    assert run._outbox.spool.count_points() == 0
 
 
 def test_points_spooled_by_an_ended_process_are_sent_by_the_next(
@@ -181,3 +182,74 @@ def test_discovery_finds_a_running_jupyter_server(
     with Client() as found:
         assert found.url == labrun_server.url
         assert found.version().api == 1
+
+
+@pytest.mark.parametrize("bad_at", [0, 100], ids=["in-the-first-batch", "mid-run"])
+def test_a_refused_point_is_named_and_every_other_point_is_stored(
+    client: Client, caplog: pytest.LogCaptureFixture, bad_at: int
+) -> None:
+    # Given a run that logs 1,100 good points and, among them, one the server refuses (a
+    # key longer than the 256 characters a key may have)
+    run = labrun.init(name="one-bad-point", client=client)
+    bad_key = "k" * 300
+    with caplog.at_level("WARNING", logger="labrun"):
+        for step in range(1100):
+            if step == bad_at:
+                run.log({bad_key: 1.0}, step=step)
+                run.flush()  # a batch of its own at the start; mid-run it shares one
+            run.log({"loss": float(step)}, step=step)
+        run.finish()
+
+    # Then every good point is stored, the run completed, and the bad point is named once
+    assert total_points(client, run.id, "loss") == list(range(1100))
+    assert client.get_run(run.id).status.value == "completed"
+    named = [r.getMessage() for r in caplog.records if bad_key[:50] in r.getMessage()]
+    assert len(named) == 1 and f"step {bad_at}" in named[0], named
+    assert "refused 1 metric point" in named[0]
+
+
+def test_a_status_the_server_missed_at_finish_is_delivered_by_the_next_process(
+    labrun_server: LabrunServer, client: Client, tmp_path: Path
+) -> None:
+    # Given a script whose server is down when it finishes its run
+    created = tmp_path / "created"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time
+        import labrun
+        run = labrun.init(name="finished-offline")
+        labrun.log({{"loss": 1.0}})
+        assert labrun.flush()
+        pathlib.Path({str(created)!r}).write_text(str(run.id))
+        while pathlib.Path({str(created)!r}).exists():
+            time.sleep(0.05)
+        labrun.log({{"loss": 0.5}})
+        labrun.finish()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**labrun_server.env, "LABRUN_SPOOL_DIR": os.environ["LABRUN_SPOOL_DIR"]},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not created.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run_id = int(created.read_text())
+    labrun_server.stop()
+    created.unlink()
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 0, stderr
+    assert "'completed' status" in stderr and "wait in" in stderr, stderr
+
+    # When the server is back and the next labrun process on this machine logs
+    labrun_server.start()
+    assert client.get_run(run_id).status.value == "running"
+    later = labrun.init(name="next", client=Client(labrun_server.url, labrun_server.token))
+    later.finish(timeout=60)
+
+    # Then the first run is completed, with its last point
+    finished = client.get_run(run_id)
+    assert finished.status.value == "completed"
+    assert finished.metrics == {"loss": 0.5}

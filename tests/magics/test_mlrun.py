@@ -100,6 +100,15 @@ def test_a_figure_and_a_progress_bar_show_as_in_a_notebook(kernel: Kernel) -> No
     assert "\r" in bar and "3/3" in bar
 
 
+def test_a_notebook_progress_bar_shows_as_text(kernel: Kernel) -> None:
+    # tqdm.notebook's widget would live on the worker, where nothing can update it.
+    done = kernel.ok(
+        "%%mlrun\nfrom tqdm.notebook import tqdm, trange\nfor _ in tqdm(range(3)):\n    pass"
+    )
+    bar = done.text("stderr")
+    assert "\r" in bar and "3/3" in bar
+
+
 def test_an_exception_shows_the_remote_traceback_and_stops_the_notebook(
     kernel: Kernel, pool_server: LabrunServer
 ) -> None:
@@ -113,6 +122,18 @@ def test_an_exception_shows_the_remote_traceback_and_stops_the_notebook(
     assert run["status"] == "failed"
     assert run["error"]["ename"] == "ValueError"
     assert any("bad value 7" in line for line in run["error"]["traceback"])
+    # nbclient and papermill read the error's name from the reply: the cell's, not ours
+    assert done.reply["ename"] == "ValueError"
+
+
+def test_a_remote_exception_is_caught_by_its_own_type(kernel: Kernel) -> None:
+    done = kernel.ok(
+        "try:\n"
+        "    get_ipython().run_cell_magic('mlrun', '--name raises', 'raise KeyError(3)')\n"
+        "except KeyError as err:\n"
+        "    print('caught', type(err).__name__)"
+    )
+    assert "caught KeyError" in done.text()
 
 
 def test_interrupting_the_kernel_cancels_the_remote_run(

@@ -1,0 +1,117 @@
+"""The operations an outbox delivers: typed, so they cross processes (through the spool) intact.
+
+Operations name their run by id, or by the key its creator chose (a worker records a cell
+whose run the kernel creates), which the outbox resolves when it sends.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from labrun.models import CreateReport, CreateRun, LinkDataset, LogEntryIn, UpdateRun
+
+# One metric point: (key, value, step, time).
+Point = tuple[str, float | None, int, float]
+
+
+class RunTarget(BaseModel):
+    """The run an operation is about: by id, or by the key its creator gave it."""
+
+    run_id: int | None = None
+    run_key: str | None = None
+
+    def describe(self) -> str:
+        return (
+            f"run {self.run_id}" if self.run_id is not None else f"the run with key {self.run_key}"
+        )
+
+
+class CreateRunOp(BaseModel):
+    kind: Literal["create_run"] = "create_run"
+    body: CreateRun
+
+
+class UpdateRunOp(RunTarget):
+    kind: Literal["update_run"] = "update_run"
+    body: UpdateRun
+
+
+class AppendLogsOp(RunTarget):
+    kind: Literal["append_logs"] = "append_logs"
+    entries: list[LogEntryIn]
+
+
+class MetricsOp(RunTarget):
+    kind: Literal["metrics"] = "metrics"
+    batch_id: str
+    rows: list[Point]
+
+
+class LinkDatasetOp(RunTarget):
+    kind: Literal["link_dataset"] = "link_dataset"
+    body: LinkDataset
+
+
+class ArtifactOp(RunTarget):
+    kind: Literal["artifact"] = "artifact"
+    name: str
+    content_type: str = "application/octet-stream"
+    artifact_kind: str = "file"
+    # In memory the bytes; in the spool, the id of the file beside it that holds them.
+    data: bytes = Field(b"", exclude=True)
+    blob: str | None = None
+
+
+class CancelRunOp(RunTarget):
+    kind: Literal["cancel_run"] = "cancel_run"
+
+
+class CreateReportOp(BaseModel):
+    kind: Literal["create_report"] = "create_report"
+    body: CreateReport
+
+
+Op = Annotated[
+    CreateRunOp
+    | UpdateRunOp
+    | AppendLogsOp
+    | MetricsOp
+    | LinkDatasetOp
+    | ArtifactOp
+    | CancelRunOp
+    | CreateReportOp,
+    Field(discriminator="kind"),
+]
+OPERATION: TypeAdapter[Op] = TypeAdapter(Op)
+
+# What may be put: an operation, or a function that makes some when the outbox gets to it
+# (a kernel's records are put while a cell runs and made once it is over).
+Item = BaseModel | Callable[[], list[Any]]
+
+
+def metrics_op(run_id: int, points: list[Point]) -> MetricsOp:
+    """A batch of points (built without validation: this is the hot path)."""
+    return MetricsOp.model_construct(
+        run_id=run_id, run_key=None, batch_id=uuid.uuid4().hex, rows=points
+    )
+
+
+def encode_batch(batch_id: str, points: list[Point]) -> bytes:
+    """The ``LogMetrics`` JSON of a batch in its compact ``rows`` form: the hot path."""
+    return json.dumps({"batch_id": batch_id, "rows": points}).encode()
+
+
+def describe_target(op: BaseModel) -> str:
+    """The run an operation is about, for messages."""
+    if isinstance(op, RunTarget):
+        return op.describe()
+    if isinstance(op, CreateRunOp):
+        return f"a new run ({op.body.name or op.body.key or op.body.kind.value})"
+    if isinstance(op, CreateReportOp):
+        return f"run {op.body.run_id} (its report)"
+    return "a run"
