@@ -5,10 +5,15 @@ every ``interval`` seconds (sooner when a batch fills) as one request per batch.
 batch carries an id, so a batch sent again after a timeout is stored once. When the
 server cannot be reached, batches go to a spool file (JSON lines) and are sent, in order,
 once it answers again; spool files left by a process that ended are sent by the next one.
+
+The server refuses a batch whole when one of its points is bad (or when it is too large):
+the sender then sends each half on its own, down to the one point that is refused, which
+is dropped with a warning that says why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from labrun.client import Client, _pid_alive
-from labrun.errors import LabrunError, NotFound, ServerUnavailable
+from labrun.errors import InvalidRequest, LabrunError, NotFound, PayloadTooLarge, ServerUnavailable
 
 log = logging.getLogger("labrun")
 
@@ -28,8 +33,36 @@ Point = tuple[str, float | None, int, float]
 
 
 def encode_batch(batch_id: str, points: list[Point]) -> bytes:
-    """The ``LogMetrics`` JSON of a batch in its compact ``rows`` form: the hot path."""
+    """The ``LogMetrics`` JSON of a batch in its compact ``rows`` form: the hot path.
+
+    NaN and infinities go as the JSON constants ``NaN``, ``Infinity`` and ``-Infinity``,
+    which the server reads (and stores as such).
+    """
     return json.dumps({"batch_id": batch_id, "rows": points}).encode()
+
+
+def send_batch(client: Client, run_id: int, batch_id: str, points: list[Point]) -> int:
+    """Send one batch; when the server refuses it, send its halves, and so on down to the
+    points it refuses, which are dropped with a warning. Returns the points stored.
+
+    The halves' ids derive from the batch's, so a batch sent again after a timeout splits
+    into the same halves, each stored once.
+    """
+    try:
+        client.post_metrics_json(run_id, encode_batch(batch_id, points))
+    except (InvalidRequest, PayloadTooLarge) as err:
+        if len(points) == 1:
+            log.warning("labrun: the server refused a metric point of run %d: %s", run_id, err)
+            return 0
+        half = len(points) // 2
+        return send_batch(client, run_id, _half_id(batch_id, 0), points[:half]) + send_batch(
+            client, run_id, _half_id(batch_id, 1), points[half:]
+        )
+    return len(points)
+
+
+def _half_id(batch_id: str, half: int) -> str:
+    return hashlib.blake2b(f"{batch_id}/{half}".encode(), digest_size=16).hexdigest()
 
 
 class Spool:
@@ -83,7 +116,7 @@ def drain(client: Client, path: Path) -> int:
         batch = json.loads(line)
         points = [tuple(p) for p in batch["points"]]
         try:
-            client.post_metrics_json(batch["run_id"], encode_batch(batch["batch_id"], points))
+            send_batch(client, batch["run_id"], batch["batch_id"], points)
         except ServerUnavailable:
             rest = path.with_suffix(".tmp")
             rest.write_text("\n".join(lines[i:]) + "\n")
@@ -179,7 +212,7 @@ class MetricSender:
                 self.spool.append(self.run_id, batch_id, chunk)
                 continue
             try:
-                self.client.post_metrics_json(self.run_id, encode_batch(batch_id, chunk))
+                send_batch(self.client, self.run_id, batch_id, chunk)
                 self.sent += len(chunk)
             except ServerUnavailable as err:
                 # Keep the batch (with its id: if the server did store it, the retry is

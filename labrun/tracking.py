@@ -34,6 +34,11 @@ _current_lock = threading.RLock()
 def _number(key: str, value: Any) -> float | None:
     if value is None:
         return None
+    if isinstance(value, (str, bytes)):  # float("nan") would take it: refuse as the server does
+        raise InvalidRequest(
+            f"metric {key!r} must be a number, got {type(value).__name__} {value!r}; "
+            "log float('nan') for NaN, and record text with labrun.log_params"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):

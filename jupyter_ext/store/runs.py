@@ -20,6 +20,7 @@ from labrun.models import (
     DescribeProject,
     DescribeRun,
     ListRunsQuery,
+    MetricCompareRow,
     ProjectList,
     RunKind,
     RunList,
@@ -68,7 +69,11 @@ def numeric(value: Any) -> float | None:
     """The number a parameter value sorts by, or None for non-numbers."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _duration(run: Run) -> float | None:
@@ -481,20 +486,18 @@ class RunStore:
             runs = [self.load(session, run_id) for run_id in ids]
             summaries = self.summaries(session, runs)
 
-        def rows(values_of: list[dict[str, Any]]) -> list[CompareRow]:
+        def rows(values_of: list[dict[str, Any]], row: type[CompareRow]) -> list[Any]:
             keys = sorted({key for values in values_of for key in values})
             out = []
             for key in keys:
                 values = [values.get(key) for values in values_of]
-                out.append(
-                    CompareRow(key=key, values=values, differs=len(set(map(repr, values))) > 1)
-                )
+                out.append(row(key=key, values=values, differs=len(set(map(repr, values))) > 1))
             return out
 
         return Comparison(
             runs=summaries,
-            params=rows([s.params for s in summaries]),
-            metrics=rows([dict(s.metrics) for s in summaries]),
+            params=rows([s.params for s in summaries], CompareRow),
+            metrics=rows([dict(s.metrics) for s in summaries], MetricCompareRow),
         )
 
     def projects(self) -> ProjectList:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ def client(labrun_server: LabrunServer, tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def total_points(client: Client, run_id: int, key: str) -> list[int]:
-    series = {s.key: s for s in client.metrics(run_id, keys=[key]).series}
+    series = {s.key: s for s in client.metrics(run_id, keys=[key], max_points="all").series}
     return series[key].steps if key in series else []
 
 
@@ -51,6 +52,46 @@ def test_log_rejects_non_numbers_with_a_hint(client: Client) -> None:
     with pytest.raises(InvalidRequest, match=r"metric 'name' must be a number.*log_params"):
         run.log({"name": "resnet"})
     run.finish()
+
+
+def test_log_refuses_numbers_written_as_text(client: Client) -> None:
+    run = labrun.init(client=client)
+    with pytest.raises(InvalidRequest, match=r"metric 'loss' must be a number, got str 'nan'"):
+        run.log({"loss": "nan"})
+    run.finish()
+
+
+def test_nan_and_infinity_come_back_as_logged(client: Client) -> None:
+    # Given a loss that diverged, then became NaN
+    run = labrun.init(name="diverged", client=client)
+    for step, loss in enumerate([0.5, math.inf, -math.inf, math.nan]):
+        run.log({"loss": loss}, step=step)
+    run.finish()
+
+    # Then the series, the latest value and the list read back as floats, as logged
+    values = client.metrics(run.id, keys=["loss"]).series[0].values
+    assert values[:3] == [0.5, math.inf, -math.inf] and math.isnan(values[3])
+    assert math.isnan(client.get_run(run.id).metrics["loss"])
+    listed = client.list_runs(spark="loss").runs
+    assert math.isnan(next(r for r in listed if r.id == run.id).metrics["loss"])
+
+
+def test_a_point_the_server_refuses_costs_only_that_point(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a run logging, in one batch, a point whose key the server refuses
+    run = labrun.init(name="one-bad-point", client=client)
+    for step in range(100):
+        run.log({"loss": float(step)}, step=step)
+    run.log({"k" * 300: 1.0}, step=100)
+    for step in range(101, 200):
+        run.log({"loss": float(step)}, step=step)
+    run.finish()
+
+    # Then every other point is stored, and the refused one is named in a warning
+    assert total_points(client, run.id, "loss") == [s for s in range(200) if s != 100]
+    refused = [r.getMessage() for r in caplog.records if "refused a metric point" in r.message]
+    assert len(refused) == 1 and "at step 100" in refused[0]
 
 
 def test_log_without_init_says_what_to_do() -> None:
