@@ -6,9 +6,11 @@ import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import event
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.jupyter_ext.store import Database, Store, check_schema
@@ -176,6 +178,36 @@ def test_metric_reads_are_downsampled_unless_every_point_is_asked_for(store: Sto
     assert len(default.steps) <= 1000 and default.steps[-1] == 2999
     every = store.metrics.query(run.id, MetricsQuery(max_points="all")).series[0]
     assert every.steps == list(range(3000))
+
+
+def test_sparklines_walk_the_index_and_sort_nothing(store: Store) -> None:
+    """A sparkline costs the points it shows, however many its run has: SQLite's own plan
+    of the query shows index searches and no sort of the points."""
+    if store.db.dialect != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    ids = []
+    for _ in range(3):
+        run = store.runs.create(CreateRun(), "bob")
+        store.metrics.ingest(run.id, LogMetrics(points=points("loss", [*map(float, range(100))])))
+        ids.append(run.id)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM metrics" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(store.db.engine, "before_cursor_execute", capture)
+    try:
+        sparks = store.runs.list_runs(ListRunsQuery(spark="loss")).sparklines
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", capture)
+    assert sparks == {run_id: [*map(float, range(70, 100))] for run_id in ids}
+    plan = set()
+    with store.db.engine.connect() as connection:
+        for statement, parameters in statements:
+            explained = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan |= {row[-1] for row in explained}
+    assert plan == {"SEARCH metrics USING INDEX ix_metrics_run_key_step (run_id=? AND key=?)"}
 
 
 def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:
