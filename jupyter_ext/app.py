@@ -105,10 +105,11 @@ class LabRun(ExtensionApp):
     ).tag(config=True)
 
     max_body_size = Int(
-        32 * 1024 * 1024,
+        16 * 1024 * 1024,
         help="The largest JSON request body in bytes (a batch of metric points, a job's "
-        "notebook); a larger one is refused with 413. Artifact uploads are bounded by "
-        "c.ServerApp.max_body_size instead.",
+        "notebook); a larger one is refused with 413. Parsing holds the GIL, so a body at "
+        "the limit holds up other requests for a moment even off the event loop. Artifact "
+        "uploads are bounded by c.ServerApp.max_body_size instead.",
     ).tag(config=True)
 
     public_url = Unicode(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
@@ -57,6 +57,8 @@ class Request(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, ser_json_inf_nan="constants")
+    # What a 413 (a body over the server's limit) tells the sender to do.
+    too_large_hint: ClassVar[str] = "send it in smaller parts"
 
 
 class Response(BaseModel):
@@ -262,6 +264,7 @@ MetricRow = tuple[MetricKey, MetricValueIn, Int64, float | None]
 
 
 class LogMetrics(Request):
+    too_large_hint: ClassVar[str] = "send the points in smaller batches"
     # A batch without a point is refused; say so in the OpenAPI document too.
     model_config = ConfigDict(
         json_schema_extra={
@@ -597,6 +600,8 @@ class IssuedToken(Response):
 
 class JobOptions(Request):
     """What a notebook job asks for, shared by single jobs and sweeps."""
+
+    too_large_hint: ClassVar[str] = "clear the notebook's outputs (the job runs it anew)"
 
     notebook: str = Field(
         min_length=1, max_length=1024, description="the notebook's path, as the user named it"

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from labrun.errors import InvalidRequest, LabrunError, NotFound, PayloadTooLarge
-from labrun.models import INT64_MAX, NAME_PATTERN
+from labrun.models import INT64_MAX, NAME_PATTERN, Request
 from labrun.settings import API_PREFIX
 
 from .. import auth
@@ -361,8 +361,8 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         if len(body) > limit:
             raise PayloadTooLarge(
                 f"the request body is {len(body):,} bytes, more than this server takes "
-                f"({limit:,} bytes, c.LabRun.max_body_size); send it in smaller parts "
-                "(metric points in smaller batches)"
+                f"({limit:,} bytes, c.LabRun.max_body_size); "
+                + getattr(model, "too_large_hint", Request.too_large_hint)
             )
         if len(body) > PARSE_OFF_LOOP_BYTES:
             return await asyncio.to_thread(parse_body, body, model)
