@@ -52,11 +52,10 @@ MetricValue = Annotated[float, WithJsonSchema(_FLOAT_OUT)]
 class Request(BaseModel):
     """Base of request bodies and queries: unknown fields are an error.
 
-    Floats must be finite unless a field says otherwise (metric values); the client
-    writes non-finite floats as the JSON constants the server reads.
+    Floats must be finite unless a field says otherwise (metric values).
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, ser_json_inf_nan="constants")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # What a 413 (a body over the server's limit) tells the sender to do.
     too_large_hint: ClassVar[str] = "send it in smaller parts"
 
@@ -252,6 +251,9 @@ class LogParams(Request):
 
 
 class MetricPoint(Request):
+    # The client writes NaN and the infinities as the JSON constants the server reads.
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     key: str = Field(min_length=1, max_length=256)
     value: MetricValueIn
     step: Int64 = 0
@@ -267,12 +269,13 @@ class LogMetrics(Request):
     too_large_hint: ClassVar[str] = "send the points in smaller batches"
     # A batch without a point is refused; say so in the OpenAPI document too.
     model_config = ConfigDict(
+        ser_json_inf_nan="constants",
         json_schema_extra={
             "anyOf": [
                 {"required": ["points"], "properties": {"points": {"minItems": 1}}},
                 {"required": ["rows"], "properties": {"rows": {"minItems": 1}}},
             ]
-        }
+        },
     )
 
     batch_id: str | None = Field(
