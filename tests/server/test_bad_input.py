@@ -106,6 +106,10 @@ async def test_nan_and_infinity_are_kept_and_written_as_strings(api: Api, jp_fet
     ]:
         response = await jp_fetch("labrun", "api", "v1", *path.split("/"), params=params)
         assert "NaN" in json.dumps(strict_json(response.body))
+    # And the OpenAPI document says so
+    schemas = (await api("GET", "openapi.json"))["components"]["schemas"]
+    values = schemas["MetricSeries"]["properties"]["values"]["items"]["anyOf"]
+    assert {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]} in values
 
 
 async def test_gpu_samples_of_an_unknown_worker_or_run_are_404s(api: Api) -> None:
