@@ -291,7 +291,7 @@ def write_json_error(handler: web.RequestHandler, status_code: int, exc: BaseExc
 
 
 def tornado_pattern(path: str) -> str:
-    """``/runs/{run_id}`` -> ``/runs/(?P<run_id>[0-9]+)``."""
+    """``/runs/{run_id}`` -> ``/runs/(?P<run_id>-?[0-9]+)``."""
 
     def group(match: re.Match[str]) -> str:
         name = match.group(1)
