@@ -58,7 +58,7 @@ def labrun_ingest(workdir: Path, points: int) -> dict[str, float]:
         logged = time.perf_counter() - start
         run.finish(timeout=600)
         elapsed = time.perf_counter() - start
-        stored = sum(len(s.steps) for s in client.metrics(run.id).series)
+        stored = sum(len(s.steps) for s in client.metrics(run.id, max_points="all").series)
     finally:
         server.stop()
     assert stored == steps * len(KEYS), (stored, points)

@@ -14,7 +14,7 @@ from labrun.settings import API_PREFIX, data_dir
 from .access import PoolToken, RunAccess, TokenGuard
 from .dispatcher import Dispatcher, DispatcherSettings
 from .events import EventBus
-from .handlers.base import tornado_pattern
+from .handlers.base import NoRouteHandler, tornado_pattern
 from .openapi import build_document
 from .routes import ROUTES
 from .store import Database, Store, check_schema
@@ -122,6 +122,14 @@ class LabRun(ExtensionApp):
         10.0, help="Seconds to wait for the Dask scheduler when connecting to it."
     ).tag(config=True)
 
+    max_body_size = Int(
+        16 * 1024 * 1024,
+        help="The largest JSON request body in bytes (a batch of metric points, a job's "
+        "notebook); a larger one is refused with 413. Parsing holds the GIL, so a body at "
+        "the limit holds up other requests for a moment even off the event loop. Artifact "
+        "uploads are bounded by c.ServerApp.max_body_size instead.",
+    ).tag(config=True)
+
     public_url = Unicode(
         help="The URL workers use to reach this server. Empty: the server's own "
         "connection URL, right for a local pool (env LABRUN_PUBLIC_URL)."
@@ -210,6 +218,8 @@ class LabRun(ExtensionApp):
         self.handlers.extend(
             (API_PREFIX + tornado_pattern(path), handler) for path, handler in ROUTES
         )
+        # Last: any other path under the API is a JSON 404, not Jupyter's HTML page.
+        self.handlers.append((API_PREFIX + "(?:/.*)?", NoRouteHandler))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # The server's URL is known only now; workers use it to report back.

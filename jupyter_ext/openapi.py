@@ -11,9 +11,8 @@ from labrun import __version__
 from labrun.models import ErrorBody
 from labrun.settings import API_PREFIX
 
-from .handlers.base import PATH_PARAMS, Operation
+from .handlers.base import METHODS, PATH_PARAMS, Operation, operation_of
 
-METHODS = ("get", "post", "put", "patch", "delete")
 REF = "#/components/schemas/{model}"
 
 
@@ -69,7 +68,7 @@ def _operation(
         }
     elif op.request_content is not None:
         out["requestBody"] = {
-            "required": True,
+            "required": False,  # an empty file is a file
             "content": {op.request_content: {"schema": {"type": "string", "format": "binary"}}},
         }
     if op.response is not None:
@@ -78,15 +77,22 @@ def _operation(
         content = {op.response_content: {"schema": {"type": "string", "format": "binary"}}}
     else:
         content = {"application/json": {"schema": {}}}
-    out["responses"][str(op.status)] = {"description": op.summary, "content": content}
+    for status in (op.status, *op.also):
+        out["responses"][str(status)] = {"description": op.summary, "content": content}
     error = {"content": {"application/json": {"schema": schemas.ref(ErrorBody)}}}
     reasons = {
         400: "invalid request",
         403: "not authenticated, or not allowed (another user's run; an expired or revoked token)",
         404: "not found",
         409: "conflict",
+        413: "the request body is larger than c.LabRun.max_body_size",
     }
-    for status in op.errors:
+    errors = set(op.errors)
+    if path_params:
+        errors |= {400, 404}  # an id no row can have, a name too long
+    if op.body is not None:
+        errors.add(413)
+    for status in sorted(errors):
         out["responses"][str(status)] = {"description": reasons.get(status, "error"), **error}
     if not out["parameters"]:
         del out["parameters"]
@@ -102,20 +108,26 @@ def build_document(routes: list[tuple[str, Any]]) -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": PATH_PARAMS[name][2]},
+                "schema": PATH_PARAMS[name][2],
             }
             for name in re.findall(r"\{(\w+)\}", path)
         ]
         item: dict[str, Any] = {}
         for method in METHODS:
-            op = getattr(getattr(handler, method, None), "__labrun_operation__", None)
+            op = operation_of(handler, method)
             if op is not None:
                 item[method] = _operation(schemas, method, handler, op, path_params)
         if path == "/events":
             item["get"] = {
                 "summary": "The event stream (WebSocket): one JSON message {type, time, data} per change",
                 "operationId": "getEvents",
-                "responses": {"101": {"description": "switching to the WebSocket protocol"}},
+                "responses": {
+                    "101": {"description": "switching to the WebSocket protocol"},
+                    "400": {
+                        "description": "not a WebSocket request",
+                        "content": {"application/json": {"schema": schemas.ref(ErrorBody)}},
+                    },
+                },
             }
         paths[API_PREFIX + path] = item
     return {

@@ -47,6 +47,13 @@ class Conflict(LabrunError):
     code = "conflict"
 
 
+class PayloadTooLarge(LabrunError):
+    """The request body is larger than the server takes (``c.LabRun.max_body_size``)."""
+
+    status = 413
+    code = "too_large"
+
+
 class ServerUnavailable(LabrunError):
     """The labrun server cannot be reached, or none could be found."""
 
@@ -70,7 +77,15 @@ class SchemaMismatch(LabrunError):
 
 _BY_CODE: dict[str, type[LabrunError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, Unauthorized, NotFound, Conflict, ServerUnavailable, SchemaMismatch)
+    for cls in (
+        InvalidRequest,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        ServerUnavailable,
+        SchemaMismatch,
+    )
 }
 _BY_STATUS: dict[int, type[LabrunError]] = {
     400: InvalidRequest,
@@ -78,6 +93,7 @@ _BY_STATUS: dict[int, type[LabrunError]] = {
     403: Unauthorized,
     404: NotFound,
     409: Conflict,
+    413: PayloadTooLarge,
 }
 
 

@@ -7,25 +7,67 @@ is a 400 that names it instead of being silently dropped.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
+# The store keeps integers in 32- and 64-bit columns: a request with a larger one is a 400
+# that names the field, not an overflow in the database driver.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Count64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+# How responses write the floats JSON has no number for (JSON.parse reads these strings,
+# and so does pydantic).
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+_FLOAT_OUT = {"anyOf": [{"type": "number"}, {"type": "string", "enum": list(NON_FINITE)}]}
+
+# A metric value in a request: a number, or the JSON constants NaN, Infinity, -Infinity
+# (as Python's json.dumps writes them). Strict: a string ("nan", "1.5") is refused, never
+# converted.
+MetricValueIn = Annotated[
+    float | None,
+    Field(
+        strict=True,
+        allow_inf_nan=True,
+        description="a number, null, or the constants NaN, Infinity and -Infinity",
+    ),
+]
+# A parameter's name, as the store keeps it.
+ParamName = Annotated[str, Field(min_length=1, max_length=256)]
+
+# A metric value in a response: NaN and +-Infinity come as the strings in NON_FINITE.
+MetricValue = Annotated[float, WithJsonSchema(_FLOAT_OUT)]
+
 
 class Request(BaseModel):
-    """Base of request bodies and queries: unknown fields are an error."""
+    """Base of request bodies and queries: unknown fields are an error.
 
-    model_config = ConfigDict(extra="forbid")
+    Floats must be finite unless a field says otherwise (metric values).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # What a 413 (a body over the server's limit) tells the sender to do.
+    too_large_hint: ClassVar[str] = "send it in smaller parts"
 
 
 class Response(BaseModel):
-    """Base of response bodies: tolerant, so an older client reads a newer server."""
+    """Base of response bodies: tolerant, so an older client reads a newer server.
 
-    model_config = ConfigDict(extra="ignore")
+    Non-finite floats are written as the strings "NaN", "Infinity" and "-Infinity", and
+    read back as floats.
+    """
+
+    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings")
 
 
 class RunStatus(str, Enum):
@@ -70,14 +112,14 @@ class CreateRun(Request):
     name: str | None = Field(None, max_length=256)
     kind: RunKind = RunKind.script
     status: Literal[RunStatus.queued, RunStatus.running] = RunStatus.running
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[ParamName, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     queue: str | None = None
     requested_gpus: int = Field(0, ge=0, le=64)
     source: str | None = None
-    notebook: str | None = None
+    notebook: str | None = Field(None, max_length=1024)
     environment: dict[str, Any] = Field(default_factory=dict)
-    parent_id: int | None = None
+    parent_id: Id | None = None
     key: str | None = Field(
         None,
         min_length=8,
@@ -92,10 +134,10 @@ class UpdateRun(Request):
     name: str | None = Field(None, max_length=256)
     status: RunStatus | None = None
     tags: list[str] | None = None
-    worker: str | None = None
+    worker: str | None = Field(None, max_length=256)
     environment: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
-    devices: list[int] | None = Field(None, description="GPU indices it holds on its worker")
+    devices: list[Count32] | None = Field(None, description="GPU indices it holds on its worker")
     started_at: datetime | None = Field(
         None, description="when a queued run started: for a start reported with its end"
     )
@@ -124,7 +166,7 @@ class RunSummary(Response):
     ended_at: datetime | None
     duration: float | None = Field(None, description="seconds from start to end (or to now)")
     params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float | None] = Field(
+    metrics: dict[str, MetricValue | None] = Field(
         default_factory=dict, description="latest value of each metric"
     )
 
@@ -147,24 +189,52 @@ class TransitionList(Response):
     transitions: list[RunTransitionOut]
 
 
+# What runs sort by, besides params.NAME and metrics.NAME.
+RUN_SORT_COLUMNS = (
+    "created_at",
+    "started_at",
+    "ended_at",
+    "duration",
+    "name",
+    "status",
+    "user",
+    "queue",
+    "kind",
+    "project",
+    "id",
+)
+RUN_SORT_PATTERN = rf"^[-+]?(?:{'|'.join(RUN_SORT_COLUMNS)}|params\..+|metrics\..+)$"
+
+
 class ListRunsQuery(Request):
     project: str | None = None
     status: list[RunStatus] | None = None
     user: str | None = None
     kind: RunKind | None = None
-    parent_id: int | None = None
+    parent_id: Id | None = None
     key: str | None = Field(None, description="the key the run was created with")
     q: str | None = Field(None, description="text to find in run names")
     sort: str = Field(
         "-created_at",
-        description="a column (created_at, name, status, user, duration, id), "
-        "params.NAME or metrics.NAME; a leading '-' sorts descending",
+        description=f"a column ({', '.join(RUN_SORT_COLUMNS)}), params.NAME or metrics.NAME; "
+        "a leading '-' sorts descending",
+        json_schema_extra={"pattern": RUN_SORT_PATTERN},
     )
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=INT64_MAX)
     limit: int = Field(50, ge=1, le=1000)
     spark: str | None = Field(
         None, description="a metric whose recent values come back per run as sparklines"
     )
+
+    @field_validator("sort")
+    @classmethod
+    def _sortable(cls, sort: str) -> str:
+        if re.fullmatch(RUN_SORT_PATTERN, sort) is None:
+            raise ValueError(
+                f"cannot sort by {sort!r}; use one of {', '.join(sorted(RUN_SORT_COLUMNS))}, "
+                "params.NAME or metrics.NAME, with a leading '-' for descending"
+            )
+        return sort
 
 
 class RunList(Response):
@@ -172,7 +242,7 @@ class RunList(Response):
     total: int
     offset: int
     limit: int
-    sparklines: dict[int, list[float | None]] = Field(
+    sparklines: dict[int, list[MetricValue | None]] = Field(
         default_factory=dict,
         description="with `spark`: each run's recent values of that metric, by run id",
     )
@@ -182,22 +252,37 @@ class RunList(Response):
 
 
 class LogParams(Request):
-    params: dict[str, Any]
+    params: dict[ParamName, Any]
 
 
 class MetricPoint(Request):
+    # The client writes NaN and the infinities as the JSON constants the server reads.
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     key: str = Field(min_length=1, max_length=256)
-    value: float | None
-    step: int = 0
+    value: MetricValueIn
+    step: Int64 = 0
     time: float | None = Field(None, description="seconds since the epoch; default: receipt")
 
 
 MetricKey = Annotated[str, Field(min_length=1, max_length=256)]
 # [key, value, step, time]: the compact form of a point, as labrun's own client sends it.
-MetricRow = tuple[MetricKey, float | None, int, float | None]
+MetricRow = tuple[MetricKey, MetricValueIn, Int64, float | None]
 
 
 class LogMetrics(Request):
+    too_large_hint: ClassVar[str] = "send the points in smaller batches"
+    # A batch without a point is refused; say so in the OpenAPI document too.
+    model_config = ConfigDict(
+        ser_json_inf_nan="constants",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["points"], "properties": {"points": {"minItems": 1}}},
+                {"required": ["rows"], "properties": {"rows": {"minItems": 1}}},
+            ]
+        },
+    )
+
     batch_id: str | None = Field(
         None,
         max_length=64,
@@ -218,25 +303,44 @@ class LogMetrics(Request):
             raise ValueError("a batch needs 'points' or 'rows'")
         return self
 
+    @staticmethod
+    def name_item(raw: Any, loc: tuple[Any, ...]) -> str | None:
+        """The point an error is in, by its key and step: the 400 names it."""
+        if len(loc) < 2 or loc[0] not in ("points", "rows"):
+            return None
+        try:
+            item = raw[loc[0]][loc[1]]
+            key, step = (item["key"], item.get("step", 0)) if loc[0] == "points" else item[::2]
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            return None
+        key = repr(key) if len(repr(key)) <= 40 else repr(key)[:36] + "...'"
+        return f"the point {key} at step {step!r}"
+
 
 class MetricsIngested(Response):
     accepted: int
     duplicate: bool = False
 
 
+# Points per series a metric read returns unless it asks for more: enough for any chart.
+DEFAULT_MAX_POINTS = 1000
+
+
 class MetricsQuery(Request):
     keys: list[str] | None = None
-    step_min: int | None = None
-    step_max: int | None = None
-    max_points: int | None = Field(
-        None, ge=2, description="downsample each series to at most this many points"
+    step_min: Int64 | None = None
+    step_max: Int64 | None = None
+    max_points: Annotated[int, Field(ge=2, le=INT64_MAX)] | Literal["all"] = Field(
+        DEFAULT_MAX_POINTS,
+        description="downsample each series to at most this many points (the first, the "
+        "last and each stretch's extremes); 'all': every point",
     )
 
 
 class MetricSeries(Response):
     key: str
     steps: list[int]
-    values: list[float | None]
+    values: list[MetricValue | None]
     times: list[float]
 
 
@@ -267,7 +371,7 @@ class LogTail(Response):
 
 
 class LogTailQuery(Request):
-    offset: int = Field(0, ge=0, description="return entries after this offset")
+    offset: int = Field(0, ge=0, le=INT64_MAX, description="return entries after this offset")
     limit: int = Field(1000, ge=1, le=10000)
 
 
@@ -297,9 +401,9 @@ class CreateDataset(Request):
 
 class CreateDatasetVersion(Request):
     content_hash: str = Field(min_length=8, max_length=128)
-    size: int = Field(ge=0)
-    file_count: int = Field(ge=0)
-    source_path: str | None = None
+    size: Count64
+    file_count: Count32
+    source_path: str | None = Field(None, max_length=2048)
     manifest: dict[str, Any] = Field(default_factory=dict)
     version: str | None = Field(
         None, description="expected version: a 409 when the content is not that version"
@@ -340,8 +444,8 @@ class LinkDataset(Request):
 
 class CreateQueue(Request):
     name: str = Field(pattern=NAME_PATTERN)
-    priority: int = 0
-    max_gpus_per_user: int | None = Field(None, ge=0)
+    priority: Int32 = 0
+    max_gpus_per_user: Count32 | None = None
     description: str = ""
 
 
@@ -359,22 +463,22 @@ class QueueList(Response):
 
 
 class GpuInfo(Request):
-    index: int = Field(ge=0)
+    index: Count32
     name: str = ""
     uuid: str = ""
-    memory_total: int = Field(0, ge=0, description="bytes")
+    memory_total: Count64 = Field(0, description="bytes")
 
 
 class RegisterWorker(Request):
-    host: str = ""
-    address: str = ""
+    host: str = Field("", max_length=256)
+    address: str = Field("", max_length=256)
     resources: dict[str, float] = Field(default_factory=dict)
     gpus: list[GpuInfo] = Field(default_factory=list)
     status: Literal["running", "closing", "closed"] = "running"
-    runs: list[int] = Field(
+    runs: list[Id] = Field(
         default_factory=list, description="the runs this worker is executing right now"
     )
-    nthreads: int = Field(1, ge=0, description="jobs the worker runs at once")
+    nthreads: Count32 = Field(1, description="jobs the worker runs at once")
 
 
 class DescribeWorker(Response):
@@ -396,25 +500,25 @@ class WorkerList(Response):
 
 
 class GpuSampleIn(Request):
-    worker_id: str
-    gpu_index: int = Field(ge=0)
+    worker_id: str = Field(max_length=256)
+    gpu_index: Count32
     time: float
     utilization: float | None = Field(None, ge=0, le=100)
-    memory_used: int | None = Field(None, ge=0)
-    memory_total: int | None = Field(None, ge=0)
+    memory_used: Count64 | None = None
+    memory_total: Count64 | None = None
     temperature: float | None = None
     power: float | None = Field(None, description="watts")
-    run_id: int | None = None
+    run_id: Id | None = None
 
 
 class HostSampleIn(Request):
-    worker_id: str
+    worker_id: str = Field(max_length=256)
     time: float
     cpu_percent: float | None = None
-    ram_used: int | None = None
-    ram_total: int | None = None
-    net_sent: int | None = None
-    net_recv: int | None = None
+    ram_used: Count64 | None = None
+    ram_total: Count64 | None = None
+    net_sent: Count64 | None = None
+    net_recv: Count64 | None = None
 
 
 class IngestSamples(Request):
@@ -443,8 +547,8 @@ class GpuList(Response):
 
 class GpuHistoryQuery(Request):
     worker_id: str | None = None
-    gpu_index: int | None = None
-    run_id: int | None = None
+    gpu_index: Int32 | None = None
+    run_id: Id | None = None
     since: float | None = None
     until: float | None = None
     max_points: int = Field(600, ge=2, le=100000)
@@ -468,7 +572,7 @@ class ProjectList(Response):
 
 
 class CompareQuery(Request):
-    runs: list[int] = Field(min_length=1, max_length=100)
+    runs: list[Id] = Field(min_length=1, max_length=100)
 
 
 class CompareRow(Response):
@@ -477,10 +581,14 @@ class CompareRow(Response):
     differs: bool
 
 
+class MetricCompareRow(CompareRow):
+    values: list[MetricValue | None]
+
+
 class Comparison(Response):
     runs: list[RunSummary]
     params: list[CompareRow]
-    metrics: list[CompareRow]
+    metrics: list[MetricCompareRow]
 
 
 # --- tokens ----------------------------------------------------------------------------
@@ -535,6 +643,8 @@ class ListTokensQuery(Request):
 class JobOptions(Request):
     """What a notebook job asks for, shared by single jobs and sweeps."""
 
+    too_large_hint: ClassVar[str] = "clear the notebook's outputs (the job runs it anew)"
+
     notebook: str = Field(
         min_length=1, max_length=1024, description="the notebook's path, as the user named it"
     )
@@ -578,9 +688,9 @@ class SubmitSweep(JobOptions):
         min_length=1, description="each parameter's values; the sweep runs their combinations"
     )
     samples: int | None = Field(
-        None, ge=1, description="run this many random combinations instead of all"
+        None, ge=1, le=INT64_MAX, description="run this many random combinations instead of all"
     )
-    seed: int | None = None
+    seed: Int64 | None = None
     report: SweepReport | None = Field(
         None, description="a report notebook to run when the sweep ends (it gets `sweep`)"
     )
@@ -598,9 +708,9 @@ class DescribeSweep(Response):
 class ClaimRun(Request):
     """A worker about to execute a run: granted only for the attempt the server dispatched."""
 
-    attempt: int = Field(ge=1)
-    worker: str
-    devices: list[int] = Field(default_factory=list)
+    attempt: int = Field(ge=1, le=INT32_MAX)
+    worker: str = Field(max_length=256)
+    devices: list[Count32] = Field(default_factory=list)
 
 
 class PoolWorker(Response):
@@ -638,7 +748,7 @@ class CreateReport(Request):
     name: str = Field(min_length=1, max_length=256)
     notebook: str = Field(min_length=1, max_length=1024, description="the report notebook's path")
     params: dict[str, Any] = Field(default_factory=dict)
-    run_id: int = Field(description="the run that executed the report")
+    run_id: Id = Field(description="the run that executed the report")
     html_artifact: str = Field(description="the name of that run's rendered HTML artifact")
     notebook_artifact: str | None = Field(
         None, description="the name of that run's executed notebook artifact"
@@ -662,5 +772,5 @@ class ReportList(Response):
 
 
 class ListReportsQuery(Request):
-    run_id: int | None = Field(None, description="reports of this run (or of this sweep)")
+    run_id: Id | None = Field(None, description="reports of this run (or of this sweep)")
     limit: int = Field(200, ge=1, le=1000)

@@ -35,9 +35,12 @@ _current_lock = threading.RLock()
 def _number(key: str, value: Any) -> float | None:
     if value is None:
         return None
+    if isinstance(value, (str, bytes)):  # float("nan") would take it: refuse as the server does
+        raise InvalidRequest(
+            f"metric {key!r} must be a number, got {type(value).__name__} {value!r}; "
+            "log float('nan') for NaN, and record text with labrun.log_params"
+        )
     try:
-        if isinstance(value, (str, bytes)):
-            raise TypeError  # "nan" or "1.5" is text, not a measurement
         number = float(value)
     except (TypeError, ValueError):
         raise InvalidRequest(

@@ -9,6 +9,7 @@ the response, and carries the same facts into the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -18,13 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from jupyter_server.auth import IdentityProvider, User
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
-from labrun.errors import InvalidRequest, LabrunError, Unauthorized
+from labrun.errors import InvalidRequest, LabrunError, NotFound, PayloadTooLarge, Unauthorized
+from labrun.models import INT64_MAX, NAME_PATTERN, Request
+from labrun.settings import API_PREFIX
 
 from ..auth import Caller
 
@@ -32,6 +35,12 @@ T = TypeVar("T")
 
 # Query arguments Jupyter Server itself reads; never an error in a labrun query.
 _SERVER_ARGS = frozenset({"token", "_xsrf"})
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+# Bodies larger than this are parsed on a thread: a few milliseconds of parsing would
+# already hold up every other request on the event loop.
+PARSE_OFF_LOOP_BYTES = 64 * 1024
 
 
 def _is_server_arg(name: str) -> bool:
@@ -69,14 +78,33 @@ class Operation:
     # A body field naming a run the request changes or adds to (a new run's parent_id, a
     # report's run_id): checked like the path's run_id.
     run_field: str | None = None
+    also: tuple[int, ...] = ()
+    large_response: bool = False
 
 
-def describe_validation_error(err: ValidationError, where: str) -> str:
-    """One readable line per problem: ``body.points.0.value: Input should be a number``."""
+def describe_validation_error(
+    err: ValidationError,
+    where: str,
+    name_item: Callable[[tuple[Any, ...]], str | None] | None = None,
+) -> str:
+    """One readable line per problem: ``body.points.0.value: Input should be a number``.
+
+    ``name_item`` may name what a location is in the request's own terms (a metric point
+    by its key and step).
+    """
     problems = []
     for e in err.errors()[:10]:
         loc = ".".join(str(p) for p in (where, *e["loc"]))
-        problems.append(f"{loc}: {e['msg']}")
+        label = name_item(e["loc"]) if name_item is not None else None
+        if label:
+            loc = f"{loc} ({label})"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("float_type", "int_type") and isinstance(e["input"], str):
+            message = (
+                f"{message}, not the string {e['input']!r}; send numbers as JSON numbers "
+                "(and NaN, Infinity, -Infinity as those JSON constants)"
+            )
+        problems.append(f"{loc}: {message}")
     return "invalid request: " + "; ".join(problems)
 
 
@@ -109,8 +137,7 @@ def parse_query(handler: web.RequestHandler, model: type[BaseModel]) -> BaseMode
         raise InvalidRequest(describe_validation_error(err, "query")) from err
 
 
-def parse_body(handler: web.RequestHandler, model: type[BaseModel]) -> BaseModel:
-    body = handler.request.body
+def parse_body(body: bytes, model: type[BaseModel]) -> BaseModel:
     if not body:
         raise InvalidRequest(f"the request needs a JSON body ({model.__name__})")
     try:
@@ -120,7 +147,13 @@ def parse_body(handler: web.RequestHandler, model: type[BaseModel]) -> BaseModel
             raise InvalidRequest(
                 f"the request body is not valid JSON: {err.errors()[0]['msg']}"
             ) from err
-        raise InvalidRequest(describe_validation_error(err, "body")) from err
+        name_item = None
+        namer = getattr(model, "name_item", None)
+        if namer is not None:
+            # Only on the way out: read the raw request again to name what was wrong.
+            raw = json.loads(body)
+            name_item = functools.partial(namer, raw)
+        raise InvalidRequest(describe_validation_error(err, "body", name_item)) from err
 
 
 def operation(
@@ -135,8 +168,16 @@ def operation(
     errors: tuple[int, ...] = (400, 403, 404),
     access: Access | None = None,
     run_field: str | None = None,
+    also: tuple[int, ...] = (),
+    large_response: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a handler method as an API operation (see the module's docstring)."""
+    """Declare a handler method as an API operation (see the module's docstring).
+
+    ``access``: who may call it beyond being authenticated (default: "run" for a change
+    to a route with a run_id). ``run_field``: a body field naming a run it changes.
+    ``also``: other success statuses it answers with (a handler returns ``(body, status)``).
+    ``large_response``: the response can be megabytes; it is written to JSON on a thread.
+    """
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
         op = Operation(
@@ -151,6 +192,8 @@ def operation(
             # Changes to a run are the run's owner's, unless declared otherwise.
             access if access is not None or method.__name__ == "get" else "run",
             run_field,
+            also,
+            large_response,
         )
 
         @web.authenticated
@@ -168,7 +211,7 @@ def operation(
                     f"(got {sorted(self.request.query_arguments)})"
                 )
             if body is not None:
-                kwargs["body"] = parse_body(self, body)
+                kwargs["body"] = await self.parse_body(body)
                 named = getattr(kwargs["body"], run_field, None) if run_field else None
                 if named is not None:
                     await self.authorize_run(named)
@@ -181,7 +224,10 @@ def operation(
             self.set_status(code)
             if isinstance(result, BaseModel):
                 self.set_header("Content-Type", "application/json")
-                self.finish(result.model_dump_json())
+                if large_response:
+                    self.finish(await asyncio.to_thread(result.model_dump_json))
+                else:
+                    self.finish(result.model_dump_json())
             elif result is None:
                 self.finish()
             else:
@@ -193,20 +239,92 @@ def operation(
     return decorate
 
 
-PATH_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    # name: (tornado regex, converter, OpenAPI type)
-    "run_id": (r"[0-9]+", int, "integer"),
-    "name": (r"[^/]+", str, "string"),
-    "version": (r"[^/]+", str, "string"),
-    "worker_id": (r"[^/]+", str, "string"),
-    "artifact": (r".+", str, "string"),
-    "report_id": (r"[0-9]+", int, "integer"),
-    "token_id": (r"[0-9a-f]+", str, "string"),
+def _id(what: str, listed_by: str) -> Callable[[str], int]:
+    """The converter of a numeric id: one that no row can have is a 404 that says so."""
+
+    def convert(text: str) -> int:
+        value = int(text)
+        if not 0 <= value <= INT64_MAX:
+            raise NotFound(f"no {what} with id {text}; {listed_by} lists them")
+        return value
+
+    return convert
+
+
+def _text(what: str, longest: int) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if len(text) > longest:
+            raise InvalidRequest(f"{what} {text[:40]!r}... is longer than {longest} characters")
+        return text
+
+    return convert
+
+
+_ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+# What store.artifacts.check_name takes: relative path segments, none of them '.' or '..',
+# without backslashes or control characters.
+_SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\u0000-\u001f\u007f-\u009f]+"
+ARTIFACT_SCHEMA = {"type": "string", "maxLength": 1024, "pattern": f"^{_SEGMENT}(?:/{_SEGMENT})*$"}
+
+PATH_PARAMS: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
+    # name: (tornado regex, converter, OpenAPI schema). Ids match negative numbers too,
+    # so `runs/-1` is a 404 about the run, not a path that matches no route.
+    "run_id": (r"-?[0-9]+", _id("run", "`labrun runs`"), _ID_SCHEMA),
+    "name": (r"[^/]+", _text("a name", 128), {"type": "string", "pattern": NAME_PATTERN}),
+    "version": (r"[^/]+", _text("a version", 32), {"type": "string", "maxLength": 32}),
+    "worker_id": (r"[^/]+", _text("a worker id", 256), {"type": "string", "maxLength": 256}),
+    "artifact": (r".+", _text("an artifact name", 1024), ARTIFACT_SCHEMA),
+    "report_id": (r"-?[0-9]+", _id("report", "`labrun reports`"), _ID_SCHEMA),
+    "token_id": (
+        r"[0-9a-f]+",
+        _text("a token id", 64),
+        {"type": "string", "pattern": "^[0-9a-f]+$", "maxLength": 64},
+    ),
 }
 
 
+def operation_of(handler: type, method: str) -> Operation | None:
+    """The operation a handler class declares for an HTTP method, if any."""
+    return getattr(getattr(handler, method, None), "__labrun_operation__", None)
+
+
+def allowed_methods(handler: type) -> list[str]:
+    """The methods a route answers: its operations, HEAD with GET, and OPTIONS."""
+    declared = getattr(handler, "allow", None)  # a route that is no REST handler
+    if declared is not None:
+        return list(declared)
+    methods = [m.upper() for m in METHODS if operation_of(handler, m) is not None]
+    if "GET" in methods:
+        methods.insert(1, "HEAD")
+    return [*methods, "OPTIONS"]
+
+
+def write_json_error(handler: web.RequestHandler, status_code: int, exc: BaseException | None):
+    """Every error of the API as JSON: ``{"message", "code"}`` (405s name what is allowed)."""
+    if isinstance(exc, LabrunError):
+        status_code = exc.status
+        message, code = exc.message, exc.code
+    elif isinstance(exc, web.HTTPError):
+        message = exc.log_message or exc.reason or web.httputil.responses.get(status_code, "")
+        code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+            status_code, "http_error"
+        )
+    else:
+        message = "internal server error; the server log has the traceback"
+        code = "internal_error"
+    if status_code == 405:
+        allowed = allowed_methods(type(handler))
+        handler.set_header("Allow", ", ".join(allowed))
+        message = (
+            f"{handler.request.method} is not allowed here; this route takes {', '.join(allowed)}"
+        )
+    handler.set_status(status_code)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(json.dumps({"message": message, "code": code}))
+
+
 def tornado_pattern(path: str) -> str:
-    """``/runs/{run_id}`` -> ``/runs/(?P<run_id>[0-9]+)``."""
+    """``/runs/{run_id}`` -> ``/runs/(?P<run_id>-?[0-9]+)``."""
 
     def group(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -293,6 +411,33 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         """Run a store method off the event loop."""
         return await self.app.db.run(fn, *args, **kwargs)
 
+    async def parse_body(self, model: type[BaseModel]) -> BaseModel:
+        """The request's JSON body as ``model``: refused past the size limit, and parsed on a
+        thread when it is large."""
+        body = self.request.body
+        limit = self.app.max_body_size
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                f"the request body is {len(body):,} bytes, more than this server takes "
+                f"({limit:,} bytes, c.LabRun.max_body_size); "
+                + getattr(model, "too_large_hint", Request.too_large_hint)
+            )
+        if len(body) > PARSE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(parse_body, body, model)
+        return parse_body(body, model)
+
+    @web.authenticated
+    async def head(self, *args: str, **kwargs: str) -> None:
+        """HEAD on a route with a GET: its headers, without the body (tornado drops it)."""
+        if operation_of(type(self), "get") is None:
+            raise web.HTTPError(405)
+        await self.get(*args, **kwargs)  # type: ignore[misc]
+
+    @allow_unauthenticated  # a CORS preflight carries no credentials
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        self.set_header("Allow", ", ".join(allowed_methods(type(self))))
+        super().options(*args, **kwargs)
+
     def path_arg(self, name: str, value: str) -> Any:
         # Tornado has already percent-decoded path arguments.
         return PATH_PARAMS[name][1](value)
@@ -326,18 +471,15 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, LabrunError):
-            status_code = exc.status
-            message, code = exc.message, exc.code
-        elif isinstance(exc, web.HTTPError):
-            message = exc.log_message or exc.reason or web.httputil.responses.get(status_code, "")
-            code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
-                status_code, "http_error"
-            )
-        else:
-            message = "internal server error; the server log has the traceback"
-            code = "internal_error"
-        self.set_status(status_code)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": message, "code": code}))
+        write_json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1])
+
+
+class NoRouteHandler(LabrunHandler):
+    """A path under the API that matches no route: a JSON 404, not Jupyter's HTML page."""
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        raise NotFound(
+            f"no API route {self.request.method} {self.request.path}; "
+            f"{API_PREFIX}/openapi.json lists the routes"
+        )

@@ -26,6 +26,7 @@ class DatasetsHandler(LabrunHandler):
         body=CreateDataset,
         response=DescribeDataset,
         status=201,
+        also=(200,),
     )
     async def post(self, body: CreateDataset) -> tuple[DescribeDataset, int]:
         dataset, created = await self.call(self.store.datasets.create, body)
@@ -44,6 +45,7 @@ class DatasetVersionsHandler(LabrunHandler):
         body=CreateDatasetVersion,
         response=DescribeDatasetVersion,
         status=201,
+        also=(200,),
         errors=(400, 403, 409),
     )
     async def post(

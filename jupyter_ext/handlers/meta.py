@@ -25,7 +25,7 @@ from labrun.models import (
 )
 from labrun.settings import API_VERSION
 
-from .base import LabrunHandler, operation
+from .base import LabrunHandler, operation, write_json_error
 
 
 class VersionHandler(LabrunHandler):
@@ -107,6 +107,7 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
     """The event stream: one JSON message per change (``{"type", "time", "data"}``)."""
 
     auth_resource = "labrun"
+    allow = ("GET",)
 
     async def prepare(self, *, _redirect_to_login: bool = False) -> None:
         # A WebSocket client cannot follow a redirect to the login page: refuse with 403.
@@ -119,9 +120,14 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
         if not authorized:
             raise web.HTTPError(403)
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        write_json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1])
+
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await self.pre_get()
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise InvalidRequest("this route is a WebSocket: connect to it with a WebSocket client")
         result = super().get(*args, **kwargs)
         if result is not None:
             await result

@@ -76,7 +76,11 @@ class GpuHistoryHandler(LabrunHandler):
 
 
 class SamplesHandler(LabrunHandler):
-    @operation("Ingest GPU and host telemetry samples", body=IngestSamples, status=201)
+    @operation(
+        "Ingest GPU and host telemetry samples of registered workers",
+        body=IngestSamples,
+        status=201,
+    )
     async def post(self, body: IngestSamples) -> dict[str, int]:
         stored = await self.call(self.store.pool.ingest_samples, body)
         if body.gpus and self.events.subscribers:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from labrun.errors import InvalidRequest
 from labrun.models import (
     AppendLogs,
     ArtifactList,
@@ -27,6 +29,7 @@ from labrun.models import (
     UpdateRun,
 )
 
+from ..store.artifacts import content_disposition
 from .base import LabrunHandler, operation
 
 
@@ -122,7 +125,12 @@ class RunParamsHandler(LabrunHandler):
 
 
 class RunMetricsHandler(LabrunHandler):
-    @operation("Query a run's metric series", query=MetricsQuery, response=RunMetrics)
+    @operation(
+        "Query a run's metric series (downsampled unless max_points=all)",
+        query=MetricsQuery,
+        response=RunMetrics,
+        large_response=True,
+    )
     async def get(self, run_id: int, query: MetricsQuery) -> RunMetrics:
         return await self.call(self.store.metrics.query, run_id, query)
 
@@ -154,16 +162,15 @@ class RunArtifactsHandler(LabrunHandler):
 
 class RunArtifactHandler(LabrunHandler):
     @operation(
-        "Download an artifact",
-        response_content="application/octet-stream",
+        "Download an artifact (with the content type it was stored with)",
+        response_content="*/*",
     )
     async def get(self, run_id: int, artifact: str) -> None:
         meta, uri = await self.call(self.store.artifacts.locate, run_id, artifact)
         self.set_header("Content-Length", str(meta.size))
         self.set_header("ETag", f'"{meta.sha256}"')
         # Never rendered inline by the browser: an uploaded HTML file must not run here.
-        filename = artifact.rsplit("/", 1)[-1].replace('"', "")
-        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        self.set_header("Content-Disposition", content_disposition(artifact))
         await self.send_file(uri, meta.content_type)
 
     @operation(
@@ -176,7 +183,16 @@ class RunArtifactHandler(LabrunHandler):
         content_type = self.request.headers.get("Content-Type")
         if content_type in (None, "application/octet-stream", "application/x-www-form-urlencoded"):
             content_type = None
+        elif len(content_type) > 128:
+            raise InvalidRequest(
+                f"Content-Type {content_type[:40]!r}... is longer than 128 characters"
+            )
         kind = self.request.headers.get("X-Labrun-Artifact-Kind", "file")
+        if re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", kind) is None:
+            raise InvalidRequest(
+                f"X-Labrun-Artifact-Kind {kind[:40]!r} must be a word of up to 32 letters, "
+                "digits, '_', '.' or '-' (file, notebook, ...)"
+            )
         meta = await self.call(
             self.store.artifacts.put,
             run_id,

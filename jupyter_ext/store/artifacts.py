@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import posixpath
+import unicodedata
+from email.utils import encode_rfc2231
 
 import fsspec
 from sqlalchemy import select
@@ -31,7 +33,17 @@ for _suffix in (".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".pkl"):
 
 
 def check_name(name: str) -> str:
-    """An artifact name is a relative POSIX path that stays inside the run."""
+    """An artifact name is a relative POSIX path that stays inside the run.
+
+    Any Unicode letter will do; control characters (NUL, CR, LF...) will not: the name
+    goes into the download's headers.
+    """
+    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise InvalidRequest(
+            f"artifact name {name!r} has a control character (U+{ord(control):04X}); "
+            "use a name without one"
+        )
     normalized = posixpath.normpath(name) if name else ""
     if (
         not name
@@ -39,12 +51,27 @@ def check_name(name: str) -> str:
         or name.startswith("/")
         or "\\" in name
         or normalized.startswith("..")
+        or normalized in (".", "")
         or normalized != name
     ):
         raise InvalidRequest(
             f"artifact name {name!r} must be a relative path like 'model.pt' or 'plots/loss.png'"
         )
     return name
+
+
+def content_disposition(name: str) -> str:
+    """A download's ``Content-Disposition``: an attachment under the name's last part.
+
+    As RFC 6266 has it: ``filename*`` carries any Unicode name (UTF-8, percent-encoded),
+    and ``filename`` an ASCII stand-in for clients that know no better.
+    """
+    filename = name.rsplit("/", 1)[-1]
+    plain = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    plain = "".join("_" if c in '"\\%' else c for c in plain).strip() or "download"
+    if plain == filename:
+        return f'attachment; filename="{plain}"'
+    return f'attachment; filename="{plain}"; filename*={encode_rfc2231(filename, "utf-8")}'
 
 
 def content_type_of(name: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from labrun.errors import Conflict, NotFound
+from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.models import (
+    NAME_PATTERN,
     CreateDataset,
     CreateDatasetVersion,
     DatasetList,
@@ -97,6 +100,11 @@ class DatasetStore:
         with self.db.session() as session:
             dataset = session.scalar(select(Dataset).where(Dataset.name == name))
             if dataset is None:
+                if re.fullmatch(NAME_PATTERN, name) is None:
+                    raise InvalidRequest(
+                        f"dataset name {name!r} must be letters, digits, '_', '.' or '-' "
+                        "(up to 128, starting with a letter or digit)"
+                    )
                 dataset = Dataset(name=name, description="")
                 session.add(dataset)
                 session.flush()

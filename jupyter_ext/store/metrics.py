@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from labrun.models import LogMetrics, MetricSeries, MetricsIngested, MetricsQuery, RunMetrics
 
 from .database import Database
-from .models import Metric, MetricBatch, MetricSummary
+from .models import SQLITE_NAN, Metric, MetricBatch, MetricSummary
 from .runs import RunStore
 
 METRICS = cast(Table, Metric.__table__)
@@ -22,23 +23,30 @@ POINT_COLUMNS = ("run_id", "key", "step", "value", "time")
 
 
 def downsample(steps: list[int], values: list[Any], times: list[float], most: int):
-    """Keep at most ``most`` points: the first, the last, and each bucket's min and max.
+    """Keep at most ``most`` points: the first, the last, and each bucket's min and max
+    (and its first NaN, where the series has any).
 
     Keeping extremes rather than every n-th point means a spike in a long curve stays
-    visible after downsampling.
+    visible after downsampling, and so does a loss that became NaN.
     """
     n = len(steps)
     if n <= most:
         return steps, values, times
-    buckets = max(1, (most - 2) // 2)
+    nan = [v is not None and math.isnan(v) for v in values]
+    has_nan = any(nan)
+    buckets = max(1, (most - 2) // (3 if has_nan else 2))
     keep = {0, n - 1}
     size = (n - 2) / buckets
     for b in range(buckets):
         lo, hi = 1 + int(b * size), 1 + int((b + 1) * size)
+        # NaN compares false with everything: it is no extreme, but kept on its own.
         idx = [i for i in range(lo, min(hi, n - 1)) if values[i] is not None]
-        if idx:
-            keep.add(min(idx, key=values.__getitem__))
-            keep.add(max(idx, key=values.__getitem__))
+        numbers = [i for i in idx if not nan[i]]
+        if numbers:
+            keep.add(min(numbers, key=values.__getitem__))
+            keep.add(max(numbers, key=values.__getitem__))
+        if has_nan:
+            keep.update([i for i in idx if nan[i]][:1])
     chosen = sorted(keep)
     return [steps[i] for i in chosen], [values[i] for i in chosen], [times[i] for i in chosen]
 
@@ -57,6 +65,8 @@ class MetricStore:
             f"INSERT INTO {METRICS.name} ({columns}) "
             f"VALUES ({', '.join([marker] * len(POINT_COLUMNS))})"
         )
+        # The driver-level insert skips MetricFloat's binding of NaN: do it here.
+        self._nan_as_text = db.dialect == "sqlite"
 
     def ingest(self, run_id: int, batch: LogMetrics) -> MetricsIngested:
         """Store a batch of points in one transaction; a batch id seen before is skipped."""
@@ -66,6 +76,9 @@ class MetricStore:
             for p in batch.points
         ]
         rows += [(run_id, k, s, v, t if t is not None else now) for k, v, s, t in batch.rows]
+        stored: list[tuple[Any, ...]] = rows
+        if self._nan_as_text and any(r[3] != r[3] for r in rows):  # only NaN != NaN
+            stored = [r if r[3] == r[3] else (*r[:3], SQLITE_NAN, r[4]) for r in rows]
         try:
             with self.db.session() as session:
                 RunStore.load(session, run_id)
@@ -78,7 +91,7 @@ class MetricStore:
                     )
                     session.flush()
                 if rows:
-                    session.connection().exec_driver_sql(self._insert_points, rows)
+                    session.connection().exec_driver_sql(self._insert_points, stored)
                     self._summarize(session, rows)
         except IntegrityError:
             # Two copies of one batch raced past the check above; the other one won.
@@ -92,6 +105,8 @@ class MetricStore:
     ) -> None:
         latest: dict[str, dict[str, Any]] = {}
         for run_id, key, step, value, t in rows:
+            # min and max ignore NaN (and None); the latest value may be NaN.
+            number = value if value is not None and not math.isnan(value) else None
             s = latest.get(key)
             if s is None:
                 latest[key] = {
@@ -100,17 +115,17 @@ class MetricStore:
                     "step": step,
                     "value": value,
                     "time": t,
-                    "min": value,
-                    "max": value,
+                    "min": number,
+                    "max": number,
                     "count": 1,
                 }
                 continue
             s["count"] += 1
             if step >= s["step"]:
                 s["step"], s["value"], s["time"] = step, value, t
-            if value is not None:
-                s["min"] = value if s["min"] is None else min(s["min"], value)
-                s["max"] = value if s["max"] is None else max(s["max"], value)
+            if number is not None:
+                s["min"] = number if s["min"] is None else min(s["min"], number)
+                s["max"] = number if s["max"] is None else max(s["max"], number)
         stmt = self._insert(SUMMARIES).values(list(latest.values()))
         new = stmt.excluded
         newer = new.step >= SUMMARIES.c.step
@@ -156,7 +171,7 @@ class MetricStore:
                 times.append(t)
         out = []
         for key, (steps, values, times) in series.items():
-            if query.max_points is not None:
+            if query.max_points != "all":
                 steps, values, times = downsample(steps, values, times, query.max_points)
             out.append(MetricSeries(key=key, steps=steps, values=values, times=times))
         return RunMetrics(run_id=run_id, series=out)

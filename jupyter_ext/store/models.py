@@ -6,6 +6,7 @@ Every change to these tables comes with an Alembic migration in ``migrations/ver
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -54,6 +55,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         return value
+
+
+SQLITE_NAN = "NaN"
+
+
+class MetricFloat(TypeDecorator[float]):
+    """A metric value: a float that keeps NaN on SQLite too.
+
+    SQLite stores a NaN bound as a REAL as NULL. Bound as the text 'NaN' it stays in the
+    REAL column as text, which SQLite sorts after every number, as PostgreSQL sorts NaN;
+    it reads back as a float NaN. Infinities are REALs on both.
+    """
+
+    impl = Float
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # Replaces Float's own processing on SQLite, which would make the text a float
+        # (and so NULL) again.
+        def process(value: float | None) -> float | str | None:
+            if value is None:
+                return None
+            value = float(value)
+            return SQLITE_NAN if math.isnan(value) else value
+
+        return process
+
+    def process_result_value(self, value: Any, dialect: Any) -> float | None:
+        return float(value) if isinstance(value, str) else value
 
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -159,7 +192,7 @@ class Metric(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(256))
     step: Mapped[int] = mapped_column(BigInteger)
-    value: Mapped[float | None] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(MetricFloat)
     time: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
@@ -173,7 +206,8 @@ class MetricSummary(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(256), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger)
-    value: Mapped[float | None] = mapped_column(Float)
+    # The latest value may be NaN; min and max ignore NaN.
+    value: Mapped[float | None] = mapped_column(MetricFloat)
     min: Mapped[float | None] = mapped_column(Float)
     max: Mapped[float | None] = mapped_column(Float)
     count: Mapped[int] = mapped_column(BigInteger)

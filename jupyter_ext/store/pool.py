@@ -140,7 +140,22 @@ class PoolStore:
     # --- telemetry ---------------------------------------------------------------
 
     def ingest_samples(self, req: IngestSamples) -> int:
+        """Store telemetry of registered workers (about the runs that exist)."""
         with self.db.session() as session:
+            workers = {s.worker_id for s in req.gpus} | {s.worker_id for s in req.hosts}
+            known = set(session.scalars(select(Worker.id).where(Worker.id.in_(workers))))
+            if unknown := sorted(workers - known):
+                raise NotFound(
+                    f"no worker {unknown[0]!r}; a worker registers (PUT workers/{{id}}) "
+                    "before it sends samples"
+                )
+            runs = {s.run_id for s in req.gpus if s.run_id is not None}
+            found = set(session.scalars(select(Run.id).where(Run.id.in_(runs))))
+            if missing := sorted(runs - found):
+                raise NotFound(
+                    f"no run with id {missing[0]} (in a GPU sample of worker "
+                    f"{next(s.worker_id for s in req.gpus if s.run_id == missing[0])!r})"
+                )
             connection = session.connection()
             if req.gpus:
                 connection.execute(insert(GpuSample), [s.model_dump() for s in req.gpus])

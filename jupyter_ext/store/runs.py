@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, bindparam, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, contains_eager
 
@@ -21,6 +21,7 @@ from labrun.models import (
     DescribeProject,
     DescribeRun,
     ListRunsQuery,
+    MetricCompareRow,
     ProjectList,
     RunKind,
     RunList,
@@ -60,6 +61,13 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 
 # Values per run in the Runs panel's sparklines.
 SPARK_POINTS = 30
+# A run's newest points of a metric, newest first: a walk down the (run_id, key, step) index.
+_NEWEST_POINTS = (
+    select(Metric.value)
+    .where(Metric.run_id == bindparam("run_id"), Metric.key == bindparam("key"))
+    .order_by(Metric.step.desc(), Metric.id.desc())
+    .limit(bindparam("points"))
+)
 
 SORTABLE_COLUMNS = {
     "id": Run.id,
@@ -79,7 +87,11 @@ def numeric(value: Any) -> float | None:
     """The number a parameter value sorts by, or None for non-numbers."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _duration(run: Run) -> float | None:
@@ -486,30 +498,20 @@ class RunStore:
     def _sparklines(
         session: Session, run_ids: list[int], key: str, points: int = SPARK_POINTS
     ) -> dict[int, list[float | None]]:
-        """Each run's last ``points`` values of a metric, oldest first."""
-        if not run_ids:
-            return {}
-        # The newest points of each run, through the (run_id, key, step) index.
-        ranked = (
-            select(
-                Metric.run_id,
-                Metric.step,
-                Metric.value,
-                func.row_number()
-                .over(partition_by=Metric.run_id, order_by=Metric.step.desc())
-                .label("rank"),
-            )
-            .where(Metric.run_id.in_(run_ids), Metric.key == key)
-            .subquery()
-        )
-        rows = session.execute(
-            select(ranked.c.run_id, ranked.c.value)
-            .where(ranked.c.rank <= points)
-            .order_by(ranked.c.run_id, ranked.c.step)
-        )
+        """Each run's last ``points`` values of a metric, oldest first.
+
+        One short walk down the (run_id, key, step) index per run: the cost is that of
+        ``points`` rows a run, however many the run has (a window over every point of the
+        page's runs took 0.38 s with 692k points stored). One statement, compiled once.
+        """
         out: dict[int, list[float | None]] = {}
-        for run_id, value in rows:
-            out.setdefault(run_id, []).append(value)
+        connection = session.connection()  # Core: none of the ORM's per-statement work
+        for run_id in run_ids:
+            newest = connection.execute(
+                _NEWEST_POINTS, {"run_id": run_id, "key": key, "points": points}
+            ).all()
+            if newest:
+                out[run_id] = [value for (value,) in reversed(newest)]
         return out
 
     def _duration(self) -> Any:
@@ -550,20 +552,18 @@ class RunStore:
             runs = [self.load(session, run_id) for run_id in ids]
             summaries = self.summaries(session, runs)
 
-        def rows(values_of: list[dict[str, Any]]) -> list[CompareRow]:
+        def rows(values_of: list[dict[str, Any]], row: type[CompareRow]) -> list[Any]:
             keys = sorted({key for values in values_of for key in values})
             out = []
             for key in keys:
                 values = [values.get(key) for values in values_of]
-                out.append(
-                    CompareRow(key=key, values=values, differs=len(set(map(repr, values))) > 1)
-                )
+                out.append(row(key=key, values=values, differs=len(set(map(repr, values))) > 1))
             return out
 
         return Comparison(
             runs=summaries,
-            params=rows([s.params for s in summaries]),
-            metrics=rows([dict(s.metrics) for s in summaries]),
+            params=rows([s.params for s in summaries], CompareRow),
+            metrics=rows([dict(s.metrics) for s in summaries], MetricCompareRow),
         )
 
     def projects(self) -> ProjectList:

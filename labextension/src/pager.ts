@@ -3,7 +3,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IRunList, IRunQuery, IRunSummary } from './tokens';
+import { IRunList, IRunQuery, IRunSummary, MetricValue } from './tokens';
 import { IRunFilter, NO_FILTER, pagesFor, runQuery } from './view';
 
 /** Fetches one page of runs; `api.listRuns` in the sidebar. */
@@ -53,7 +53,7 @@ export class RunsPager {
   }
 
   /** A run's recent values of `metric`, if its page brought them. */
-  spark(id: number): (number | null)[] | undefined {
+  spark(id: number): MetricValue[] | undefined {
     return this._sparklines.get(id);
   }
 
@@ -139,7 +139,7 @@ export class RunsPager {
   private _filter: IRunFilter = NO_FILTER;
   private _sort = '-created_at';
   private _metric = '';
-  private _sparklines = new Map<number, (number | null)[]>();
+  private _sparklines = new Map<number, MetricValue[]>();
   private _pages = new Map<number, IRunSummary[]>();
   private _loading = new Set<number>();
   private _total: number | null = null;

@@ -53,7 +53,7 @@ export interface IRunSummary {
   ended_at: string | null;
   duration: number | null;
   params: Record<string, unknown>;
-  metrics: Record<string, number | null>;
+  metrics: Record<string, MetricValue>;
 }
 
 /** Everything about one run. */
@@ -72,7 +72,7 @@ export interface IRunList {
   offset: number;
   limit: number;
   /** Each run's recent values of the `spark` metric, keyed by run id. */
-  sparklines?: Record<string, (number | null)[]>;
+  sparklines?: Record<string, MetricValue[]>;
 }
 
 /** What the runs list asks the server for. */
@@ -93,9 +93,15 @@ export interface IRunQuery {
 export interface IMetricSeries {
   key: string;
   steps: number[];
-  values: (number | null)[];
+  values: MetricValue[];
   times: number[];
 }
+
+/** A value JSON has no number for, as the server writes it (a loss that became NaN). */
+export type NonFinite = 'NaN' | 'Infinity' | '-Infinity';
+
+/** A metric value: a number, one of the non-finite strings, or null (none logged). */
+export type MetricValue = number | NonFinite | null;
 
 /** A run's metrics. */
 export interface IRunMetrics {
@@ -200,7 +206,7 @@ export interface IGpuSample {
 export interface IComparison {
   runs: IRunSummary[];
   params: { key: string; values: unknown[]; differs: boolean }[];
-  metrics: { key: string; values: unknown[]; differs: boolean }[];
+  metrics: { key: string; values: MetricValue[]; differs: boolean }[];
 }
 
 /** A rendered report notebook. */

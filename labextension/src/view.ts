@@ -2,7 +2,15 @@
  * The view logic of the panels, kept free of React and the DOM so it can be tested alone.
  */
 import { ResponseError } from './api';
-import { API_VERSION, IGpu, IRunQuery, IRunSummary, IServerVersion, RunStatus } from './tokens';
+import {
+  API_VERSION,
+  IGpu,
+  IRunQuery,
+  IRunSummary,
+  IServerVersion,
+  MetricValue,
+  RunStatus
+} from './tokens';
 
 /** What the Runs panel's filter bar holds. */
 export interface IRunFilter {
@@ -134,6 +142,25 @@ export function formatValue(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** A metric value: as formatValue, and NaN and the infinities as NaN, ∞ and -∞. */
+export function formatMetric(value: MetricValue | undefined): string {
+  if (value === 'NaN' || (typeof value === 'number' && Number.isNaN(value))) {
+    return 'NaN';
+  }
+  if (value === 'Infinity' || value === Infinity) {
+    return '∞';
+  }
+  if (value === '-Infinity' || value === -Infinity) {
+    return '-∞';
+  }
+  return formatValue(value);
+}
+
+/** Whether a metric value can be drawn: a finite number (NaN and ±∞ break a line). */
+export function plottable(value: MetricValue | undefined): value is number {
+  return typeof value === 'number' && Number.isFinite(value);
+}
+
 /** The first few parameters of a run as one short line: "lr=0.01 epochs=3". */
 export function keyParams(params: Record<string, unknown>, count = 3): string {
   return Object.entries(params)
@@ -167,10 +194,10 @@ export function parseServerTime(iso: string): number {
 
 /**
  * An SVG path through `values`, scaled into a `width` by `height` box (y grows downwards).
- * Missing values break the line.
+ * Missing and non-finite values break the line.
  */
-export function sparklinePath(values: (number | null)[], width: number, height: number): string {
-  const finite = values.filter((v): v is number => v !== null && isFinite(v));
+export function sparklinePath(values: MetricValue[], width: number, height: number): string {
+  const finite = values.filter(plottable);
   if (finite.length === 0) {
     return '';
   }
@@ -181,7 +208,7 @@ export function sparklinePath(values: (number | null)[], width: number, height: 
   let path = '';
   let pen = false;
   values.forEach((value, i) => {
-    if (value === null || !isFinite(value)) {
+    if (!plottable(value)) {
       pen = false;
       return;
     }
@@ -199,12 +226,12 @@ function round(n: number): number {
 
 /** Several series on shared axes: each `{x, y}` list becomes a path in one box. */
 export function chartPaths(
-  series: { xs: number[]; ys: (number | null)[] }[],
+  series: { xs: number[]; ys: MetricValue[] }[],
   width: number,
   height: number
 ): { paths: string[]; xRange: [number, number]; yRange: [number, number] } {
   const xs = series.flatMap(s => s.xs);
-  const ys = series.flatMap(s => s.ys.filter((v): v is number => v !== null && isFinite(v)));
+  const ys = series.flatMap(s => s.ys.filter(plottable));
   if (xs.length === 0 || ys.length === 0) {
     return { paths: series.map(() => ''), xRange: [0, 0], yRange: [0, 0] };
   }
@@ -217,7 +244,7 @@ export function chartPaths(
     let pen = false;
     s.xs.forEach((x, i) => {
       const y = s.ys[i];
-      if (y === null || y === undefined || !isFinite(y)) {
+      if (!plottable(y)) {
         pen = false;
         return;
       }

@@ -8,6 +8,7 @@ import {
   chartPaths,
   formatBytes,
   formatDuration,
+  formatMetric,
   formatValue,
   gpusByWorker,
   keyParams,
@@ -120,6 +121,16 @@ describe('formatting', () => {
     expect(formatValue({ a: 1 })).toBe('{"a":1}');
   });
 
+  it('shows a metric that became NaN or infinite as text', () => {
+    expect(formatMetric('NaN')).toBe('NaN');
+    expect(formatMetric('Infinity')).toBe('∞');
+    expect(formatMetric('-Infinity')).toBe('-∞');
+    expect(formatMetric(NaN)).toBe('NaN');
+    expect(formatMetric(0.123456)).toBe('0.1235');
+    expect(formatMetric(null)).toBe('—');
+    expect(formatMetric(undefined)).toBe('—');
+  });
+
   it('keeps user text as text: key params are plain strings', () => {
     expect(keyParams({ lr: 0.01, arch: '<b>unet</b>', epochs: 3, seed: 1 })).toBe(
       'lr=0.01 arch=<b>unet</b> epochs=3'
@@ -133,6 +144,15 @@ describe('charts', () => {
     expect(sparklinePath([0, 1], 10, 10)).toBe('M0,10L10,0');
     expect(sparklinePath([1, null, 3], 10, 10)).toBe('M0,10M10,0');
     expect(sparklinePath([2, 2], 10, 10)).toBe('M0,5L10,5');
+  });
+
+  it('skips NaN and infinite values in sparklines and charts', () => {
+    expect(sparklinePath([0, 'NaN', 1], 10, 10)).toBe('M0,10M10,0');
+    expect(sparklinePath(['Infinity', 0, 1, '-Infinity'], 30, 10)).toBe('M10,10L20,0');
+    expect(sparklinePath(['NaN', 'NaN'], 10, 10)).toBe('');
+    const { paths, yRange } = chartPaths([{ xs: [0, 1, 2], ys: [0, 'Infinity', 1] }], 20, 10);
+    expect(yRange).toEqual([0, 1]);
+    expect(paths[0]).toBe('M0,10M20,0');
   });
 
   it('puts several series on shared axes', () => {

@@ -40,8 +40,11 @@ def number(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
+        # As the sidebar shows them: a loss that became NaN is worth seeing.
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
         return f"{value:.4g}"
     return str(value)
 

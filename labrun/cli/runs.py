@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import click
@@ -117,7 +118,8 @@ def show(run_id: int, as_json: bool) -> None:
     if as_json:
         print_json(
             {
-                **run.model_dump(mode="json"),
+                # As the server writes it: NaN as "NaN", which every JSON parser reads.
+                **json.loads(run.model_dump_json()),
                 "artifacts": [a.model_dump(mode="json") for a in artifacts],
                 "datasets": datasets,
             }

@@ -102,7 +102,11 @@ def metrics_op(run_id: int, points: list[Point]) -> MetricsOp:
 
 
 def encode_batch(batch_id: str, points: list[Point]) -> bytes:
-    """The ``LogMetrics`` JSON of a batch in its compact ``rows`` form: the hot path."""
+    """The ``LogMetrics`` JSON of a batch in its compact ``rows`` form: the hot path.
+
+    NaN and infinities go as the JSON constants ``NaN``, ``Infinity`` and ``-Infinity``,
+    which the server reads (and stores as such).
+    """
     return json.dumps({"batch_id": batch_id, "rows": points}).encode()
 
 

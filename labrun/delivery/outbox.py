@@ -41,6 +41,7 @@ from labrun.errors import (
     InvalidRequest,
     LabrunError,
     NotFound,
+    PayloadTooLarge,
     ServerError,
     ServerUnavailable,
     Unauthorized,
@@ -419,7 +420,7 @@ class Outbox:
                     "labrun: a record of %s was not needed: %s", describe_target(op), err.message
                 )
                 return None
-            except InvalidRequest as err:
+            except (InvalidRequest, PayloadTooLarge) as err:
                 if isinstance(op, MetricsOp):
                     try:
                         self._split(client, op, err)
@@ -466,7 +467,7 @@ class Outbox:
             return client.cancel_run(run_id)
         raise TypeError(f"not an outbox operation: {op!r}")
 
-    def _split(self, client: Client, op: MetricsOp, err: InvalidRequest) -> None:
+    def _split(self, client: Client, op: MetricsOp, err: LabrunError) -> None:
         """Store the good points of a refused batch; name the bad ones once."""
         bad: list[tuple[Point, str]] = []
 
@@ -484,7 +485,7 @@ class Outbox:
                             run_id=op.run_id, run_key=op.run_key, batch_id=sub, rows=half
                         ),
                     )
-                except InvalidRequest as refused:
+                except (InvalidRequest, PayloadTooLarge) as refused:
                     send(half, sub, refused.message)
 
         send(op.rows, op.batch_id, err.message)

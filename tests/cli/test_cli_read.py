@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -53,6 +55,18 @@ def test_runs_table_and_json_with_filters(seeded: tuple[Client, list[int]]) -> N
     assert [r["name"] for r in running["runs"]] == ["elsewhere"]
 
 
+def test_show_and_runs_print_nan_and_infinity(seeded: tuple[Client, list[int]]) -> None:
+    client, _ = seeded
+    run = client.create_run(CreateRun(project="diverged", name="nan-run"))
+    points = [MetricPoint(key="loss", value=math.nan), MetricPoint(key="grad", value=-math.inf)]
+    client.log_metrics(run.id, LogMetrics(points=points))
+    text = invoke("show", str(run.id))
+    assert re.search(r"loss\s+NaN", text) and re.search(r"grad\s+-∞", text), text
+    assert "NaN" in invoke("runs", "--project", "diverged")
+    data = json.loads(invoke("show", str(run.id), "--json"))
+    assert data["metrics"] == {"loss": "NaN", "grad": "-Infinity"}
+
+
 def test_show_prints_params_metrics_and_json(seeded: tuple[Client, list[int]]) -> None:
     _, ids = seeded
     text = invoke("show", str(ids[0]))
@@ -90,6 +104,9 @@ def test_errors_are_one_line_with_what_to_do(
     result = CliRunner().invoke(main, ["show", "9999"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: no run with id 9999; `labrun runs` lists the runs"
+    negative = CliRunner().invoke(main, ["show", "--", "-1"])
+    assert negative.exit_code == 1
+    assert negative.output.strip() == "Error: no run with id -1; `labrun runs` lists them"
     monkeypatch.setenv("LABRUN_SERVER_URL", "http://127.0.0.1:9/")
     unreachable = CliRunner().invoke(main, ["runs"])
     assert unreachable.exit_code == 1 and "cannot reach the labrun server" in unreachable.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from support.server import LabrunServer
 import labrun
 from labrun.client import Client
 from labrun.errors import InvalidRequest, ServerUnavailable
+from labrun.models import CreateRun, LogMetrics, MetricPoint
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def client(labrun_server: LabrunServer, tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def total_points(client: Client, run_id: int, key: str) -> list[int]:
-    series = {s.key: s for s in client.metrics(run_id, keys=[key]).series}
+    series = {s.key: s for s in client.metrics(run_id, keys=[key], max_points="all").series}
     return series[key].steps if key in series else []
 
 
@@ -84,6 +87,45 @@ def test_log_rejects_non_numbers_with_a_hint(client: Client) -> None:
     with pytest.raises(InvalidRequest, match=r"metric 'name' must be a number.*log_params"):
         run.log({"name": "resnet"})
     run.finish()
+
+
+def test_log_refuses_numbers_written_as_text(client: Client) -> None:
+    run = labrun.init(client=client)
+    with pytest.raises(InvalidRequest, match=r"metric 'loss' must be a number, got str 'nan'"):
+        run.log({"loss": "nan"})
+    run.finish()
+
+
+def test_the_client_writes_nan_metrics_as_json_constants_and_nan_elsewhere_as_null() -> None:
+    # Metric values go as the constants the server reads; PostgreSQL's JSON has no NaN
+    # for a parameter.
+    batch = LogMetrics(
+        rows=[("loss", math.nan, 0, None)],
+        points=[MetricPoint(key="grad", value=-math.inf)],
+    )
+    assert json.loads(batch.model_dump_json()) == {
+        "batch_id": None,
+        "points": [{"key": "grad", "value": -math.inf, "step": 0, "time": None}],
+        "rows": [["loss", pytest.approx(math.nan, nan_ok=True), 0, None]],
+    }
+    assert json.loads(CreateRun(params={"lr": math.nan}).model_dump_json())["params"] == {
+        "lr": None
+    }
+
+
+def test_nan_and_infinity_come_back_as_logged(client: Client) -> None:
+    # Given a loss that diverged, then became NaN
+    run = labrun.init(name="diverged", client=client)
+    for step, loss in enumerate([0.5, math.inf, -math.inf, math.nan]):
+        run.log({"loss": loss}, step=step)
+    run.finish()
+
+    # Then the series, the latest value and the list read back as floats, as logged
+    values = client.metrics(run.id, keys=["loss"]).series[0].values
+    assert values[:3] == [0.5, math.inf, -math.inf] and math.isnan(values[3])
+    assert math.isnan(client.get_run(run.id).metrics["loss"])
+    listed = client.list_runs(spark="loss").runs
+    assert math.isnan(next(r for r in listed if r.id == run.id).metrics["loss"])
 
 
 def test_log_without_init_says_what_to_do() -> None:

@@ -6,13 +6,17 @@ import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
+from sqlalchemy import event
 from support.notebooks import make_notebook
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.jupyter_ext import auth
 from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.jupyter_ext.store.models import MetricSummary
 from labrun.models import (
     CreateDatasetVersion,
     CreateQueue,
@@ -111,6 +115,105 @@ def test_metric_query_by_key_and_step_range_and_downsampled(store: Store) -> Non
     assert 50.0 in small.values
 
 
+def test_nan_and_infinity_are_stored_and_read_back_as_such(store: Store) -> None:
+    # Given a loss that became NaN, and a gradient norm that overflowed both ways
+    run = store.runs.create(CreateRun(), "alice")
+    store.metrics.ingest(
+        run.id,
+        LogMetrics(
+            points=points("loss", [1.0, 0.5, math.nan])
+            + points("grad", [math.inf, -math.inf])
+            + [MetricPoint(key="gap", value=None)]
+        ),
+    )
+
+    # Then every point reads back as it was logged
+    series = {s.key: s.values for s in store.metrics.query(run.id, MetricsQuery()).series}
+    assert series["loss"][:2] == [1.0, 0.5] and math.isnan(series["loss"][2])
+    assert series["grad"] == [math.inf, -math.inf] and series["gap"] == [None]
+    # And the latest value may be NaN, while the range ignores it
+    latest = store.runs.get(run.id).metrics
+    assert math.isnan(latest["loss"]) and latest["grad"] == -math.inf
+    with store.db.session() as session:
+        loss = session.get(MetricSummary, (run.id, "loss"))
+        assert loss is not None and (loss.min, loss.max, loss.count) == (0.5, 1.0, 3)
+
+    # And a NaN arriving in a later batch keeps the range too
+    store.metrics.ingest(run.id, LogMetrics(points=points("loss", [math.nan, 0.25], start=3)))
+    with store.db.session() as session:
+        loss = session.get(MetricSummary, (run.id, "loss"))
+        assert loss is not None and (loss.min, loss.max, loss.value) == (0.25, 1.0, 0.25)
+
+
+def test_runs_sort_by_a_metric_with_nan_after_every_number(store: Store) -> None:
+    ids = {}
+    for name, loss in [("inf", math.inf), ("nan", math.nan), ("low", 0.1), ("high", 9.0)]:
+        run = store.runs.create(CreateRun(name=name), "bob")
+        store.metrics.ingest(run.id, LogMetrics(points=[MetricPoint(key="loss", value=loss)]))
+        ids[name] = run.id
+    none = store.runs.create(CreateRun(name="none"), "bob")
+
+    # NaN sorts above every number (as PostgreSQL orders it); runs without the metric last
+    ascending = store.runs.list_runs(ListRunsQuery(sort="metrics.loss"))
+    assert [r.name for r in ascending.runs] == ["low", "high", "inf", "nan", "none"]
+    descending = store.runs.list_runs(ListRunsQuery(sort="-metrics.loss"))
+    assert [r.name for r in descending.runs] == ["nan", "inf", "high", "low", "none"]
+    assert math.isnan(ascending.runs[3].metrics["loss"]) and none.id not in ids.values()
+    sparks = store.runs.list_runs(ListRunsQuery(sort="id", spark="loss")).sparklines
+    assert math.isnan(sparks[ids["nan"]][0]) and sparks[ids["inf"]] == [math.inf]
+
+
+def test_downsampling_keeps_a_loss_that_became_nan(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "alice")
+    values = [1.0 / (i + 1) for i in range(1000)]
+    values[700:] = [math.nan] * 300
+    store.metrics.ingest(run.id, LogMetrics(points=points("loss", values)))
+    small = store.metrics.query(run.id, MetricsQuery(max_points=50)).series[0]
+    assert len(small.steps) <= 50 and small.steps[0] == 0 and small.steps[-1] == 999
+    nan = [step for step, v in zip(small.steps, small.values, strict=True) if math.isnan(v)]
+    assert 700 <= nan[0] < 730
+    assert min(v for v in small.values if not math.isnan(v)) == values[699]
+
+
+def test_metric_reads_are_downsampled_unless_every_point_is_asked_for(store: Store) -> None:
+    run = store.runs.create(CreateRun(), "alice")
+    store.metrics.ingest(run.id, LogMetrics(points=points("loss", [float(i) for i in range(3000)])))
+    default = store.metrics.query(run.id, MetricsQuery()).series[0]
+    assert len(default.steps) <= 1000 and default.steps[-1] == 2999
+    every = store.metrics.query(run.id, MetricsQuery(max_points="all")).series[0]
+    assert every.steps == list(range(3000))
+
+
+def test_sparklines_walk_the_index_and_sort_nothing(store: Store) -> None:
+    """A sparkline costs the points it shows, however many its run has: SQLite's own plan
+    of the query shows index searches and no sort of the points."""
+    if store.db.dialect != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    ids = []
+    for _ in range(3):
+        run = store.runs.create(CreateRun(), "bob")
+        store.metrics.ingest(run.id, LogMetrics(points=points("loss", [*map(float, range(100))])))
+        ids.append(run.id)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM metrics" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(store.db.engine, "before_cursor_execute", capture)
+    try:
+        sparks = store.runs.list_runs(ListRunsQuery(spark="loss")).sparklines
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", capture)
+    assert sparks == {run_id: [*map(float, range(70, 100))] for run_id in ids}
+    plan = set()
+    with store.db.engine.connect() as connection:
+        for statement, parameters in statements:
+            explained = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan |= {row[-1] for row in explained}
+    assert plan == {"SEARCH metrics USING INDEX ix_metrics_run_key_step (run_id=? AND key=?)"}
+
+
 def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:
     ids = {}
     for lr, loss, project in [
@@ -136,7 +239,7 @@ def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:
     page = store.runs.list_runs(ListRunsQuery(sort="id", offset=1, limit=2))
     assert [r.id for r in page.runs] == sorted(ids.values())[1:3] and page.total == 4
     assert store.runs.list_runs(ListRunsQuery(q="=0.0")).total == 3
-    with pytest.raises(InvalidRequest, match="cannot sort by 'colour'"):
+    with pytest.raises(ValidationError, match="cannot sort by 'colour'"):
         store.runs.list_runs(ListRunsQuery(sort="colour"))
 
 

@@ -4,7 +4,7 @@
  */
 import * as React from 'react';
 
-import { RunStatus } from '../tokens';
+import { MetricValue, RunStatus } from '../tokens';
 import { chartPaths, formatValue, sparklinePath } from '../view';
 
 /** A run's status as a coloured badge. */
@@ -18,7 +18,7 @@ export function StatusBadge(props: { status: RunStatus }): JSX.Element {
 
 /** A tiny line of a metric's recent values. */
 export function Sparkline(props: {
-  values: (number | null)[];
+  values: MetricValue[];
   width?: number;
   height?: number;
 }): JSX.Element | null {
@@ -39,7 +39,7 @@ export function Sparkline(props: {
 export interface IChartSeries {
   label: string;
   xs: number[];
-  ys: (number | null)[];
+  ys: MetricValue[];
 }
 
 /** Series drawn on shared axes, with a legend; used for metrics and GPU history. */

@@ -4,11 +4,11 @@
 import * as React from 'react';
 
 import { RunsPager } from '../pager';
-import { IRunSummary, RUN_STATUSES, RunStatus } from '../tokens';
+import { IRunSummary, MetricValue, RUN_STATUSES, RunStatus } from '../tokens';
 import {
   IRunFilter,
   formatDuration,
-  formatValue,
+  formatMetric,
   keyParams,
   sortDirection,
   visibleRange
@@ -194,7 +194,7 @@ function RunRow(props: {
   index: number;
   run: IRunSummary | undefined;
   metric: string;
-  spark: (number | null)[] | undefined;
+  spark: MetricValue[] | undefined;
   selected: boolean;
   onToggle: (id: number) => void;
   onOpen: (run: IRunSummary) => void;
@@ -235,7 +235,7 @@ function RunRow(props: {
       </span>
       <span className="jp-labrun-cell jp-labrun-col-metric">
         {props.spark && <Sparkline values={props.spark} />}
-        {props.metric ? formatValue(run.metrics[props.metric]) : ''}
+        {props.metric ? formatMetric(run.metrics[props.metric]) : ''}
       </span>
     </div>
   );

@@ -8,7 +8,7 @@ import { api } from '../api';
 import { Empty, IChartSeries, LineChart, StatusBadge } from '../components/common';
 import { LabrunContext } from '../context';
 import { IComparison, IRunMetrics, IServerEvent } from '../tokens';
-import { formatValue } from '../view';
+import { formatMetric, formatValue } from '../view';
 import { LivePanel } from './live';
 
 /** The comparison of two or more runs (`labrun:compare-runs`). */
@@ -84,11 +84,13 @@ export class CompareView extends LivePanel {
               title="parameters"
               rows={comparison.params}
               width={comparison.runs.length}
+              format={formatValue}
             />
             <CompareSection
               title="metrics (latest)"
               rows={comparison.metrics}
               width={comparison.runs.length}
+              format={formatMetric}
             />
           </tbody>
         </table>
@@ -115,10 +117,11 @@ export class CompareView extends LivePanel {
 }
 
 /** One section of the comparison: a row per key, highlighted where the runs differ. */
-function CompareSection(props: {
+function CompareSection<T>(props: {
   title: string;
-  rows: IComparison['params'];
+  rows: { key: string; values: T[]; differs: boolean }[];
   width: number;
+  format: (value: T) => string;
 }): JSX.Element {
   return (
     <>
@@ -129,7 +132,7 @@ function CompareSection(props: {
         <tr key={row.key} className={row.differs ? 'jp-labrun-differs' : ''} data-key={row.key}>
           <th>{row.key}</th>
           {row.values.map((value, i) => (
-            <td key={i}>{formatValue(value)}</td>
+            <td key={i}>{props.format(value)}</td>
           ))}
         </tr>
       ))}
