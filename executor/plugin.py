@@ -176,8 +176,15 @@ class LabrunWorkerPlugin(WorkerPlugin):
     def _renew(self) -> None:
         """Take the server's newer token once most of this one's life is gone."""
         issued, expires = self.grant.get("issued", 0.0), self.grant.get("expires", math.inf)
-        if time.time() < issued + (expires - issued) * RENEW_AT:
-            return
+        if time.time() >= issued + (expires - issued) * RENEW_AT:
+            self._newest_token()
+
+    def _newest_token(self) -> str | None:
+        """The newest token the server published for its pool, taken if newer than ours.
+
+        Also what the worker's client calls when the server says its token expired (a
+        worker too busy to renew in time): the request is retried once with it.
+        """
         try:
             newer = sync(
                 self.worker.loop,
@@ -188,14 +195,17 @@ class LabrunWorkerPlugin(WorkerPlugin):
             )
         except Exception as err:  # noqa: BLE001 - the scheduler may be restarting; try again
             logger.info("labrun: could not ask the scheduler for a new token: %s", err)
-            return
+            return None
         if self._take(newer):
             logger.info("labrun: took the pool's new token, valid until %s", newer["expires"])
+        return str(self.grant["token"])
 
     def _setup(self, worker: Worker) -> None:
         self.worker = worker
         self.id = worker_id(worker.address)
-        self.client = Client(self.server_url, self.grant["token"], timeout=30)
+        self.client = Client(
+            self.server_url, self.grant["token"], timeout=30, renew=self._newest_token
+        )
         self.gpus = open_gpus()
         self.devices = DeviceAllocator(owned_indices(self.gpus))
         self.jobs = {}

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from labrun.errors import Unauthorized
+from labrun.errors import TokenExpired, Unauthorized
 from labrun.models import IssuedToken
 
 from . import auth
@@ -91,7 +91,7 @@ class TokenGuard:
                 "`labrun tokens create NAME`"
             )
         if caller.expires <= time.time():
-            raise Unauthorized(
+            raise TokenExpired(
                 f"the token {caller.name!r} (id {caller.token_id}) expired at "
                 f"{_when(caller.expires)}; {_remedy(caller)}"
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from typing_extensions import Self
 
 from labrun import settings
-from labrun.errors import LabrunError, ServerUnavailable, error_from_response
+from labrun.errors import LabrunError, ServerUnavailable, TokenExpired, error_from_response
 from labrun.models import (
     AppendLogs,
     ArtifactList,
@@ -135,14 +135,25 @@ class Client:
         :func:`discover`.
     timeout:
         Seconds to wait for any one request.
+    renew:
+        Called when the server says the token expired: a newer token to retry the request
+        with once, or None (a worker asks its pool for the one the server renewed).
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        renew: Callable[[], str | None] | None = None,
+    ):
         if url is None:
             url, found_token = discover()
             token = found_token if token is None else token
         self.url = url.rstrip("/") + "/"
         self.token = token or ""
+        self.renew = renew
         headers = {"Authorization": f"token {self.token}"} if self.token else {}
         self._http = httpx.Client(
             base_url=self.url.rstrip("/") + settings.API_PREFIX, headers=headers, timeout=timeout
@@ -185,10 +196,19 @@ class Client:
             content = body.model_dump_json(exclude_unset=True).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        sent_with = self.token
         try:
             response = self._http.request(
                 method, path, params=query, content=content, headers=headers
             )
+            if response.status_code == 403 and self.renew is not None and _expired(response):
+                renewed = self.renew()  # may have set this client's token already
+                if renewed is not None and renewed != self.token:
+                    self.set_token(renewed)
+                if self.token != sent_with:
+                    response = self._http.request(
+                        method, path, params=query, content=content, headers=headers
+                    )
         except httpx.TransportError as err:
             raise ServerUnavailable(
                 f"cannot reach the labrun server at {self.url} ({err.__class__.__name__}: {err}); "
@@ -376,6 +396,13 @@ class Client:
 
     def revoke_token(self, token_id: str) -> DescribeToken:
         return self._send(DescribeToken, "DELETE", f"/tokens/{_quote_path(token_id)}")
+
+
+def _expired(response: httpx.Response) -> bool:
+    try:
+        return bool(response.json().get("code") == TokenExpired.code)
+    except ValueError:
+        return False
 
 
 def _query_value(value: Any) -> Any:

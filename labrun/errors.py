@@ -33,6 +33,12 @@ class Unauthorized(LabrunError):
     code = "forbidden"
 
 
+class TokenExpired(Unauthorized):
+    """The token's lifetime is over (a worker asks its pool for a renewed one)."""
+
+    code = "token_expired"
+
+
 class NotFound(LabrunError):
     """A named thing (run, queue, dataset, artifact) does not exist."""
 
@@ -80,6 +86,7 @@ _BY_CODE: dict[str, type[LabrunError]] = {
     for cls in (
         InvalidRequest,
         Unauthorized,
+        TokenExpired,
         NotFound,
         Conflict,
         PayloadTooLarge,

@@ -166,7 +166,7 @@ async def test_head_answers_every_get_route_without_a_body(api: Api) -> None:
     download = await api("HEAD", f"runs/{run['id']}/artifacts/model.pt")
     assert download.body == b"" and download.headers["Content-Length"] == "7"
     await api("HEAD", "runs/999", status=404)
-    await api("HEAD", "tokens", status=405)
+    await api("HEAD", "jobs", status=405)  # POST only
 
 
 async def test_the_event_stream_without_a_websocket_is_a_json_400(api: Api) -> None:
