@@ -43,9 +43,17 @@ class RunLog:
     Behaves as the file objects papermill writes a notebook's stdout and stderr to.
     """
 
-    def __init__(self, plugin: LabrunWorkerPlugin, run_id: int, interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        plugin: LabrunWorkerPlugin,
+        run_id: int,
+        interval: float = 0.25,
+        *,
+        attempt: int | None = None,
+    ) -> None:
         self.plugin = plugin
         self.run_id = run_id
+        self.attempt = attempt  # the attempt these lines belong to, not whatever runs later
         self.interval = interval
         self._pending: list[LogEntryIn] = []
         self._lock = threading.Lock()
@@ -69,7 +77,7 @@ class RunLog:
             entries, self._pending = self._pending, []
         if entries:
             try:
-                self.plugin.client.append_logs(self.run_id, entries)
+                self.plugin.client.append_logs(self.run_id, entries, attempt=self.attempt)
             except LabrunError as err:
                 logger.warning("labrun: run %d: log lines lost: %s", self.run_id, err)
 
@@ -115,7 +123,7 @@ class NotebookJob:
         self.kernel: AsyncKernelManager | None = kernel
         self.cancelled: str | None = None
         self.cells_started = 0
-        self.log = RunLog(plugin, self.run_id)
+        self.log = RunLog(plugin, self.run_id, attempt=spec.get("attempt"))
         # Seconds each phase took, for the benchmarks and the worker's debug log.
         self.timings: dict[str, float] = {}
         self._mark = time.perf_counter()

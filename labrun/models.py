@@ -247,6 +247,12 @@ class LogEntryIn(Request):
 
 class AppendLogs(Request):
     entries: list[LogEntryIn]
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        description="the attempt of the run that wrote these lines (a worker says which it "
+        "runs); default: the run's latest",
+    )
 
 
 class LogEntry(Response):
@@ -254,6 +260,9 @@ class LogEntry(Response):
     stream: str
     text: str
     time: datetime
+    attempt: int | None = Field(
+        None, description="the attempt that wrote it (none for lines older than attempts)"
+    )
 
 
 class LogTail(Response):
@@ -264,6 +273,12 @@ class LogTail(Response):
 class LogTailQuery(Request):
     offset: int = Field(0, ge=0, description="return entries after this offset")
     limit: int = Field(1000, ge=1, le=10000)
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        description="only the lines of this attempt (a job re-queued after its "
+        "worker died runs again as attempt 2)",
+    )
 
 
 # --- artifacts -------------------------------------------------------------------------

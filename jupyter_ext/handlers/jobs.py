@@ -90,7 +90,9 @@ class RunClaimHandler(LabrunHandler):
         errors=(400, 403, 404, 409),
     )
     async def post(self, run_id: int, body: ClaimRun) -> DescribeRun:
-        run = await self.call(self.store.jobs.claim, run_id, body)
+        run = await self.call(
+            self.store.jobs.claim, run_id, body, max_attempts=self.app.max_attempts
+        )
         self.app.dispatcher.claimed(run_id, body.worker)
         self.events.publish("run.updated", run)
         if run.parent_id is not None:

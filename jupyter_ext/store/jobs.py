@@ -32,7 +32,7 @@ from labrun.models import (
 from labrun.params import check_notebook, check_parameters, expand_sweep
 
 from .database import Database
-from .models import Artifact, Project, Queue, Run, RunDataset, utcnow
+from .models import Artifact, Project, Queue, Run, RunDataset, RunLog, utcnow
 from .runs import RunStore
 
 # More runs than this in one sweep is almost certainly a typo in a grid.
@@ -412,8 +412,12 @@ class JobStore:
             for row in rows
         ]
 
-    def claim(self, run_id: int, req: ClaimRun) -> DescribeRun:
-        """A worker starts ``run_id``: allowed once per dispatched attempt, never twice."""
+    def claim(self, run_id: int, req: ClaimRun, *, max_attempts: int = 3) -> DescribeRun:
+        """A worker starts ``run_id``: allowed once per dispatched attempt, never twice.
+
+        A retried attempt's part of the log starts with a marker line that says which
+        attempt it is and where it runs.
+        """
         with self.db.session() as session:
             run = self.runs.load(session, run_id)
             if run.status != RunStatus.queued.value or run.claimable_attempt != req.attempt:
@@ -425,6 +429,17 @@ class JobStore:
             run.claimable_attempt = None
             run.worker = req.worker
             run.devices = req.devices
+            if req.attempt > 1:
+                marker = f"--- attempt {req.attempt} of {max_attempts} on {req.worker} ---\n"
+                session.add(
+                    RunLog(
+                        run_id=run_id,
+                        stream="system",
+                        text=marker,
+                        time=utcnow(),
+                        attempt=req.attempt,
+                    )
+                )
             session.flush()
             return self.runs.describe(session, run)
 

@@ -64,6 +64,7 @@ COMMAND_LINE = [
     "labrun runs --project seg --status completed --sort metrics.loss --json",
     "labrun show 42",
     "labrun logs 42 --follow",
+    "labrun logs 42 --attempt 1",
     "labrun compare 41 42 43",
     "labrun datasets",
     "labrun datasets show frames",
@@ -265,7 +266,7 @@ def test_the_report_commands(readme: Runner, client: Client, workdir: Path) -> N
 
 
 def test_the_command_line_commands(readme: Runner, client: Client) -> None:
-    runs, runs_json, show, logs, compare, datasets, dataset = COMMAND_LINE
+    runs, runs_json, show, logs, attempt, compare, datasets, dataset = COMMAND_LINE
     total = client.list_runs().total
     assert f"20 of {total} runs" in readme(runs).stdout  # newest first, 20 by default
     listed = json.loads(readme(runs_json).stdout)
@@ -274,6 +275,7 @@ def test_the_command_line_commands(readme: Runner, client: Client) -> None:
     ids = [r.id for r in client.list_runs(q="batch_size=", status="completed", limit=3).runs]
     assert "lr" in readme(show, _42=ids[0]).stdout
     assert "trained" in readme(logs, _42=ids[0]).stdout
+    assert "trained" in readme(attempt, _42=ids[0]).stdout
     readme(compare, _41=ids[0], _42=ids[1], _43=ids[2])
     assert "frames" in readme(datasets).stdout
     assert "v1" in readme(dataset).stdout
