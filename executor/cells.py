@@ -805,9 +805,13 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     key = f"rerun-{run_id}-{spec['attempt']}"
     devices = plugin.devices.allocate(run_id, int(spec.get("gpus") or 0))
     try:
+        machine = plugin.job_environment(devices)
         try:
             plugin.client.claim_run(
-                run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
+                run_id,
+                ClaimRun(
+                    attempt=spec["attempt"], worker=plugin.id, devices=devices, environment=machine
+                ),
             )
         except (Conflict, NotFound) as err:
             return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}

@@ -20,7 +20,7 @@ import psutil
 from distributed import WorkerPlugin
 from nbconvert import HTMLExporter
 
-from labrun import settings
+from labrun import environment, settings
 from labrun.client import Client
 from labrun.errors import LabrunError
 from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
@@ -118,6 +118,9 @@ class LabrunWorkerPlugin(WorkerPlugin):
     # The %%mlrun cells and sessions here, by their device holder name.
     cells: dict[str, RunReporter]
     id: str
+    # The installed distributions, as a job records them: listing them takes a fifth of a
+    # second, so the telemetry thread refreshes this once a minute, off the jobs' path.
+    packages: list[str] | None = None
 
     def setup(self, worker: Worker) -> None:
         self.worker = worker
@@ -149,6 +152,8 @@ class LabrunWorkerPlugin(WorkerPlugin):
         threading.Thread(
             target=self.render_html, args=(nbformat.v4.new_notebook(),), daemon=True
         ).start()
+        self._packages_at = time.monotonic()
+        threading.Thread(target=self._read_packages, daemon=True).start()
         self._thread = threading.Thread(
             target=self._report_loop, name="labrun-telemetry", daemon=True
         )
@@ -232,12 +237,42 @@ class LabrunWorkerPlugin(WorkerPlugin):
         )
         return gpu_samples, host
 
+    def _read_packages(self) -> list[str]:
+        self.packages = environment.packages()
+        return self.packages
+
+    def job_environment(self, devices: list[int]) -> dict[str, Any]:
+        """What a job records of this worker at its claim: the machine, its Python and
+        packages, and the GPUs the job holds (with the driver)."""
+        held: list[dict[str, Any]] = [{"index": i} for i in devices]
+        if self.gpus is not None and devices:
+            try:
+                driver = self.gpus.driver()
+                held = [
+                    {
+                        "index": d.index,
+                        "name": d.name,
+                        "uuid": d.uuid,
+                        "memory_total": d.memory_total,
+                        "driver": driver,
+                    }
+                    for d in self.gpus.devices()
+                    if d.index in devices
+                ]
+            except Exception as err:  # noqa: BLE001 - the indices alone beat a failed job
+                logger.warning("labrun: could not describe GPUs %s: %s", devices, err)
+        # The first job may come before the warm-up read the packages.
+        return environment.machine(held, self.packages or self._read_packages())
+
     def _report_loop(self) -> None:
         gpu_batch: list[GpuSampleIn] = []
         host_batch: list[HostSampleIn] = []
         last_post = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - self._packages_at > 60:
+                    self._packages_at = time.monotonic()
+                    self._read_packages()
                 gpus, host = self.sample()
                 gpu_batch.extend(gpus)
                 host_batch.append(host)

@@ -2,9 +2,9 @@
 
 The dispatcher submits :func:`run_notebook_job` with a job spec. On the worker it claims the
 run (the server grants each dispatched attempt once, so a job never runs twice at once),
-takes a warm kernel and the run's GPUs, runs papermill with the parameters while cell
-progress and output stream to the run's log, uploads the executed notebook and its HTML,
-and reports how it ended.
+recording the machine, its packages and the GPUs it holds. It takes a warm kernel and the
+run's GPUs, runs papermill with the parameters while cell progress and output stream to the
+run's log, uploads the executed notebook and its HTML, and reports how it ended.
 """
 
 from __future__ import annotations
@@ -331,9 +331,13 @@ def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
         # The kernel first: the run counts as running (and its GPUs as used) from the
         # moment it can run, not while it waits for a kernel.
         kernel = plugin.pool.acquire()
+        machine = plugin.job_environment(devices)
         try:
             plugin.client.claim_run(
-                run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
+                run_id,
+                ClaimRun(
+                    attempt=spec["attempt"], worker=plugin.id, devices=devices, environment=machine
+                ),
             )
         except (Conflict, NotFound) as err:
             # Another attempt owns the run (this task was re-run after its worker died),

@@ -508,6 +508,24 @@ class IssuedToken(Response):
 # --- jobs ----------------------------------------------------------------------------
 
 
+class CodeState(Request):
+    """A notebook's code where it was submitted (``labrun.environment.code_state``)."""
+
+    notebook: str | None = Field(None, description="the notebook's absolute path")
+    submit_host: str | None = Field(None, description="the machine it was submitted from")
+    git: dict[str, Any] | None = Field(
+        None,
+        description="root, commit, branch, dirty, the uncommitted diff and its digest, "
+        "untracked files; null outside a git repository",
+    )
+    local_modules: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the local modules the notebook imports: path, sha256, and the source of "
+        "those git does not track",
+    )
+    capture_error: str | None = Field(None, description="why part of it could not be read")
+
+
 class JobOptions(Request):
     """What a notebook job asks for, shared by single jobs and sweeps."""
 
@@ -524,6 +542,11 @@ class JobOptions(Request):
         None, description="working directory for the notebook, used where a worker has it"
     )
     timeout: float | None = Field(None, gt=0, description="seconds a cell may run")
+    environment: CodeState | None = Field(
+        None,
+        description="the notebook's git state and local modules, read where it was "
+        "submitted; without it, the server reads them from the notebook under its root dir",
+    )
 
 
 class ReportOptions(Request):
@@ -544,6 +567,9 @@ class SweepReport(Request):
     notebook: str = Field(min_length=1, max_length=1024)
     content: dict[str, Any] = Field(description="the report notebook (nbformat 4 JSON)")
     code: bool = False
+    environment: CodeState | None = Field(
+        None, description="the report notebook's code state, as a job's `environment`"
+    )
 
 
 class SubmitSweep(JobOptions):
@@ -577,6 +603,11 @@ class ClaimRun(Request):
     attempt: int = Field(ge=1)
     worker: str
     devices: list[int] = Field(default_factory=list)
+    environment: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the worker records of the run's machine (Python, OS, packages, "
+        "torch and CUDA, the GPUs it holds), merged into the run's environment",
+    )
 
 
 class PoolWorker(Response):

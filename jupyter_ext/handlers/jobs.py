@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from labrun import environment
 from labrun.models import (
     ClaimRun,
+    CodeState,
     DescribeRun,
     DescribeSweep,
     PoolStatus,
@@ -27,7 +33,26 @@ def _queued(run: RunSummary) -> QueuedJob:
     )
 
 
-class JobsHandler(LabrunHandler):
+class JobSubmitHandler(LabrunHandler):
+    """Base of the routes that queue a notebook: its code state, read here if need be."""
+
+    async def code_state(self, notebook: str, content: dict[str, Any]) -> CodeState:
+        """The git state and local modules of ``notebook``, read on this server: for a
+        submission that did not bring them, as the sidebar's does (its path is relative to
+        the server's root dir, where the notebook's folder is)."""
+        root = Path(self.serverapp.root_dir).expanduser().resolve()
+        path = (root / notebook).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return CodeState(
+                capture_error=f"the notebook {notebook!r} is not a file under the server's "
+                "root dir, and the submission did not say its git state, so none is recorded"
+            )
+        # git runs in a subprocess: tens of milliseconds, off the event loop.
+        captured = await asyncio.to_thread(environment.code_state, path, content)
+        return CodeState.model_validate(captured)
+
+
+class JobsHandler(JobSubmitHandler):
     @operation(
         "Submit a notebook job: papermill runs it on the pool with these parameters",
         body=SubmitJob,
@@ -38,13 +63,16 @@ class JobsHandler(LabrunHandler):
     async def post(self, body: SubmitJob) -> DescribeRun:
         # Everything is checked before the row exists: a bad request queues nothing.
         await self.app.dispatcher.check_gpus(body.gpus)
+        if body.environment is None:
+            code = await self.code_state(body.notebook, body.content)
+            body = body.model_copy(update={"environment": code})
         run = await self.call(self.store.jobs.submit, body, self.username)
         self.app.dispatcher.add([_queued(run)])
         self.events.publish("run.created", run)
         return run
 
 
-class SweepsHandler(LabrunHandler):
+class SweepsHandler(JobSubmitHandler):
     @operation(
         "Submit a sweep: one job per combination of the grid's values (or a random sample)",
         body=SubmitSweep,
@@ -54,6 +82,13 @@ class SweepsHandler(LabrunHandler):
     )
     async def post(self, body: SubmitSweep) -> DescribeSweep:
         await self.app.dispatcher.check_gpus(body.gpus)
+        if body.environment is None:
+            code = await self.code_state(body.notebook, body.content)
+            body = body.model_copy(update={"environment": code})
+        report = body.report
+        if report is not None and report.environment is None:
+            code = await self.code_state(report.notebook, report.content)
+            body.report = report.model_copy(update={"environment": code})
         sweep = await self.call(self.store.jobs.submit_sweep, body, self.username)
         self.app.dispatcher.add([_queued(run) for run in sweep.runs])
         self.events.publish("run.created", sweep.sweep)

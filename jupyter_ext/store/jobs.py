@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.models import (
     ClaimRun,
+    CodeState,
     CreateRun,
     DescribeRun,
     DescribeSweep,
@@ -42,6 +43,11 @@ MAX_SWEEP_RUNS = 10_000
 def notebook_stem(path: str) -> str:
     """A notebook's name without its folder and suffix: what unnamed jobs are called."""
     return path.rsplit("/", 1)[-1].removesuffix(".ipynb")
+
+
+def code_record(code: CodeState | None) -> dict[str, Any]:
+    """What a job's run records of its code at submission (its worker adds the machine)."""
+    return code.model_dump(exclude_unset=True) if code is not None else {}
 
 
 # The runs the dispatcher runs: notebook jobs, and cells re-run from the server.
@@ -138,6 +144,7 @@ class JobStore:
                 params,
                 user,
                 name=req.name or notebook_stem(req.notebook),
+                environment=code_record(req.environment),
                 report=req.report,
             )
             session.flush()
@@ -168,6 +175,8 @@ class JobStore:
                     "give its 'parameters' cell a `sweep = 0` line"
                 ) from None
         base = req.name or notebook_stem(req.notebook)
+        # Read once for the sweep where it was submitted; every run records the same.
+        environment = code_record(req.environment)
         with self.db.session() as session:
             self._check_queue(session, req.queue)
             sweep = self.runs.insert(
@@ -182,16 +191,26 @@ class JobStore:
                     queue=req.queue,
                     requested_gpus=req.gpus,
                     notebook=req.notebook,
+                    environment=environment,
                 ),
                 user,
             )
             if req.report is not None:
-                sweep.job = {"report": req.report.model_dump()}
+                report = req.report.model_dump(exclude={"environment"})
+                sweep.job = {
+                    "report": {**report, "environment": code_record(req.report.environment)}
+                }
             session.flush()
             for i, (combo, params) in enumerate(zip(combos, checked, strict=True), 1):
                 label = " ".join(f"{k}={v}" for k, v in combo.items())
                 self._create_job(
-                    session, req, params, user, name=f"{base} [{i}] {label}", parent_id=sweep.id
+                    session,
+                    req,
+                    params,
+                    user,
+                    name=f"{base} [{i}] {label}",
+                    parent_id=sweep.id,
+                    environment=environment,
                 )
             session.flush()
         return self.sweep(sweep.id)
@@ -415,8 +434,9 @@ class JobStore:
     def claim(self, run_id: int, req: ClaimRun, *, max_attempts: int = 3) -> DescribeRun:
         """A worker starts ``run_id``: allowed once per dispatched attempt, never twice.
 
-        A retried attempt's part of the log starts with a marker line that says which
-        attempt it is and where it runs.
+        The worker's record of the machine joins the run's environment (a later attempt's
+        replaces an earlier one's), and a retried attempt's part of the log starts with a
+        marker line that says which attempt it is and where it runs.
         """
         with self.db.session() as session:
             run = self.runs.load(session, run_id)
@@ -429,6 +449,9 @@ class JobStore:
             run.claimable_attempt = None
             run.worker = req.worker
             run.devices = req.devices
+            if req.environment:
+                # A new dict: SQLAlchemy sees a JSON column change only on assignment.
+                run.environment = {**(run.environment or {}), **req.environment}
             if req.attempt > 1:
                 marker = f"--- attempt {req.attempt} of {max_attempts} on {req.worker} ---\n"
                 session.add(
@@ -539,6 +562,7 @@ class JobStore:
             params,
             sweep.user,
             name=f"{base} report",
+            environment=spec.get("environment") or {},
             report=ReportOptions(name=f"{base} sweep {sweep.id}", code=spec.get("code", False)),
         )
         session.flush()

@@ -18,9 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from labrun import environment
 from labrun.client import Client
 from labrun.errors import InvalidRequest
 from labrun.models import (
+    CodeState,
     CreateQueue,
     DescribeQueue,
     RunStatus,
@@ -43,6 +45,11 @@ def read_notebook(path: str) -> tuple[str, dict[str, Any]]:
     if file.is_dir():
         raise InvalidRequest(f"{path!r} is a folder; name an .ipynb file")
     return str(file.resolve()), load_notebook(file.read_bytes(), where=repr(path))
+
+
+def code_state(path: str, content: dict[str, Any]) -> CodeState:
+    """The notebook's git state and local modules, read here, where the notebook is."""
+    return CodeState.model_validate(environment.code_state(Path(path), content))
 
 
 def read_parameters(pairs: tuple[tuple[str, str], ...], files: tuple[str, ...]) -> dict[str, Any]:
@@ -155,6 +162,8 @@ def _job_fields(
         # Workers on this machine run the notebook beside its files.
         "cwd": os.path.dirname(path),
         "timeout": timeout,
+        # Once per command: a sweep's runs share one reading of the code.
+        "environment": code_state(path, content),
     }
 
 
@@ -233,7 +242,11 @@ def sweep(
     report = None
     if report_notebook is not None:
         report_path, report_content = read_notebook(report_notebook)
-        report = SweepReport(notebook=report_path, content=report_content)
+        report = SweepReport(
+            notebook=report_path,
+            content=report_content,
+            environment=code_state(report_path, report_content),
+        )
     client = Client()
     result = client.submit_sweep(
         SubmitSweep(
