@@ -51,6 +51,7 @@ from labrun.models import (
     QueueList,
     RegisterWorker,
     ReportList,
+    RerunRun,
     RunList,
     RunMetrics,
     ServerVersion,
@@ -343,8 +344,9 @@ class Client:
     def report_html(self, report_id: int) -> bytes:
         return self.request("GET", f"/reports/{report_id}/html").content
 
-    def rerun(self, run_id: int) -> DescribeRun:
-        return self._send(DescribeRun, "POST", f"/runs/{run_id}/rerun")
+    def rerun(self, run_id: int, *, strict: bool = False) -> DescribeRun:
+        body = RerunRun(strict=True) if strict else None
+        return self._send(DescribeRun, "POST", f"/runs/{run_id}/rerun", body)
 
     def transitions(self, run_id: int) -> TransitionList:
         return self._get(TransitionList, f"/runs/{run_id}/transitions")

@@ -17,6 +17,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -33,6 +34,12 @@ from labrun.params import code_sources
 MAX_TEXT = 512 * 1024
 # Local modules followed from a notebook's imports, at most: a guard against a huge tree.
 MAX_MODULES = 200
+
+# What describes the machine and process a run ran on, not its code: a re-run runs
+# elsewhere, so it records these anew (a notebook job's worker records them at its claim).
+MACHINE_KEYS = frozenset(
+    {"python", "platform", "hostname", "argv", "cwd", "pid", "packages", "versions", "gpus"}
+)
 
 
 def basic() -> dict[str, Any]:
@@ -365,6 +372,34 @@ def machine(gpus: list[dict[str, Any]], installed: list[str]) -> dict[str, Any]:
         "versions": versions(),
         "gpus": gpus,
     }
+
+
+def code_only(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's record without what describes the machine it ran on: what a re-run keeps."""
+    return {k: v for k, v in recorded.items() if k not in MACHINE_KEYS}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # as pip compares distribution names
+
+
+def package_differences(recorded: Iterable[str], here: Iterable[str]) -> list[str]:
+    """Every difference between two ``name==version`` lists, one line each, by name."""
+
+    def by_name(listing: Iterable[str]) -> dict[str, tuple[str, str]]:
+        pairs = (item.partition("==") for item in listing)
+        return {_canonical(name): (name, version) for name, _, version in pairs}
+
+    old, new = by_name(recorded), by_name(here)
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        if key not in new:
+            lines.append(f"{old[key][0]} {old[key][1]} recorded, not installed here")
+        elif key not in old:
+            lines.append(f"{new[key][0]} {new[key][1]} installed here, not recorded")
+        elif old[key][1] != new[key][1]:
+            lines.append(f"{old[key][0]} {old[key][1]} recorded, {new[key][1]} here")
+    return lines
 
 
 def _mtime(path: Path) -> int:

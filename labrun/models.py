@@ -610,6 +610,16 @@ class ClaimRun(Request):
     )
 
 
+class RerunRun(Request):
+    """How to run a recorded run again."""
+
+    strict: bool = Field(
+        False,
+        description="fail the re-run, before it runs anything, if the worker's packages "
+        "differ from the original's record (every difference goes to its log either way)",
+    )
+
+
 class PoolWorker(Response):
     id: str
     address: str

@@ -54,6 +54,8 @@ class Operation:
     request_content: str | None = None
     response_content: str | None = None
     errors: tuple[int, ...] = field(default=(400, 403, 404))
+    # False: an empty body means the body model's defaults (a route that gained options).
+    body_required: bool = True
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
@@ -94,8 +96,12 @@ def parse_query(handler: web.RequestHandler, model: type[BaseModel]) -> BaseMode
         raise InvalidRequest(describe_validation_error(err, "query")) from err
 
 
-def parse_body(handler: web.RequestHandler, model: type[BaseModel]) -> BaseModel:
+def parse_body(
+    handler: web.RequestHandler, model: type[BaseModel], *, required: bool = True
+) -> BaseModel:
     body = handler.request.body
+    if not body and not required:
+        return model()
     if not body:
         raise InvalidRequest(f"the request needs a JSON body ({model.__name__})")
     try:
@@ -118,10 +124,19 @@ def operation(
     request_content: str | None = None,
     response_content: str | None = None,
     errors: tuple[int, ...] = (400, 403, 404),
+    body_required: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a handler method as an API operation (see the module's docstring)."""
     op = Operation(
-        summary, body, query, response, status, request_content, response_content, errors
+        summary,
+        body,
+        query,
+        response,
+        status,
+        request_content,
+        response_content,
+        errors,
+        body_required,
     )
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,7 +153,7 @@ def operation(
                     f"(got {sorted(self.request.query_arguments)})"
                 )
             if body is not None:
-                kwargs["body"] = parse_body(self, body)
+                kwargs["body"] = parse_body(self, body, required=body_required)
             result = await method(self, **kwargs)
             if self._finished:  # the method wrote its own response (a download)
                 return

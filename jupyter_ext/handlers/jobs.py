@@ -13,6 +13,7 @@ from labrun.models import (
     DescribeRun,
     DescribeSweep,
     PoolStatus,
+    RerunRun,
     RunSummary,
     SubmitJob,
     SubmitSweep,
@@ -103,15 +104,19 @@ class SweepHandler(LabrunHandler):
 
 class RunRerunHandler(LabrunHandler):
     @operation(
-        "Queue a notebook job again: same notebook, parameters, resources and datasets",
+        "Queue a notebook job or a %%mlrun cell again: same notebook (or cell and inputs), "
+        "parameters, resources and datasets; its worker compares its packages with the "
+        "original's record before it runs, and `strict` refuses to run on a difference",
+        body=RerunRun,
+        body_required=False,
         response=DescribeRun,
         status=201,
         errors=(400, 403, 404, 503),
     )
-    async def post(self, run_id: int) -> DescribeRun:
+    async def post(self, run_id: int, body: RerunRun) -> DescribeRun:
         original = await self.call(self.store.runs.get, run_id)
         await self.app.dispatcher.check_gpus(original.requested_gpus)
-        run = await self.call(self.store.jobs.rerun, run_id, self.username)
+        run = await self.call(self.store.jobs.rerun, run_id, self.username, strict=body.strict)
         self.app.dispatcher.add([_queued(run)])
         self.events.publish("run.created", run)
         return run

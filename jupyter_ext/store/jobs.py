@@ -32,8 +32,9 @@ from labrun.models import (
 )
 from labrun.params import check_notebook, check_parameters, expand_sweep
 
+from . import reruns
 from .database import Database
-from .models import Artifact, Project, Queue, Run, RunDataset, RunLog, utcnow
+from .models import Project, Queue, Run, RunLog, utcnow
 from .runs import RunStore
 
 # More runs than this in one sweep is almost certainly a typo in a grid.
@@ -233,106 +234,24 @@ class JobStore:
                 report_run=(sweep.job or {}).get("report_run"),
             )
 
-    def rerun(self, run_id: int, user: str) -> DescribeRun:
+    def rerun(self, run_id: int, user: str, *, strict: bool = False) -> DescribeRun:
         """A new job with the same notebook (or cell), parameters, inputs, resources and
-        dataset versions."""
+        dataset versions; ``strict``: it fails, before running, on other packages."""
         with self.db.session() as session:
             original = self.runs.load(session, run_id)
             if original.kind == RunKind.cell.value:
-                return self._rerun_cell(session, original, user)
-            if original.kind != RunKind.notebook.value or not original.job:
+                rerun = reruns.rerun_cell
+            elif original.kind == RunKind.notebook.value and original.job:
+                rerun = reruns.rerun_notebook
+            else:
                 raise InvalidRequest(
                     f"run {run_id} is a {original.kind} run; only notebook jobs and "
                     "%%mlrun cells can be re-run"
                 )
-            params = self.runs.params_of(session, [run_id])[run_id]
             self._check_queue(session, original.queue or "default")
-            run = self.runs.insert(
-                session,
-                CreateRun(
-                    project=original.project.name,
-                    name=f"{original.name or 'run'} (rerun of {run_id})",
-                    kind=RunKind.notebook,
-                    status=RunStatus.queued,
-                    params=params,
-                    tags=original.tags or [],
-                    queue=original.queue or "default",
-                    requested_gpus=original.requested_gpus,
-                    notebook=original.notebook,
-                    environment={"rerun_of": run_id},
-                ),
-                user,
-            )
-            run.job = {**original.job, "parameters": original.job.get("parameters", params)}
-            self._copy_datasets(session, original, run)
+            run = rerun(self.runs, session, original, user, strict)
             session.flush()
             return self.runs.describe(session, run)
-
-    def _rerun_cell(self, session: Session, original: Run, user: str) -> DescribeRun:
-        """A cell run again as a job: its source, with the inputs the kernel stored."""
-        run_id = original.id
-        if not original.source:
-            raise InvalidRequest(f"run {run_id} has no cell source to run again")
-        parent = session.get(Run, original.parent_id) if original.parent_id else None
-        if parent is not None and parent.kind == RunKind.session.value:
-            raise InvalidRequest(
-                f"run {run_id} ran in session {parent.name or parent.id}, whose namespace "
-                "is not stored; re-run the session's cells in their notebook instead"
-            )
-        environment = dict(original.environment or {})
-        inputs = session.scalar(
-            select(Artifact).where(Artifact.run_id == run_id, Artifact.name == "inputs.pkl")
-        )
-        if environment.get("inputs") and inputs is None:
-            raise InvalidRequest(
-                f"run {run_id}'s inputs were not stored (larger than the kernel's "
-                "LabrunMagics.max_input_artifact), so it cannot be re-run exactly; raise that "
-                "limit and run the cell again in its notebook"
-            )
-        queue = original.queue or "default"
-        self._check_queue(session, queue)
-        run = self.runs.insert(
-            session,
-            CreateRun(
-                project=original.project.name,
-                name=f"{original.name or 'cell'} (rerun of {run_id})",
-                kind=RunKind.cell,
-                status=RunStatus.queued,
-                params=self.runs.params_of(session, [run_id])[run_id],
-                tags=original.tags or [],
-                queue=queue,
-                requested_gpus=original.requested_gpus,
-                source=original.source,
-                notebook=original.notebook,
-                environment={**environment, "rerun_of": run_id},
-            ),
-            user,
-        )
-        run.job = {"cell": {"returns": environment.get("outputs", []), "inputs": bool(inputs)}}
-        if inputs is not None:
-            # The same stored blob: artifacts are content-addressed, nothing is copied.
-            session.add(
-                Artifact(
-                    run_id=run.id,
-                    name=inputs.name,
-                    uri=inputs.uri,
-                    size=inputs.size,
-                    sha256=inputs.sha256,
-                    content_type=inputs.content_type,
-                    kind=inputs.kind,
-                )
-            )
-        self._copy_datasets(session, original, run)
-        session.flush()
-        return self.runs.describe(session, run)
-
-    @staticmethod
-    def _copy_datasets(session: Session, original: Run, run: Run) -> None:
-        """The same dataset versions, recorded up front as the rerun's inputs."""
-        for link in session.scalars(
-            select(RunDataset).where(RunDataset.run_id == original.id, RunDataset.role == "input")
-        ):
-            session.add(RunDataset(run_id=run.id, dataset_version_id=link.dataset_version_id))
 
     # --- what the dispatcher reads -------------------------------------------------
 
@@ -427,6 +346,7 @@ class JobStore:
                 "timeout": (row.job or {}).get("timeout"),
                 "parameters": (row.job or {}).get("parameters", {}),
                 "report": (row.job or {}).get("report"),
+                "rerun": (row.job or {}).get("rerun"),
             }
             for row in rows
         ]

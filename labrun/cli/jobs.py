@@ -289,13 +289,19 @@ def cancel(run_ids: tuple[int, ...]) -> None:
 
 @click.command()
 @click.argument("run_id", type=int)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail before running anything if the worker's packages differ from the record.",
+)
 @click.option("--wait", is_flag=True, help="Follow until done; exit 0 only if it completed.")
-def rerun(run_id: int, wait: bool) -> None:
+def rerun(run_id: int, strict: bool, wait: bool) -> None:
     """Queue a run again: a notebook job (same notebook, parameters, GPUs and dataset
     versions) or a %%mlrun cell (same source and stored inputs; `%mlrun_fetch RUN` brings
-    its values into a notebook)."""
+    its values into a notebook). Its worker compares its packages with the run's record
+    before it runs, and names every difference in the log (`--wait` shows them)."""
     client = Client()
-    run = client.rerun(run_id)
+    run = client.rerun(run_id, strict=strict)
     console.print(f"Queued run [bold]{run.id}[/], a re-run of {run_id}.")
     if wait:
         raise SystemExit(follow(client, [run.id], stream_log=True))

@@ -46,6 +46,7 @@ NOTEBOOK_JOBS = [
     "labrun sweep train.ipynb -g lr 0.001,0.01,0.1 -g batch_size 32,64 --gpus 1 --wait -o executed/",
     'labrun sweep train.ipynb -g seed "[1, 2, 3, 4, 5, 6, 7, 8]" --samples 4 --seed 0',
     "labrun rerun 42 --wait",
+    "labrun rerun 42 --strict --wait",
     "labrun cancel 42",
     "labrun queues",
     "labrun pool",
@@ -211,7 +212,7 @@ def run_named(client: Client, name: str) -> Any:
 
 
 def test_the_notebook_job_commands(readme: Runner, client: Client, workdir: Path) -> None:
-    create, submit, submit_file, sweep, sample, rerun, cancel, queues, pool = NOTEBOOK_JOBS
+    create, submit, submit_file, sweep, sample, rerun, strict, cancel, queues, pool = NOTEBOOK_JOBS
     readme(create)
     assert {q.name: q.priority for q in client.queues().queues}["urgent"] == 10
 
@@ -236,6 +237,9 @@ def test_the_notebook_job_commands(readme: Runner, client: Client, workdir: Path
     readme(rerun, _42=first.id)
     again = client.list_runs(kind="notebook", q="rerun of", limit=1).runs[0]
     assert again.params == first.params and again.status.value == "completed"
+    # The pool has the packages the first run recorded: a strict re-run runs, and says so
+    checked = readme(strict, _42=first.id)
+    assert f"as run {first.id} recorded" in checked.stdout
 
     # A long job, cancelled while it runs
     readme("labrun submit train.ipynb -p seconds 120.0 --name long")

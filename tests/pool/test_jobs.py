@@ -14,7 +14,7 @@ from support.pool import labrun_cli, wait_finished, wait_for
 from support.server import LabrunServer
 
 from labrun.client import Client
-from labrun.models import RunStatus
+from labrun.models import RunStatus, UpdateRun
 
 
 def test_submit_runs_the_notebook_with_its_parameters(
@@ -213,6 +213,59 @@ def test_a_job_records_its_code_where_submitted_and_its_machine_where_it_ran(
     for child in runs:
         assert child.environment["git"] == git and child.environment["packages"]
     assert sweep_run.environment["git"] == git
+
+
+def test_a_rerun_names_every_package_that_differs_and_strict_refuses_to_run(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    # Given a job whose record says it ran with other packages than the pool has now
+    first = labrun_cli(
+        pool_server, "submit", str(notebooks / "params.ipynb"), "-p", "x", "21", "--json"
+    )
+    run_id = json.loads(first.stdout)["id"]
+    with Client(pool_server.url, pool_server.token) as client:
+        wait_finished(client, run_id)
+        recorded = client.get_run(run_id).environment
+        papermill = next(p for p in recorded["packages"] if p.startswith("papermill=="))
+        pyyaml = next(p for p in recorded["packages"] if p.lower().startswith("pyyaml=="))
+        packages = [p for p in recorded["packages"] if p not in (papermill, pyyaml)]
+        packages += ["PyYAML==0.1", "gone-package==1.0"]
+        client.update_run(run_id, UpdateRun(environment={**recorded, "packages": packages}))
+        differences = [  # by name
+            "gone-package 1.0 recorded, not installed here",
+            papermill.replace("==", " ") + " installed here, not recorded",
+            "PyYAML 0.1 recorded, " + pyyaml.split("==")[1] + " here",
+        ]
+
+        # When it is re-run, every difference is named in its log before it runs
+        loose = labrun_cli(pool_server, "rerun", str(run_id), "--wait")
+        assert loose.returncode == 0, loose.stdout + loose.stderr
+        rerun = client.list_runs(sort="-id", limit=1).runs[0]
+        log = [e.text for e in client.logs(rerun.id).entries]
+        header = f"packages: 3 packages differ from run {run_id}'s record:\n"
+        assert log[:4] == [header, *(f"  {d}\n" for d in differences)]
+        assert "hello 21" in "".join(log)
+        shown = " ".join(loose.stdout.split())  # --wait printed it, as the terminal wraps it
+        assert header.strip() in shown and all(d in shown for d in differences)
+
+        # And a strict re-run fails before it runs anything, with the differences
+        strict = labrun_cli(pool_server, "rerun", str(run_id), "--strict", "--wait")
+        assert strict.returncode == 1, strict.stdout + strict.stderr
+        refused = client.get_run(client.list_runs(sort="-id", limit=1).runs[0].id)
+        assert refused.status == RunStatus.failed and refused.error is not None
+        assert refused.error["type"] == "PackageMismatch"
+        assert refused.error["differences"] == differences
+        assert f"strict re-run of run {run_id}: 3 packages differ" in refused.error["message"]
+        assert "nothing ran" in " ".join(strict.stdout.split())
+        log = "".join(e.text for e in client.logs(refused.id).entries)
+        assert "hello" not in log and "[cell" not in log
+
+        # A re-run whose worker has what the record says is told so
+        client.update_run(run_id, UpdateRun(environment=recorded))
+        same = labrun_cli(pool_server, "rerun", str(run_id), "--strict", "--wait")
+        assert same.returncode == 0, same.stdout + same.stderr
+        count = len(recorded["packages"])
+        assert f"packages: the same {count} as run {run_id} recorded" in same.stdout
 
 
 def test_bad_input_gets_a_clear_error_and_queues_nothing(

@@ -1,5 +1,5 @@
 """What the server records of a notebook job it is sent: the git state of a sidebar's
-notebook (read here, under the server's root dir)."""
+notebook (read here, under the server's root dir); a re-run's options."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from support.api import Api
 from support.git import commit_all
-from support.notebooks import write_notebook
+from support.notebooks import make_notebook, write_notebook
 
 
 def job(notebook: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -66,3 +66,16 @@ async def test_a_notebook_outside_the_root_dir_is_not_read_and_the_run_says_why(
         status=400,
     )
     assert "environment.packages" in refused["message"]  # the worker records those
+
+
+async def test_rerun_takes_an_optional_strict(api: Api) -> None:
+    content = json.loads(json.dumps(make_notebook("print(1)")))
+    run = await api("POST", "jobs", body=job("x.ipynb", content))
+    # An empty body is still a plain re-run, as before the option existed
+    again = await api("POST", f"runs/{run['id']}/rerun", status=201)
+    assert again["environment"]["rerun_of"] == run["id"]
+    # A run that recorded no packages (it never ran) cannot be re-run strictly
+    refused = await api("POST", f"runs/{run['id']}/rerun", body={"strict": True}, status=400)
+    assert "recorded no packages" in refused["message"]
+    misspelt = await api("POST", f"runs/{run['id']}/rerun", body={"strcit": True}, status=400)
+    assert "strcit" in misspelt["message"]

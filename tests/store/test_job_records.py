@@ -1,5 +1,5 @@
 """What the store records of a notebook job: its code at submission, the machine at each
-claim."""
+claim, and what a re-run carries."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 from support.notebooks import make_notebook
 
+from labrun.errors import InvalidRequest
 from labrun.jupyter_ext.store import Database, Store, check_schema
 from labrun.models import (
     ClaimRun,
     CodeState,
+    RunStatus,
     SubmitJob,
     SubmitSweep,
+    UpdateRun,
 )
 
 CODE = CodeState(
@@ -80,3 +83,21 @@ def test_a_sweep_records_its_code_once_for_every_run(store: Store) -> None:
     )
     for run in [sweep.sweep, *(store.runs.get(r.id) for r in sweep.runs)]:
         assert run.environment["git"] == CODE.git, run.name
+
+
+def test_a_rerun_keeps_the_code_names_its_original_and_may_be_strict(store: Store) -> None:
+    run_id = submit(store, environment=CODE)
+    start(store, run_id, "w1", MACHINE)
+    store.runs.update(run_id, UpdateRun(status=RunStatus.completed))
+
+    rerun = store.jobs.rerun(run_id, "bob", strict=True)
+    # The code is the original's; the machine is recorded anew where the rerun runs.
+    assert rerun.environment == {**CODE.model_dump(exclude_unset=True), "rerun_of": run_id}
+    (spec,) = store.jobs.dispatch([rerun.id])
+    assert spec["rerun"] == {"of": run_id, "strict": True}  # a reference: the spec stays small
+
+    # A run that recorded no packages cannot be checked strictly, and says so.
+    old = submit(store)
+    with pytest.raises(InvalidRequest, match=f"run {old} recorded no packages.*without --strict"):
+        store.jobs.rerun(old, "bob", strict=True)
+    assert store.jobs.rerun(old, "bob").environment == {"rerun_of": old}
