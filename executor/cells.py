@@ -764,6 +764,7 @@ RECORD_TIMEOUT = 60.0
 def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     """The Dask task of a cell re-run from the server: claim, run, record. How it ended."""
     from .plugin import get_plugin
+    from .runner import check_rerun
 
     plugin = get_plugin()
     run_id = spec["run_id"]
@@ -771,12 +772,26 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     key = f"rerun-{run_id}-{spec['attempt']}"
     devices = plugin.devices.allocate(run_id, int(spec.get("gpus") or 0))
     try:
+        machine = plugin.job_environment(devices)
         try:
             plugin.client.claim_run(
-                run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
+                run_id,
+                ClaimRun(
+                    attempt=spec["attempt"], worker=plugin.id, devices=devices, environment=machine
+                ),
             )
         except (Conflict, NotFound) as err:
             return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}
+        lines, error = check_rerun(plugin.client, spec, machine["packages"])
+        if lines:
+            plugin.client.append_logs(
+                run_id,
+                [LogEntryIn(stream="system", text=f"{line}\n") for line in lines],
+                attempt=spec["attempt"],
+            )
+        if error is not None:
+            plugin.client.update_run(run_id, UpdateRun(status=RunStatus.failed, error=error))
+            return {"run_id": run_id, "status": "failed", "error": error}
         reporter = RunReporter(plugin, key, run_id)
         reporter.start_reported = True  # the claim recorded it
         plugin.cells[f"cell:{key}"] = reporter

@@ -39,6 +39,8 @@ class Gpus(Protocol):
 
     def read(self, index: int) -> GpuReading: ...
 
+    def driver(self) -> str | None: ...
+
     def close(self) -> None: ...
 
 
@@ -69,6 +71,14 @@ class NvmlGpus:
                 )
             )
         return out
+
+    def driver(self) -> str | None:
+        """The NVIDIA driver's version."""
+        try:
+            version = self._nvml.nvmlSystemGetDriverVersion()
+        except self._nvml.NVMLError:
+            return None
+        return version.decode() if isinstance(version, bytes) else version
 
     def read(self, index: int) -> GpuReading:
         nvml = self._nvml
@@ -115,6 +125,9 @@ class FakeNvml:
             GpuDevice(i, "Fake NVML GPU", f"GPU-fake-{i:04d}", self.MEMORY)
             for i in range(self.count)
         ]
+
+    def driver(self) -> str | None:
+        return "fake"
 
     def read(self, index: int) -> GpuReading:
         return GpuReading(

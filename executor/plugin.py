@@ -23,7 +23,7 @@ from distributed import WorkerPlugin
 from distributed.utils import sync
 from nbconvert import HTMLExporter
 
-from labrun import settings
+from labrun import environment, settings
 from labrun.client import Client
 from labrun.errors import LabrunError
 from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
@@ -157,6 +157,9 @@ class LabrunWorkerPlugin(WorkerPlugin):
     cells: dict[str, RunReporter]
     outcomes: CellOutcomes
     id: str
+    # The installed distributions, as a job records them: listing them takes a fifth of a
+    # second, so the telemetry thread refreshes this once a minute, off the jobs' path.
+    packages: list[str] | None = None
 
     async def setup(self, worker: Worker) -> None:
         # The token this plugin was registered with may have expired since: a newer one?
@@ -234,6 +237,8 @@ class LabrunWorkerPlugin(WorkerPlugin):
         threading.Thread(
             target=self.render_html, args=(nbformat.v4.new_notebook(),), daemon=True
         ).start()
+        self._packages_at = time.monotonic()
+        threading.Thread(target=self._read_packages, daemon=True).start()
         self._thread = threading.Thread(
             target=self._report_loop, name="labrun-telemetry", daemon=True
         )
@@ -317,6 +322,33 @@ class LabrunWorkerPlugin(WorkerPlugin):
         )
         return gpu_samples, host
 
+    def _read_packages(self) -> list[str]:
+        self.packages = environment.packages()
+        return self.packages
+
+    def job_environment(self, devices: list[int]) -> dict[str, Any]:
+        """What a job records of this worker at its claim: the machine, its Python and
+        packages, and the GPUs the job holds (with the driver)."""
+        held: list[dict[str, Any]] = [{"index": i} for i in devices]
+        if self.gpus is not None and devices:
+            try:
+                driver = self.gpus.driver()
+                held = [
+                    {
+                        "index": d.index,
+                        "name": d.name,
+                        "uuid": d.uuid,
+                        "memory_total": d.memory_total,
+                        "driver": driver,
+                    }
+                    for d in self.gpus.devices()
+                    if d.index in devices
+                ]
+            except Exception as err:  # noqa: BLE001 - the indices alone beat a failed job
+                logger.warning("labrun: could not describe GPUs %s: %s", devices, err)
+        # The first job may come before the warm-up read the packages.
+        return environment.machine(held, self.packages or self._read_packages())
+
     def _report_loop(self) -> None:
         gpu_batch: list[GpuSampleIn] = []
         host_batch: list[HostSampleIn] = []
@@ -324,6 +356,9 @@ class LabrunWorkerPlugin(WorkerPlugin):
         while not self._stop.is_set():
             try:
                 self._renew()
+                if time.monotonic() - self._packages_at > 60:
+                    self._packages_at = time.monotonic()
+                    self._read_packages()
                 gpus, host = self.sample()
                 gpu_batch.extend(gpus)
                 host_batch.append(host)

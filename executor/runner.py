@@ -2,9 +2,10 @@
 
 The dispatcher submits :func:`run_notebook_job` with a job spec. On the worker it claims the
 run (the server grants each dispatched attempt once, so a job never runs twice at once),
-takes a warm kernel and the run's GPUs, runs papermill with the parameters while cell
-progress and output stream to the run's log, uploads the executed notebook and its HTML,
-and reports how it ended.
+recording the machine, its packages and the GPUs it holds; a re-run compares those packages
+with its original's record first. It takes a warm kernel and the run's GPUs, runs papermill
+with the parameters while cell progress and output stream to the run's log, uploads the
+executed notebook and its HTML, and reports how it ended.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from labrun import settings
+from labrun import environment, settings
+from labrun.client import Client
 from labrun.delivery import AppendLogsOp, ArtifactOp, CreateReportOp, Outbox, UpdateRunOp
-from labrun.errors import Conflict, NotFound
+from labrun.errors import Conflict, LabrunError, NotFound
 from labrun.models import ClaimRun, CreateReport, LogEntryIn, RunStatus, UpdateRun
 
 from .engine import ENGINE_NAME
@@ -47,9 +49,12 @@ class RunLog:
     outbox delivers in order and keeps what the server cannot take yet.
     """
 
-    def __init__(self, outbox: Outbox, run_id: int, interval: float = 0.25) -> None:
+    def __init__(
+        self, outbox: Outbox, run_id: int, interval: float = 0.25, *, attempt: int | None = None
+    ) -> None:
         self.outbox = outbox
         self.run_id = run_id
+        self.attempt = attempt  # the attempt these lines belong to, not whatever runs later
         self.interval = interval
         self._pending: list[LogEntryIn] = []
         self._lock = threading.Lock()
@@ -72,7 +77,7 @@ class RunLog:
         with self._lock:
             entries, self._pending = self._pending, []
         if entries:
-            self.outbox.put(AppendLogsOp(run_id=self.run_id, entries=entries))
+            self.outbox.put(AppendLogsOp(run_id=self.run_id, entries=entries, attempt=self.attempt))
 
     def _loop(self) -> None:
         while not self._closed:
@@ -108,16 +113,20 @@ class NotebookJob:
         spec: dict[str, Any],
         devices: list[int],
         kernel: AsyncKernelManager,
+        *,
+        packages: list[str] | None = None,
     ):
         self.plugin = plugin
         self.spec = spec
         self.run_id: int = spec["run_id"]
         self.devices = devices
         self.kernel: AsyncKernelManager | None = kernel
+        # The packages the claim recorded: what a re-run compares with its original's.
+        self.packages = packages
         self.cancelled: str | None = None
         self.cells_started = 0
         self.outbox = Outbox.of(plugin.client)
-        self.log = RunLog(self.outbox, self.run_id)
+        self.log = RunLog(self.outbox, self.run_id, attempt=spec.get("attempt"))
         # Seconds each phase took, for the benchmarks and the worker's debug log.
         self.timings: dict[str, float] = {}
         self._mark = time.perf_counter()
@@ -200,6 +209,38 @@ class NotebookJob:
     def run(self) -> dict[str, Any]:
         workdir = Path(tempfile.mkdtemp(prefix=f"run-{self.run_id}-", dir=self.plugin.scratch))
         out_path = workdir / "executed.ipynb"
+        lines, error = check_rerun(self.plugin.client, self.spec, self.packages)
+        for line in lines:
+            self.log.system(line)
+        if error is None:
+            status, error = self._attempts(out_path)
+        else:
+            status = RunStatus.failed
+            if self.kernel is not None:
+                # Nothing ran in it: another job can have it.
+                kernel, self.kernel = self.kernel, None
+                self.pool.give_back(kernel)
+        if self.cancelled:
+            status, error = RunStatus.cancelled, None
+            self.log.system(f"cancelled: {self.cancelled}")
+        elif error:
+            self.log.system(f"failed: {error['message']}")
+        self._upload(out_path, report=status == RunStatus.completed and not error)
+        self._phase("upload")
+        self.log.close()
+        self._phase("log")
+        self._report(status, error)
+        self._phase("report")
+        logger.debug("labrun: run %d took %s", self.run_id, self.timings)
+        return {
+            "run_id": self.run_id,
+            "status": status.value,
+            "error": error,
+            "timings": self.timings,
+        }
+
+    def _attempts(self, out_path: Path) -> tuple[RunStatus, dict[str, Any] | None]:
+        """papermill on a kernel, another kernel if one dies before the first cell."""
         status, error = RunStatus.failed, None
         try:
             for attempt in range(1, KERNEL_TRIES + 1):
@@ -251,24 +292,7 @@ class NotebookJob:
             if self.kernel is not None:
                 kernel, self.kernel = self.kernel, None
                 self.pool.discard(kernel)
-        if self.cancelled:
-            status, error = RunStatus.cancelled, None
-            self.log.system(f"cancelled: {self.cancelled}")
-        elif error:
-            self.log.system(f"failed: {error['message']}")
-        self._upload(out_path, report=status == RunStatus.completed and not error)
-        self._phase("upload")
-        self.log.close()
-        self._phase("log")
-        self._report(status, error)
-        self._phase("report")
-        logger.debug("labrun: run %d took %s", self.run_id, self.timings)
-        return {
-            "run_id": self.run_id,
-            "status": status.value,
-            "error": error,
-            "timings": self.timings,
-        }
+        return status, error
 
     def _upload(self, out_path: Path, *, report: bool = False) -> None:
         if not out_path.exists():
@@ -327,6 +351,40 @@ class NotebookJob:
             )
 
 
+def check_rerun(
+    client: Client, spec: dict[str, Any], packages: list[str] | None
+) -> tuple[list[str], dict[str, Any] | None]:
+    """A re-run's check, before it runs anything: this worker's ``packages`` against its
+    original's record. Returns lines for the run's log, naming every difference, and the
+    error that fails the run when it is strict and something differs (else None)."""
+    rerun = spec.get("rerun")
+    if not rerun:
+        return [], None
+    original, strict = rerun["of"], bool(rerun.get("strict"))
+    try:
+        recorded = client.get_run(original).environment.get("packages")
+    except LabrunError as err:
+        problem = f"could not read run {original}'s record to compare packages: {err}"
+        return [problem], ({"type": "PackageMismatch", "message": problem} if strict else None)
+    if not recorded:
+        return [f"run {original} recorded no packages; nothing to compare them with"], None
+    differences = environment.package_differences(recorded, packages or [])
+    if not differences:
+        return [f"packages: the same {len(recorded)} as run {original} recorded"], None
+    count = f"{len(differences)} package{'s' * (len(differences) > 1)}"
+    lines = [f"packages: {count} differ from run {original}'s record:"]
+    lines += [f"  {line}" for line in differences]
+    if not strict:
+        return lines, None
+    error = {
+        "type": "PackageMismatch",
+        "message": f"strict re-run of run {original}: {count} differ from its record, so "
+        f"nothing ran: {'; '.join(differences)}",
+        "differences": differences,
+    }
+    return lines, error
+
+
 def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
     """The Dask task of a notebook job: claim, run, report. Returns how it ended."""
     plugin = get_plugin()
@@ -336,16 +394,20 @@ def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
         # The kernel first: the run counts as running (and its GPUs as used) from the
         # moment it can run, not while it waits for a kernel.
         kernel = plugin.pool.acquire()
+        machine = plugin.job_environment(devices)
         try:
             plugin.client.claim_run(
-                run_id, ClaimRun(attempt=spec["attempt"], worker=plugin.id, devices=devices)
+                run_id,
+                ClaimRun(
+                    attempt=spec["attempt"], worker=plugin.id, devices=devices, environment=machine
+                ),
             )
         except (Conflict, NotFound) as err:
             # Another attempt owns the run (this task was re-run after its worker died),
             # or it was cancelled meanwhile: do nothing, and keep the unused kernel.
             plugin.pool.give_back(kernel)
             return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}
-        job = NotebookJob(plugin, spec, devices, kernel)
+        job = NotebookJob(plugin, spec, devices, kernel, packages=machine["packages"])
         plugin.jobs[run_id] = job
         try:
             return job.run()

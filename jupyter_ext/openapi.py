@@ -63,7 +63,7 @@ def _operation(
         out["parameters"] += schemas.query_parameters(op.query)
     if op.body is not None:
         out["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": schemas.ref(op.body)}},
         }
     elif op.request_content is not None:

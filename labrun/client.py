@@ -53,6 +53,7 @@ from labrun.models import (
     QueueList,
     RegisterWorker,
     ReportList,
+    RerunRun,
     RunList,
     RunMetrics,
     ServerVersion,
@@ -277,13 +278,20 @@ class Client:
     def metrics(self, run_id: int, **query: Any) -> RunMetrics:
         return self._get(RunMetrics, f"/runs/{run_id}/metrics", **query)
 
-    def append_logs(self, run_id: int, entries: Iterable[LogEntryIn]) -> LogTail:
-        return self._send(
-            LogTail, "POST", f"/runs/{run_id}/logs", AppendLogs(entries=list(entries))
-        )
+    def append_logs(
+        self, run_id: int, entries: Iterable[LogEntryIn], *, attempt: int | None = None
+    ) -> LogTail:
+        # The attempt only when given: a server older than the field rejects it.
+        extra = {"attempt": attempt} if attempt is not None else {}
+        body = AppendLogs(entries=list(entries), **extra)
+        return self._send(LogTail, "POST", f"/runs/{run_id}/logs", body)
 
-    def logs(self, run_id: int, offset: int = 0, limit: int = 1000) -> LogTail:
-        return self._get(LogTail, f"/runs/{run_id}/logs", offset=offset, limit=limit)
+    def logs(
+        self, run_id: int, offset: int = 0, limit: int = 1000, *, attempt: int | None = None
+    ) -> LogTail:
+        return self._get(
+            LogTail, f"/runs/{run_id}/logs", offset=offset, limit=limit, attempt=attempt
+        )
 
     def upload_artifact(
         self,
@@ -372,8 +380,9 @@ class Client:
     def report_html(self, report_id: int) -> bytes:
         return self.request("GET", f"/reports/{report_id}/html").content
 
-    def rerun(self, run_id: int) -> DescribeRun:
-        return self._send(DescribeRun, "POST", f"/runs/{run_id}/rerun")
+    def rerun(self, run_id: int, *, strict: bool = False) -> DescribeRun:
+        body = RerunRun(strict=True) if strict else None
+        return self._send(DescribeRun, "POST", f"/runs/{run_id}/rerun", body)
 
     def transitions(self, run_id: int) -> TransitionList:
         return self._get(TransitionList, f"/runs/{run_id}/transitions")

@@ -356,6 +356,12 @@ class LogEntryIn(Request):
 
 class AppendLogs(Request):
     entries: list[LogEntryIn]
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        description="the attempt of the run that wrote these lines (a worker says which it "
+        "runs); default: the run's latest",
+    )
 
 
 class LogEntry(Response):
@@ -363,6 +369,9 @@ class LogEntry(Response):
     stream: str
     text: str
     time: datetime
+    attempt: int | None = Field(
+        None, description="the attempt that wrote it (none for lines older than attempts)"
+    )
 
 
 class LogTail(Response):
@@ -373,6 +382,12 @@ class LogTail(Response):
 class LogTailQuery(Request):
     offset: int = Field(0, ge=0, le=INT64_MAX, description="return entries after this offset")
     limit: int = Field(1000, ge=1, le=10000)
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        description="only the lines of this attempt (a job re-queued after its "
+        "worker died runs again as attempt 2)",
+    )
 
 
 # --- artifacts -------------------------------------------------------------------------
@@ -640,6 +655,24 @@ class ListTokensQuery(Request):
 # --- jobs ----------------------------------------------------------------------------
 
 
+class CodeState(Request):
+    """A notebook's code where it was submitted (``labrun.environment.code_state``)."""
+
+    notebook: str | None = Field(None, description="the notebook's absolute path")
+    submit_host: str | None = Field(None, description="the machine it was submitted from")
+    git: dict[str, Any] | None = Field(
+        None,
+        description="root, commit, branch, dirty, the uncommitted diff and its digest, "
+        "untracked files; null outside a git repository",
+    )
+    local_modules: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the local modules the notebook imports: path, sha256, and the source of "
+        "those git does not track",
+    )
+    capture_error: str | None = Field(None, description="why part of it could not be read")
+
+
 class JobOptions(Request):
     """What a notebook job asks for, shared by single jobs and sweeps."""
 
@@ -658,6 +691,11 @@ class JobOptions(Request):
         None, description="working directory for the notebook, used where a worker has it"
     )
     timeout: float | None = Field(None, gt=0, description="seconds a cell may run")
+    environment: CodeState | None = Field(
+        None,
+        description="the notebook's git state and local modules, read where it was "
+        "submitted; without it, the server reads them from the notebook under its root dir",
+    )
 
 
 class ReportOptions(Request):
@@ -678,6 +716,9 @@ class SweepReport(Request):
     notebook: str = Field(min_length=1, max_length=1024)
     content: dict[str, Any] = Field(description="the report notebook (nbformat 4 JSON)")
     code: bool = False
+    environment: CodeState | None = Field(
+        None, description="the report notebook's code state, as a job's `environment`"
+    )
 
 
 class SubmitSweep(JobOptions):
@@ -711,6 +752,21 @@ class ClaimRun(Request):
     attempt: int = Field(ge=1, le=INT32_MAX)
     worker: str = Field(max_length=256)
     devices: list[Count32] = Field(default_factory=list)
+    environment: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the worker records of the run's machine (Python, OS, packages, "
+        "torch and CUDA, the GPUs it holds), merged into the run's environment",
+    )
+
+
+class RerunRun(Request):
+    """How to run a recorded run again."""
+
+    strict: bool = Field(
+        False,
+        description="fail the re-run, before it runs anything, if the worker's packages "
+        "differ from the original's record (every difference goes to its log either way)",
+    )
 
 
 class PoolWorker(Response):

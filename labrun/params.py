@@ -55,6 +55,21 @@ def _source(cell: Mapping[str, Any]) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
+def as_python(source: str) -> str:
+    """A code cell's source with its IPython lines (``%%mlparams``, ``%matplotlib inline``,
+    ``!pip ...``) blanked, so the Python around them still parses, on the same lines."""
+    return "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+
+
+def code_sources(nb: Mapping[str, Any]) -> list[str]:
+    """Every code cell of the notebook, as Python (see :func:`as_python`)."""
+    return [
+        as_python(_source(cell)) for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
+    ]
+
+
 def notebook_parameters(nb: Mapping[str, Any]) -> dict[str, NotebookParameter] | None:
     """The names the ``parameters`` cell assigns, or None when the notebook has no such cell."""
     for cell in nb.get("cells", []):
@@ -65,13 +80,8 @@ def notebook_parameters(nb: Mapping[str, Any]) -> dict[str, NotebookParameter] |
 
 
 def _parse_parameters_cell(source: str) -> dict[str, NotebookParameter]:
-    # IPython lines (``%%mlparams``, ``%matplotlib inline``, ``!pip ...``) are not Python;
-    # blank them so the assignments around them still count.
-    source = "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-    )
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(as_python(source))
     except SyntaxError as err:
         raise InvalidRequest(f"the notebook's parameters cell is not valid Python: {err}") from err
     found: dict[str, NotebookParameter] = {}

@@ -80,6 +80,8 @@ class Operation:
     run_field: str | None = None
     also: tuple[int, ...] = ()
     large_response: bool = False
+    # False: an empty body means the body model's defaults (a route that gained options).
+    body_required: bool = True
 
 
 def describe_validation_error(
@@ -170,6 +172,7 @@ def operation(
     run_field: str | None = None,
     also: tuple[int, ...] = (),
     large_response: bool = False,
+    body_required: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a handler method as an API operation (see the module's docstring).
 
@@ -177,6 +180,7 @@ def operation(
     to a route with a run_id). ``run_field``: a body field naming a run it changes.
     ``also``: other success statuses it answers with (a handler returns ``(body, status)``).
     ``large_response``: the response can be megabytes; it is written to JSON on a thread.
+    ``body_required``: False when an empty body means the body model's defaults.
     """
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -194,6 +198,7 @@ def operation(
             run_field,
             also,
             large_response,
+            body_required,
         )
 
         @web.authenticated
@@ -211,7 +216,7 @@ def operation(
                     f"(got {sorted(self.request.query_arguments)})"
                 )
             if body is not None:
-                kwargs["body"] = await self.parse_body(body)
+                kwargs["body"] = await self.parse_body(body, required=body_required)
                 named = getattr(kwargs["body"], run_field, None) if run_field else None
                 if named is not None:
                     await self.authorize_run(named)
@@ -411,10 +416,12 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         """Run a store method off the event loop."""
         return await self.app.db.run(fn, *args, **kwargs)
 
-    async def parse_body(self, model: type[BaseModel]) -> BaseModel:
+    async def parse_body(self, model: type[BaseModel], *, required: bool = True) -> BaseModel:
         """The request's JSON body as ``model``: refused past the size limit, and parsed on a
-        thread when it is large."""
+        thread when it is large; without ``required``, no body means the model's defaults."""
         body = self.request.body
+        if not body and not required:
+            return model()
         limit = self.app.max_body_size
         if len(body) > limit:
             raise PayloadTooLarge(

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from labrun import environment
 from labrun.models import (
     ClaimRun,
+    CodeState,
     DescribeRun,
     DescribeSweep,
     PoolStatus,
+    RerunRun,
     RunSummary,
     SubmitJob,
     SubmitSweep,
@@ -27,7 +34,26 @@ def _queued(run: RunSummary) -> QueuedJob:
     )
 
 
-class JobsHandler(LabrunHandler):
+class JobSubmitHandler(LabrunHandler):
+    """Base of the routes that queue a notebook: its code state, read here if need be."""
+
+    async def code_state(self, notebook: str, content: dict[str, Any]) -> CodeState:
+        """The git state and local modules of ``notebook``, read on this server: for a
+        submission that did not bring them, as the sidebar's does (its path is relative to
+        the server's root dir, where the notebook's folder is)."""
+        root = Path(self.serverapp.root_dir).expanduser().resolve()
+        path = (root / notebook).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return CodeState(
+                capture_error=f"the notebook {notebook!r} is not a file under the server's "
+                "root dir, and the submission did not say its git state, so none is recorded"
+            )
+        # git runs in a subprocess: tens of milliseconds, off the event loop.
+        captured = await asyncio.to_thread(environment.code_state, path, content)
+        return CodeState.model_validate(captured)
+
+
+class JobsHandler(JobSubmitHandler):
     @operation(
         "Submit a notebook job: papermill runs it on the pool with these parameters",
         body=SubmitJob,
@@ -38,13 +64,16 @@ class JobsHandler(LabrunHandler):
     async def post(self, body: SubmitJob) -> DescribeRun:
         # Everything is checked before the row exists: a bad request queues nothing.
         await self.app.dispatcher.check_gpus(body.gpus)
+        if body.environment is None:
+            code = await self.code_state(body.notebook, body.content)
+            body = body.model_copy(update={"environment": code})
         run = await self.call(self.store.jobs.submit, body, self.username)
         self.app.dispatcher.add([_queued(run)])
         self.events.publish("run.created", run)
         return run
 
 
-class SweepsHandler(LabrunHandler):
+class SweepsHandler(JobSubmitHandler):
     @operation(
         "Submit a sweep: one job per combination of the grid's values (or a random sample)",
         body=SubmitSweep,
@@ -54,6 +83,13 @@ class SweepsHandler(LabrunHandler):
     )
     async def post(self, body: SubmitSweep) -> DescribeSweep:
         await self.app.dispatcher.check_gpus(body.gpus)
+        if body.environment is None:
+            code = await self.code_state(body.notebook, body.content)
+            body = body.model_copy(update={"environment": code})
+        report = body.report
+        if report is not None and report.environment is None:
+            code = await self.code_state(report.notebook, report.content)
+            body.report = report.model_copy(update={"environment": code})
         sweep = await self.call(self.store.jobs.submit_sweep, body, self.username)
         self.app.dispatcher.add([_queued(run) for run in sweep.runs])
         self.events.publish("run.created", sweep.sweep)
@@ -68,15 +104,19 @@ class SweepHandler(LabrunHandler):
 
 class RunRerunHandler(LabrunHandler):
     @operation(
-        "Queue a notebook job again: same notebook, parameters, resources and datasets",
+        "Queue a notebook job or a %%mlrun cell again: same notebook (or cell and inputs), "
+        "parameters, resources and datasets; its worker compares its packages with the "
+        "original's record before it runs, and `strict` refuses to run on a difference",
+        body=RerunRun,
+        body_required=False,
         response=DescribeRun,
         status=201,
         errors=(400, 403, 404, 503),
     )
-    async def post(self, run_id: int) -> DescribeRun:
+    async def post(self, run_id: int, body: RerunRun) -> DescribeRun:
         original = await self.call(self.store.runs.get, run_id)
         await self.app.dispatcher.check_gpus(original.requested_gpus)
-        run = await self.call(self.store.jobs.rerun, run_id, self.username)
+        run = await self.call(self.store.jobs.rerun, run_id, self.username, strict=body.strict)
         self.app.dispatcher.add([_queued(run)])
         self.events.publish("run.created", run)
         return run
@@ -91,7 +131,9 @@ class RunClaimHandler(LabrunHandler):
         access="pool",
     )
     async def post(self, run_id: int, body: ClaimRun) -> DescribeRun:
-        run = await self.call(self.store.jobs.claim, run_id, body)
+        run = await self.call(
+            self.store.jobs.claim, run_id, body, max_attempts=self.app.max_attempts
+        )
         self.app.dispatcher.claimed(run_id, body.worker)
         self.events.publish("run.updated", run)
         if run.parent_id is not None:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.models import (
     ClaimRun,
+    CodeState,
     CreateRun,
     DescribeRun,
     DescribeSweep,
@@ -31,8 +32,9 @@ from labrun.models import (
 )
 from labrun.params import check_notebook, check_parameters, expand_sweep
 
+from . import reruns
 from .database import Database
-from .models import Artifact, Project, Queue, Run, RunDataset, utcnow
+from .models import Project, Queue, Run, RunLog, utcnow
 from .runs import RunStore
 from .tokens import TokenStore
 
@@ -43,6 +45,11 @@ MAX_SWEEP_RUNS = 10_000
 def notebook_stem(path: str) -> str:
     """A notebook's name without its folder and suffix: what unnamed jobs are called."""
     return path.rsplit("/", 1)[-1].removesuffix(".ipynb")
+
+
+def code_record(code: CodeState | None) -> dict[str, Any]:
+    """What a job's run records of its code at submission (its worker adds the machine)."""
+    return code.model_dump(exclude_unset=True) if code is not None else {}
 
 
 # The runs the dispatcher runs: notebook jobs, and cells re-run from the server.
@@ -140,6 +147,7 @@ class JobStore:
                 params,
                 user,
                 name=req.name or notebook_stem(req.notebook),
+                environment=code_record(req.environment),
                 report=req.report,
             )
             session.flush()
@@ -170,6 +178,8 @@ class JobStore:
                     "give its 'parameters' cell a `sweep = 0` line"
                 ) from None
         base = req.name or notebook_stem(req.notebook)
+        # Read once for the sweep where it was submitted; every run records the same.
+        environment = code_record(req.environment)
         with self.db.session() as session:
             self._check_queue(session, req.queue)
             sweep = self.runs.insert(
@@ -184,16 +194,26 @@ class JobStore:
                     queue=req.queue,
                     requested_gpus=req.gpus,
                     notebook=req.notebook,
+                    environment=environment,
                 ),
                 user,
             )
             if req.report is not None:
-                sweep.job = {"report": req.report.model_dump()}
+                report = req.report.model_dump(exclude={"environment"})
+                sweep.job = {
+                    "report": {**report, "environment": code_record(req.report.environment)}
+                }
             session.flush()
             for i, (combo, params) in enumerate(zip(combos, checked, strict=True), 1):
                 label = " ".join(f"{k}={v}" for k, v in combo.items())
                 self._create_job(
-                    session, req, params, user, name=f"{base} [{i}] {label}", parent_id=sweep.id
+                    session,
+                    req,
+                    params,
+                    user,
+                    name=f"{base} [{i}] {label}",
+                    parent_id=sweep.id,
+                    environment=environment,
                 )
             session.flush()
         return self.sweep(sweep.id)
@@ -216,106 +236,24 @@ class JobStore:
                 report_run=(sweep.job or {}).get("report_run"),
             )
 
-    def rerun(self, run_id: int, user: str) -> DescribeRun:
+    def rerun(self, run_id: int, user: str, *, strict: bool = False) -> DescribeRun:
         """A new job with the same notebook (or cell), parameters, inputs, resources and
-        dataset versions."""
+        dataset versions; ``strict``: it fails, before running, on other packages."""
         with self.db.session() as session:
             original = self.runs.load(session, run_id)
             if original.kind == RunKind.cell.value:
-                return self._rerun_cell(session, original, user)
-            if original.kind != RunKind.notebook.value or not original.job:
+                rerun = reruns.rerun_cell
+            elif original.kind == RunKind.notebook.value and original.job:
+                rerun = reruns.rerun_notebook
+            else:
                 raise InvalidRequest(
                     f"run {run_id} is a {original.kind} run; only notebook jobs and "
                     "%%mlrun cells can be re-run"
                 )
-            params = self.runs.params_of(session, [run_id])[run_id]
             self._check_queue(session, original.queue or "default")
-            run = self.runs.insert(
-                session,
-                CreateRun(
-                    project=original.project.name,
-                    name=f"{original.name or 'run'} (rerun of {run_id})",
-                    kind=RunKind.notebook,
-                    status=RunStatus.queued,
-                    params=params,
-                    tags=original.tags or [],
-                    queue=original.queue or "default",
-                    requested_gpus=original.requested_gpus,
-                    notebook=original.notebook,
-                    environment={"rerun_of": run_id},
-                ),
-                user,
-            )
-            run.job = {**original.job, "parameters": original.job.get("parameters", params)}
-            self._copy_datasets(session, original, run)
+            run = rerun(self.runs, session, original, user, strict)
             session.flush()
             return self.runs.describe(session, run)
-
-    def _rerun_cell(self, session: Session, original: Run, user: str) -> DescribeRun:
-        """A cell run again as a job: its source, with the inputs the kernel stored."""
-        run_id = original.id
-        if not original.source:
-            raise InvalidRequest(f"run {run_id} has no cell source to run again")
-        parent = session.get(Run, original.parent_id) if original.parent_id else None
-        if parent is not None and parent.kind == RunKind.session.value:
-            raise InvalidRequest(
-                f"run {run_id} ran in session {parent.name or parent.id}, whose namespace "
-                "is not stored; re-run the session's cells in their notebook instead"
-            )
-        environment = dict(original.environment or {})
-        inputs = session.scalar(
-            select(Artifact).where(Artifact.run_id == run_id, Artifact.name == "inputs.pkl")
-        )
-        if environment.get("inputs") and inputs is None:
-            raise InvalidRequest(
-                f"run {run_id}'s inputs were not stored (larger than the kernel's "
-                "LabrunMagics.max_input_artifact), so it cannot be re-run exactly; raise that "
-                "limit and run the cell again in its notebook"
-            )
-        queue = original.queue or "default"
-        self._check_queue(session, queue)
-        run = self.runs.insert(
-            session,
-            CreateRun(
-                project=original.project.name,
-                name=f"{original.name or 'cell'} (rerun of {run_id})",
-                kind=RunKind.cell,
-                status=RunStatus.queued,
-                params=self.runs.params_of(session, [run_id])[run_id],
-                tags=original.tags or [],
-                queue=queue,
-                requested_gpus=original.requested_gpus,
-                source=original.source,
-                notebook=original.notebook,
-                environment={**environment, "rerun_of": run_id},
-            ),
-            user,
-        )
-        run.job = {"cell": {"returns": environment.get("outputs", []), "inputs": bool(inputs)}}
-        if inputs is not None:
-            # The same stored blob: artifacts are content-addressed, nothing is copied.
-            session.add(
-                Artifact(
-                    run_id=run.id,
-                    name=inputs.name,
-                    uri=inputs.uri,
-                    size=inputs.size,
-                    sha256=inputs.sha256,
-                    content_type=inputs.content_type,
-                    kind=inputs.kind,
-                )
-            )
-        self._copy_datasets(session, original, run)
-        session.flush()
-        return self.runs.describe(session, run)
-
-    @staticmethod
-    def _copy_datasets(session: Session, original: Run, run: Run) -> None:
-        """The same dataset versions, recorded up front as the rerun's inputs."""
-        for link in session.scalars(
-            select(RunDataset).where(RunDataset.run_id == original.id, RunDataset.role == "input")
-        ):
-            session.add(RunDataset(run_id=run.id, dataset_version_id=link.dataset_version_id))
 
     # --- what the dispatcher reads -------------------------------------------------
 
@@ -430,12 +368,18 @@ class JobStore:
                 "report": (row.job or {}).get("report"),
                 "token": tokens[row.id].token if row.id in tokens else None,
                 "token_id": tokens[row.id].id if row.id in tokens else None,
+                "rerun": (row.job or {}).get("rerun"),
             }
             for row in rows
         ]
 
-    def claim(self, run_id: int, req: ClaimRun) -> DescribeRun:
-        """A worker starts ``run_id``: allowed once per dispatched attempt, never twice."""
+    def claim(self, run_id: int, req: ClaimRun, *, max_attempts: int = 3) -> DescribeRun:
+        """A worker starts ``run_id``: allowed once per dispatched attempt, never twice.
+
+        The worker's record of the machine joins the run's environment (a later attempt's
+        replaces an earlier one's), and a retried attempt's part of the log starts with a
+        marker line that says which attempt it is and where it runs.
+        """
         with self.db.session() as session:
             run = self.runs.load(session, run_id)
             if run.status != RunStatus.queued.value or run.claimable_attempt != req.attempt:
@@ -447,6 +391,20 @@ class JobStore:
             run.claimable_attempt = None
             run.worker = req.worker
             run.devices = req.devices
+            if req.environment:
+                # A new dict: SQLAlchemy sees a JSON column change only on assignment.
+                run.environment = {**(run.environment or {}), **req.environment}
+            if req.attempt > 1:
+                marker = f"--- attempt {req.attempt} of {max_attempts} on {req.worker} ---\n"
+                session.add(
+                    RunLog(
+                        run_id=run_id,
+                        stream="system",
+                        text=marker,
+                        time=utcnow(),
+                        attempt=req.attempt,
+                    )
+                )
             session.flush()
             return self.runs.describe(session, run)
 
@@ -546,6 +504,7 @@ class JobStore:
             params,
             sweep.user,
             name=f"{base} report",
+            environment=spec.get("environment") or {},
             report=ReportOptions(name=f"{base} sweep {sweep.id}", code=spec.get("code", False)),
         )
         session.flush()

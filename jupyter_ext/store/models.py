@@ -236,6 +236,9 @@ class RunLog(Base):
     stream: Mapped[str] = mapped_column(String(8))
     text: Mapped[str] = mapped_column(Text)
     time: Mapped[datetime] = mapped_column(default=utcnow)
+    # The attempt that wrote it, so a job re-queued after its worker died shows each
+    # attempt's part apart. None for lines stored before attempts were recorded.
+    attempt: Mapped[int | None]
 
     __table_args__ = (Index("ix_run_logs_run_id", "run_id", "id"),)
 

@@ -348,7 +348,14 @@ class RunStore:
             # record (the kernel's, after the server settled it) adds nothing.
             now = utcnow()
             session.add_all(
-                RunLog(run_id=run.id, stream=e.stream, text=e.text, time=now) for e in req.log
+                RunLog(
+                    run_id=run.id,
+                    stream=e.stream,
+                    text=e.text,
+                    time=now,
+                    attempt=max(run.attempt, 1),  # a kernel's cell: never dispatched, attempt 0
+                )
+                for e in req.log
             )
         for field in ("name", "tags", "worker", "environment", "error", "devices"):
             value = getattr(req, field)

@@ -115,6 +115,8 @@ export interface ILogEntry {
   stream: string;
   text: string;
   time: string;
+  /** The attempt that wrote it (null for lines older than attempts). */
+  attempt?: number | null;
 }
 
 /** Log entries after an offset, and where to continue. */

@@ -378,3 +378,53 @@ export function parseParameters(text: string): Record<string, unknown> {
   });
   return params;
 }
+
+/**
+ * A run's installed packages as name and version rows. They are recorded as a list of
+ * `name==version` strings (an object of name to version is read as such).
+ */
+export function packageRows(packages: unknown): [string, unknown][] {
+  if (Array.isArray(packages)) {
+    return packages.map(item => {
+      const text = String(item);
+      const at = text.indexOf('==');
+      return at < 0 ? [text, ''] : [text.slice(0, at), text.slice(at + 2)];
+    });
+  }
+  if (packages !== null && typeof packages === 'object') {
+    return Object.entries(packages as Record<string, unknown>);
+  }
+  return [];
+}
+
+/**
+ * What a run ran on, as rows: Python, OS, torch and CUDA, the GPUs it held, the host, the
+ * notebook, and the run it re-ran. A `%%mlrun` cell and a notebook job record the same keys.
+ */
+export function machineRows(environment: Record<string, unknown>): [string, unknown][] {
+  const versions = (environment.versions ?? {}) as Record<string, unknown>;
+  const gpus = (Array.isArray(environment.gpus) ? environment.gpus : []) as Record<
+    string,
+    unknown
+  >[];
+  const rows: [string, unknown][] = [];
+  const add = (key: string, value: unknown) => {
+    if (value !== undefined && value !== null && value !== '') {
+      rows.push([key, value]);
+    }
+  };
+  add('python', environment.python ?? versions.python);
+  add('platform', environment.platform ?? versions.os);
+  add('torch', versions.torch);
+  add('cuda', versions.cuda);
+  add(
+    'gpus',
+    gpus
+      .map(gpu => `${gpu.index}: ${gpu.name}${gpu.driver ? ` (driver ${gpu.driver})` : ''}`)
+      .join(', ')
+  );
+  add('hostname', environment.hostname);
+  add('notebook', environment.notebook);
+  add('rerun of', environment.rerun_of);
+  return rows;
+}

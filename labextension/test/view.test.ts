@@ -12,8 +12,10 @@ import {
   formatValue,
   gpusByWorker,
   keyParams,
+  machineRows,
   memoryPercent,
   nextSort,
+  packageRows,
   pagesFor,
   parseParameters,
   queuePositions,
@@ -249,5 +251,40 @@ describe('the server check', () => {
   it('explains an older server extension', () => {
     expect(serverProblem({ version: '0.0.1', api: 0 }, null)).toContain('older');
     expect(serverProblem({ version: '0.1.0', api: 1 }, null)).toBeNull();
+  });
+});
+
+describe('the environment of a run', () => {
+  it('lists recorded packages by name and version', () => {
+    expect(packageRows(['numpy==2.1.0', 'torch==2.13.0+cpu', 'odd'])).toEqual([
+      ['numpy', '2.1.0'],
+      ['torch', '2.13.0+cpu'],
+      ['odd', '']
+    ]);
+    expect(packageRows({ numpy: '2.1.0' })).toEqual([['numpy', '2.1.0']]);
+    expect(packageRows(undefined)).toEqual([]);
+  });
+
+  it("shows a notebook job's machine as a cell's: versions, GPUs and where", () => {
+    const rows = machineRows({
+      python: '3.11.7',
+      platform: 'Linux-6.1',
+      hostname: 'gpu-3',
+      versions: { python: '3.11.7', os: 'Linux-6.1', torch: '2.13.0', cuda: '12.1' },
+      gpus: [{ index: 1, name: 'H200', driver: '550.54' }],
+      notebook: '/home/a/train.ipynb',
+      rerun_of: 7
+    });
+    expect(rows).toEqual([
+      ['python', '3.11.7'],
+      ['platform', 'Linux-6.1'],
+      ['torch', '2.13.0'],
+      ['cuda', '12.1'],
+      ['gpus', '1: H200 (driver 550.54)'],
+      ['hostname', 'gpu-3'],
+      ['notebook', '/home/a/train.ipynb'],
+      ['rerun of', 7]
+    ]);
+    expect(machineRows({ versions: { cuda: null }, gpus: [] })).toEqual([]);
   });
 });

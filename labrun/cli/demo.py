@@ -27,7 +27,7 @@ from labrun.errors import ServerUnavailable
 from labrun.models import PoolStatus, SubmitSweep, SweepReport
 from labrun.settings import data_dir
 
-from .jobs import follow, read_notebook
+from .jobs import code_state, follow, read_notebook
 from .output import console
 from .reports import wait_for_sweep_report
 from .runs import print_runs_table
@@ -143,6 +143,10 @@ def demo(project: str, epochs: int, workdir: Path | None) -> None:
         console.print(f"Pool: {len(pool.workers)} workers at {pool.scheduler}")
         train_path, train = read_notebook(str(workdir / "train_classifier.ipynb"))
         report_path, report = read_notebook(str(workdir / "sweep_report.ipynb"))
+        # The code is the examples' copied here: their git state is that of labrun's own
+        # notebooks (in a clone; an installed labrun's have none).
+        source_train = str(source / "train_classifier.ipynb")
+        source_report = str(source / "sweep_report.ipynb")
         sweep = client.submit_sweep(
             SubmitSweep(
                 notebook=train_path,
@@ -152,7 +156,12 @@ def demo(project: str, epochs: int, workdir: Path | None) -> None:
                 project=project,
                 name="classifier",
                 cwd=str(workdir),
-                report=SweepReport(notebook=report_path, content=report),
+                environment=code_state(source_train, train),
+                report=SweepReport(
+                    notebook=report_path,
+                    content=report,
+                    environment=code_state(source_report, report),
+                ),
             )
         )
         console.print(f"Sweep [bold]{sweep.sweep.id}[/]: {len(sweep.runs)} runs of {train_path}")

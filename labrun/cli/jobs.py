@@ -18,9 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from labrun import environment
 from labrun.client import Client
 from labrun.errors import InvalidRequest
 from labrun.models import (
+    CodeState,
     CreateQueue,
     DescribeQueue,
     RunStatus,
@@ -43,6 +45,11 @@ def read_notebook(path: str) -> tuple[str, dict[str, Any]]:
     if file.is_dir():
         raise InvalidRequest(f"{path!r} is a folder; name an .ipynb file")
     return str(file.resolve()), load_notebook(file.read_bytes(), where=repr(path))
+
+
+def code_state(path: str, content: dict[str, Any]) -> CodeState:
+    """The notebook's git state and local modules, read here, where the notebook is."""
+    return CodeState.model_validate(environment.code_state(Path(path), content))
 
 
 def read_parameters(pairs: tuple[tuple[str, str], ...], files: tuple[str, ...]) -> dict[str, Any]:
@@ -155,6 +162,8 @@ def _job_fields(
         # Workers on this machine run the notebook beside its files.
         "cwd": os.path.dirname(path),
         "timeout": timeout,
+        # Once per command: a sweep's runs share one reading of the code.
+        "environment": code_state(path, content),
     }
 
 
@@ -233,7 +242,11 @@ def sweep(
     report = None
     if report_notebook is not None:
         report_path, report_content = read_notebook(report_notebook)
-        report = SweepReport(notebook=report_path, content=report_content)
+        report = SweepReport(
+            notebook=report_path,
+            content=report_content,
+            environment=code_state(report_path, report_content),
+        )
     client = Client()
     result = client.submit_sweep(
         SubmitSweep(
@@ -276,13 +289,19 @@ def cancel(run_ids: tuple[int, ...]) -> None:
 
 @click.command()
 @click.argument("run_id", type=int)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail before running anything if the worker's packages differ from the record.",
+)
 @click.option("--wait", is_flag=True, help="Follow until done; exit 0 only if it completed.")
-def rerun(run_id: int, wait: bool) -> None:
+def rerun(run_id: int, strict: bool, wait: bool) -> None:
     """Queue a run again: a notebook job (same notebook, parameters, GPUs and dataset
     versions) or a %%mlrun cell (same source and stored inputs; `%mlrun_fetch RUN` brings
-    its values into a notebook)."""
+    its values into a notebook). Its worker compares its packages with the run's record
+    before it runs, and names every difference in the log (`--wait` shows them)."""
     client = Client()
-    run = client.rerun(run_id)
+    run = client.rerun(run_id, strict=strict)
     console.print(f"Queued run [bold]{run.id}[/], a re-run of {run_id}.")
     if wait:
         raise SystemExit(follow(client, [run.id], stream_log=True))

@@ -174,12 +174,17 @@ def show(run_id: int, as_json: bool) -> None:
 @click.option(
     "--interval", default=1.0, show_default=True, help="Seconds between polls with --follow."
 )
-def logs(run_id: int, follow: bool, interval: float) -> None:
-    """Print a run's log."""
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    help="Only this attempt's lines (a job re-queued after its worker died ran again).",
+)
+def logs(run_id: int, follow: bool, interval: float, attempt: int | None) -> None:
+    """Print a run's log (each retried attempt's part starts with a `--- attempt N ---` line)."""
     offset = 0
     with Client() as client:
         while True:
-            tail = client.logs(run_id, offset=offset)
+            tail = client.logs(run_id, offset=offset, attempt=attempt)
             for entry in tail.entries:
                 click.echo(entry.text, nl=False, err=entry.stream == "stderr")
             offset = tail.next_offset

@@ -44,6 +44,7 @@ class UpdateRunOp(RunTarget):
 class AppendLogsOp(RunTarget):
     kind: Literal["append_logs"] = "append_logs"
     entries: list[LogEntryIn]
+    attempt: int | None = None  # the attempt of the run that wrote them
 
 
 class MetricsOp(RunTarget):

@@ -456,7 +456,7 @@ class Outbox:
         if isinstance(op, UpdateRunOp):
             return client.update_run(run_id, op.body)
         if isinstance(op, AppendLogsOp):
-            return client.append_logs(run_id, op.entries)
+            return client.append_logs(run_id, op.entries, attempt=op.attempt)
         if isinstance(op, LinkDatasetOp):
             return client.link_dataset(run_id, op.body)
         if isinstance(op, ArtifactOp):

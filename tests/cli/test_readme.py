@@ -46,6 +46,7 @@ NOTEBOOK_JOBS = [
     "labrun sweep train.ipynb -g lr 0.001,0.01,0.1 -g batch_size 32,64 --gpus 1 --wait -o executed/",
     'labrun sweep train.ipynb -g seed "[1, 2, 3, 4, 5, 6, 7, 8]" --samples 4 --seed 0',
     "labrun rerun 42 --wait",
+    "labrun rerun 42 --strict --wait",
     "labrun cancel 42",
     "labrun queues",
     "labrun pool",
@@ -64,6 +65,7 @@ COMMAND_LINE = [
     "labrun runs --project seg --status completed --sort metrics.loss --json",
     "labrun show 42",
     "labrun logs 42 --follow",
+    "labrun logs 42 --attempt 1",
     "labrun compare 41 42 43",
     "labrun datasets",
     "labrun datasets show frames",
@@ -215,7 +217,7 @@ def run_named(client: Client, name: str) -> Any:
 
 
 def test_the_notebook_job_commands(readme: Runner, client: Client, workdir: Path) -> None:
-    create, submit, submit_file, sweep, sample, rerun, cancel, queues, pool = NOTEBOOK_JOBS
+    create, submit, submit_file, sweep, sample, rerun, strict, cancel, queues, pool = NOTEBOOK_JOBS
     readme(create)
     assert {q.name: q.priority for q in client.queues().queues}["urgent"] == 10
 
@@ -240,6 +242,9 @@ def test_the_notebook_job_commands(readme: Runner, client: Client, workdir: Path
     readme(rerun, _42=first.id)
     again = client.list_runs(kind="notebook", q="rerun of", limit=1).runs[0]
     assert again.params == first.params and again.status.value == "completed"
+    # The pool has the packages the first run recorded: a strict re-run runs, and says so
+    checked = readme(strict, _42=first.id)
+    assert f"as run {first.id} recorded" in checked.stdout
 
     # A long job, cancelled while it runs
     readme("labrun submit train.ipynb -p seconds 120.0 --name long")
@@ -270,7 +275,7 @@ def test_the_report_commands(readme: Runner, client: Client, workdir: Path) -> N
 
 
 def test_the_command_line_commands(readme: Runner, client: Client) -> None:
-    runs, runs_json, show, logs, compare, datasets, dataset = COMMAND_LINE
+    runs, runs_json, show, logs, attempt, compare, datasets, dataset = COMMAND_LINE
     total = client.list_runs().total
     assert f"20 of {total} runs" in readme(runs).stdout  # newest first, 20 by default
     listed = json.loads(readme(runs_json).stdout)
@@ -279,6 +284,7 @@ def test_the_command_line_commands(readme: Runner, client: Client) -> None:
     ids = [r.id for r in client.list_runs(q="batch_size=", status="completed", limit=3).runs]
     assert "lr" in readme(show, _42=ids[0]).stdout
     assert "trained" in readme(logs, _42=ids[0]).stdout
+    assert "trained" in readme(attempt, _42=ids[0]).stdout
     readme(compare, _41=ids[0], _42=ids[1], _43=ids[2])
     assert "frames" in readme(datasets).stdout
     assert "v1" in readme(dataset).stdout

@@ -108,6 +108,15 @@ def test_jobs_get_their_own_devices_and_telemetry_names_the_holder(
                 "samples"
             ]
             assert history and {s["gpu_index"] for s in history} == {device[0]}  # type: ignore[index]
+            # Its record names the device it held, as NVML knows it, with the driver
+            (held,) = client.get_run(run_id).environment["gpus"]
+            assert held == {
+                "index": device[0],  # type: ignore[index]
+                "name": "Fake NVML GPU",
+                "uuid": f"GPU-fake-{device[0]:04d}",  # type: ignore[index]
+                "memory_total": 16 * 1024**3,
+                "driver": "fake",
+            }
 
         # A two-GPU job gets both devices; three is more than any worker has.
         both = labrun_cli(
@@ -115,6 +124,8 @@ def test_jobs_get_their_own_devices_and_telemetry_names_the_holder(
         )
         assert both.returncode == 0, both.stdout + both.stderr
         assert "devices 0,1" in both.stdout
+        last = client.list_runs(sort="-id", limit=1).runs[0]
+        assert [g["index"] for g in client.get_run(last.id).environment["gpus"]] == [0, 1]
         three = labrun_cli(gpu_pool, "submit", str(notebook), "--gpus", "3")
         assert three.returncode == 1
         assert "no worker offers 3 GPUs (the most is 2)" in three.stderr

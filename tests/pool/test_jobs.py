@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import platform
+import socket
 from pathlib import Path
 
 import nbformat
+from support.git import commit_all
+from support.notebooks import write_notebook
 from support.pool import labrun_cli, wait_finished, wait_for
 from support.server import LabrunServer
 
 from labrun.client import Client
-from labrun.models import RunStatus
+from labrun.models import RunStatus, UpdateRun
 
 
 def test_submit_runs_the_notebook_with_its_parameters(
@@ -158,6 +162,110 @@ def test_rerun_queues_the_same_notebook_and_parameters(
         assert rerun.params == client.get_run(run_id).params
         assert client.get_run(rerun.id).environment["rerun_of"] == run_id
         assert "hello 21" in "".join(e.text for e in client.logs(rerun.id).entries)
+
+
+def test_a_job_records_its_code_where_submitted_and_its_machine_where_it_ran(
+    pool_server: LabrunServer, tmp_path: Path
+) -> None:
+    # Given a notebook in a git repository that imports a module beside it, changed since
+    # the commit, and a module git does not track
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "helpers.py").write_text("SCALE = 2\n")
+    notebook = write_notebook(
+        project / "train.ipynb",
+        "import helpers\nimport scratch\nprint('scaled', x * helpers.SCALE, scratch.NOTE)",
+        parameters="x = 1",
+    )
+    commit = commit_all(project)
+    (project / "helpers.py").write_text("SCALE = 3\n")
+    (project / "scratch.py").write_text("NOTE = 'untracked'\n")
+
+    # When it is submitted, and swept, from the command line
+    result = labrun_cli(pool_server, "submit", str(notebook), "--name", "env-job", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scaled 3 untracked" in result.stdout
+    swept = labrun_cli(pool_server, "sweep", str(notebook), "-g", "x", "1,2", "--json")
+    sweep = json.loads(swept.stdout)
+
+    with Client(pool_server.url, pool_server.token) as client:
+        run = client.get_run(client.list_runs(q="env-job").runs[0].id)
+        for child in sweep["runs"]:
+            wait_finished(client, child["id"])
+        runs = [client.get_run(r["id"]) for r in sweep["runs"]]
+        sweep_run = client.get_run(sweep["sweep"]["id"])
+
+    # Then the run records the code as it was at submission...
+    env = run.environment
+    assert env["notebook"] == str(notebook.resolve())
+    git = env["git"]
+    assert (git["commit"], git["branch"], git["dirty"]) == (commit, "main", True)
+    assert "+SCALE = 3" in git["diff"] and git["untracked"] == ["scratch.py"]
+    assert env["local_modules"]["helpers"]["path"] == "helpers.py"
+    assert "source" not in env["local_modules"]["helpers"]  # git has it: the diff shows it
+    assert env["local_modules"]["scratch"]["source"] == "NOTE = 'untracked'\n"
+    # ...and the machine its worker ran it on, as a %%mlrun cell's record has them
+    assert any(p.startswith("papermill==") for p in env["packages"])
+    assert env["versions"]["python"] == env["python"] == platform.python_version()
+    assert env["versions"]["torch"] and "cuda" in env["versions"]
+    assert env["hostname"] == socket.gethostname() and env["gpus"] == []
+    # A sweep's runs, and the sweep, share one reading of the code; each its worker's
+    for child in runs:
+        assert child.environment["git"] == git and child.environment["packages"]
+    assert sweep_run.environment["git"] == git
+
+
+def test_a_rerun_names_every_package_that_differs_and_strict_refuses_to_run(
+    pool_server: LabrunServer, notebooks: Path
+) -> None:
+    # Given a job whose record says it ran with other packages than the pool has now
+    first = labrun_cli(
+        pool_server, "submit", str(notebooks / "params.ipynb"), "-p", "x", "21", "--json"
+    )
+    run_id = json.loads(first.stdout)["id"]
+    with Client(pool_server.url, pool_server.token) as client:
+        wait_finished(client, run_id)
+        recorded = client.get_run(run_id).environment
+        papermill = next(p for p in recorded["packages"] if p.startswith("papermill=="))
+        pyyaml = next(p for p in recorded["packages"] if p.lower().startswith("pyyaml=="))
+        packages = [p for p in recorded["packages"] if p not in (papermill, pyyaml)]
+        packages += ["PyYAML==0.1", "gone-package==1.0"]
+        client.update_run(run_id, UpdateRun(environment={**recorded, "packages": packages}))
+        differences = [  # by name
+            "gone-package 1.0 recorded, not installed here",
+            papermill.replace("==", " ") + " installed here, not recorded",
+            "PyYAML 0.1 recorded, " + pyyaml.split("==")[1] + " here",
+        ]
+
+        # When it is re-run, every difference is named in its log before it runs
+        loose = labrun_cli(pool_server, "rerun", str(run_id), "--wait")
+        assert loose.returncode == 0, loose.stdout + loose.stderr
+        rerun = client.list_runs(sort="-id", limit=1).runs[0]
+        log = [e.text for e in client.logs(rerun.id).entries]
+        header = f"packages: 3 packages differ from run {run_id}'s record:\n"
+        assert log[:4] == [header, *(f"  {d}\n" for d in differences)]
+        assert "hello 21" in "".join(log)
+        shown = " ".join(loose.stdout.split())  # --wait printed it, as the terminal wraps it
+        assert header.strip() in shown and all(d in shown for d in differences)
+
+        # And a strict re-run fails before it runs anything, with the differences
+        strict = labrun_cli(pool_server, "rerun", str(run_id), "--strict", "--wait")
+        assert strict.returncode == 1, strict.stdout + strict.stderr
+        refused = client.get_run(client.list_runs(sort="-id", limit=1).runs[0].id)
+        assert refused.status == RunStatus.failed and refused.error is not None
+        assert refused.error["type"] == "PackageMismatch"
+        assert refused.error["differences"] == differences
+        assert f"strict re-run of run {run_id}: 3 packages differ" in refused.error["message"]
+        assert "nothing ran" in " ".join(strict.stdout.split())
+        log = "".join(e.text for e in client.logs(refused.id).entries)
+        assert "hello" not in log and "[cell" not in log
+
+        # A re-run whose worker has what the record says is told so
+        client.update_run(run_id, UpdateRun(environment=recorded))
+        same = labrun_cli(pool_server, "rerun", str(run_id), "--strict", "--wait")
+        assert same.returncode == 0, same.stdout + same.stderr
+        count = len(recorded["packages"])
+        assert f"packages: the same {count} as run {run_id} recorded" in same.stdout
 
 
 def test_bad_input_gets_a_clear_error_and_queues_nothing(

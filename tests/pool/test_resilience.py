@@ -58,6 +58,19 @@ def test_a_job_whose_worker_dies_is_requeued_and_finishes_elsewhere(
             ]
             transitions = client.transitions(run_id).transitions
             assert f"its worker {first.worker}" in (transitions[2].message or "")
+
+            # Each attempt's part of the log apart: the second starts with a marker
+            marker = f"--- attempt 2 of 3 on {run.worker} ---\n"
+            first_part = "".join(e.text for e in client.logs(run_id, attempt=1).entries)
+            second_part = [e.text for e in client.logs(run_id, attempt=2).entries]
+            assert "started" in first_part and "finished" not in first_part
+            assert "--- attempt" not in first_part
+            assert second_part[0] == marker and "finished\n" in second_part
+            whole = "".join(e.text for e in client.logs(run_id).entries)
+            assert whole.index("started") < whole.index(marker) < whole.index("finished")
+        shown = labrun_cli(server, "logs", str(run_id), "--attempt", "2")
+        assert shown.returncode == 0 and shown.stdout.startswith(marker), shown.stdout
+        assert labrun_cli(server, "logs", str(run_id), "--attempt", "1").stdout == first_part
     finally:
         server.stop()
 

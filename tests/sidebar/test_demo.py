@@ -8,6 +8,7 @@ Set ``LABRUN_SCREENSHOTS=docs/screenshots`` to refresh the README's tour picture
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,29 @@ def sweep(lab: JupyterLab) -> dict[str, Any]:
     return lab.api("GET", f"sweeps/{parent['id']}")
 
 
+def checkout_commit() -> str:
+    """The commit of this checkout: the example notebooks' git state."""
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_demo_sweep_records_its_code_and_packages(
+    lab: JupyterLab, sweep: dict[str, Any]
+) -> None:
+    # The example notebooks' git state is this checkout's (the demo copies them to run)
+    commit = checkout_commit()
+    report_run = sweep["report_run"]
+    for run_id in [sweep["sweep"]["id"], *(r["id"] for r in sweep["runs"]), report_run]:
+        env = lab.api("GET", f"runs/{run_id}")["environment"]
+        assert env["git"]["commit"] == commit, run_id
+        assert env["notebook"].startswith(str(ROOT / "notebooks")), run_id
+    for run_id in [*(r["id"] for r in sweep["runs"]), report_run]:
+        env = lab.api("GET", f"runs/{run_id}")["environment"]
+        assert any(p.startswith("torch==") for p in env["packages"]), run_id
+        assert env["versions"]["torch"] and env["hostname"], run_id
+
+
 @needs_chromium
 def test_jupyter_lab_shows_the_demo_sweep_and_its_report(
     page: Any, lab: JupyterLab, sweep: dict[str, Any], tmp_path: Path
@@ -149,6 +173,11 @@ def test_a_notebook_job_of_the_sweep_opens_with_its_curves_log_and_notebook(
     detail.locator(".jp-labrun-log:has-text('cell')").wait_for()
     assert "train_classifier.ipynb" in detail.inner_text()
     assert detail.locator(".jp-labrun-open-notebook").count() == 1
+    # Its environment shows as a %%mlrun cell's: the commit, the packages, torch
+    text = detail.inner_text()
+    assert checkout_commit() in text and "no git state recorded" not in text
+    assert re.search(r"\b[1-9][0-9]* packages", text), text
+    assert re.search(r"torch\s+2\.", text), text
     screenshot(page, "notebook-job", tmp_path)
 
 

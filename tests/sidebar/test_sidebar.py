@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.git import commit_all
 from support.lab import (
     CHROMIUM,
     SIDEBAR_TAB,
@@ -232,15 +233,18 @@ def test_a_job_goes_from_queued_to_running_to_completed_live(
 def test_the_notebook_in_focus_is_submitted_from_the_form_and_its_output_opened(
     page: Any, lab: JupyterLab
 ) -> None:
-    # Given a parameterized notebook open in JupyterLab
+    # Given a parameterized notebook of a git repository, open in JupyterLab
     root = lab.dir / "root"
+    (root / "project").mkdir()
     write_notebook(
-        root / "greet.ipynb",
+        root / "project" / "greet.ipynb",
         "print('hello', who, '!' if loud else '')",
         parameters="who = 'nobody'\nloud = False",
     )
-    page.goto(f"{lab.url}lab/tree/greet.ipynb?token={lab.token}")
-    page.locator(".jp-NotebookPanel").wait_for(timeout=60_000)
+    commit = commit_all(root / "project")
+    page.goto(f"{lab.url}lab/tree/project/greet.ipynb?token={lab.token}")
+    # Its cells shown: the notebook's content is loaded, which is what the form sends
+    page.locator(".jp-NotebookPanel .jp-Cell:has-text('nobody')").wait_for(timeout=60_000)
     if not page.locator(".jp-labrun-sidebar").is_visible():
         page.click(SIDEBAR_TAB)
 
@@ -263,6 +267,9 @@ def test_the_notebook_in_focus_is_submitted_from_the_form_and_its_output_opened(
     executed = page.locator(".jp-NotebookPanel:visible").last
     executed.locator("text=hello world !").wait_for(timeout=30_000)
     assert (root / "labrun-outputs" / f"run-{job['id']}-greet.ipynb").exists()
+    # Its run records the notebook's git state, which the server read beside the notebook
+    assert lab.api("GET", f"runs/{job['id']}")["environment"]["git"]["commit"] == commit
+    assert commit in detail.inner_text()
 
     # And Re-run queues the same job again and opens the new run
     page.click(f"{run_row(job['id'])} .jp-labrun-col-name")  # back to the run's tab

@@ -17,7 +17,14 @@ import {
   IServerEvent,
   ITransition
 } from '../tokens';
-import { canCancel, formatBytes, formatDuration, parseServerTime } from '../view';
+import {
+  canCancel,
+  formatBytes,
+  formatDuration,
+  machineRows,
+  packageRows,
+  parseServerTime
+} from '../view';
 import { LivePanel } from './live';
 
 /** Log entries kept in the view; older ones are dropped from the tail. */
@@ -81,7 +88,7 @@ export class RunDetail extends LivePanel {
     const { user, admin } = this.ctx.identity;
     const notebook = this._artifacts.find(a => a.kind === 'notebook');
     const git = (run.environment.git ?? null) as Record<string, unknown> | null;
-    const packages = (run.environment.packages ?? {}) as Record<string, unknown>;
+    const packages = packageRows(run.environment.packages);
     return (
       <div className="jp-labrun-detail-body">
         <header>
@@ -280,14 +287,10 @@ export class RunDetail extends LivePanel {
             <Empty>no git state recorded</Empty>
           )}
           <details>
-            <summary>{Object.keys(packages).length} packages</summary>
-            <KeyValues rows={Object.entries(packages)} />
+            <summary>{packages.length} packages</summary>
+            <KeyValues rows={packages} />
           </details>
-          <KeyValues
-            rows={['python', 'platform', 'hostname', 'notebook']
-              .filter(key => run.environment[key] !== undefined)
-              .map(key => [key, run.environment[key]])}
-          />
+          <KeyValues rows={machineRows(run.environment)} />
         </section>
       </div>
     );

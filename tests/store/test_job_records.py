@@ -1,0 +1,103 @@
+"""What the store records of a notebook job: its code at submission, the machine at each
+claim, and what a re-run carries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.notebooks import make_notebook
+
+from labrun.errors import InvalidRequest
+from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.models import (
+    ClaimRun,
+    CodeState,
+    RunStatus,
+    SubmitJob,
+    SubmitSweep,
+    UpdateRun,
+)
+
+CODE = CodeState(
+    notebook="/home/alice/train.ipynb",
+    submit_host="laptop",
+    git={"commit": "abc123", "branch": "main", "dirty": True, "diff": "+lr = 1\n"},
+    local_modules={"helpers": {"path": "helpers.py", "sha256": "00ff"}},
+)
+MACHINE = {
+    "python": "3.11.7",
+    "platform": "Linux",
+    "hostname": "gpu-1",
+    "packages": ["numpy==2.1.0", "torch==2.13.0"],
+    "versions": {"python": "3.11.7", "torch": "2.13.0", "cuda": "12.1"},
+    "gpus": [{"index": 0, "name": "H200", "driver": "550.54"}],
+}
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
+    db = Database(db_url)
+    check_schema(db.engine, auto_upgrade=True)
+    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
+    db.close()
+
+
+def submit(store: Store, **fields: object) -> int:
+    content = json.loads(json.dumps(make_notebook("print(1)")))
+    return store.jobs.submit(
+        SubmitJob(notebook="train.ipynb", content=content, **fields), "alice"
+    ).id
+
+
+def start(store: Store, run_id: int, worker: str, machine: dict[str, object]) -> int:
+    (spec,) = store.jobs.dispatch([run_id])
+    claim = ClaimRun(attempt=spec["attempt"], worker=worker, environment=machine)
+    store.jobs.claim(run_id, claim, max_attempts=3)
+    return spec["attempt"]
+
+
+def test_a_job_records_its_code_then_each_claim_its_machine(store: Store) -> None:
+    run_id = submit(store, environment=CODE)
+    assert store.runs.get(run_id).environment == CODE.model_dump(exclude_unset=True)
+
+    start(store, run_id, "w1", MACHINE)
+    env = store.runs.get(run_id).environment
+    assert env["git"]["commit"] == "abc123" and env["local_modules"] == CODE.local_modules
+    assert env["packages"] == MACHINE["packages"] and env["gpus"][0]["driver"] == "550.54"
+
+    # Its worker died: the next attempt's machine replaces the first's, the code stays.
+    store.jobs.lose(run_id, "its worker w1 left the pool", max_attempts=3)
+    start(store, run_id, "w2", {**MACHINE, "hostname": "gpu-2", "gpus": []})
+    env = store.runs.get(run_id).environment
+    assert (env["hostname"], env["gpus"], env["git"]["commit"]) == ("gpu-2", [], "abc123")
+
+
+def test_a_sweep_records_its_code_once_for_every_run(store: Store) -> None:
+    content = json.loads(json.dumps(make_notebook("print(x)", parameters="x = 1")))
+    sweep = store.jobs.submit_sweep(
+        SubmitSweep(notebook="train.ipynb", content=content, grid={"x": [1, 2]}, environment=CODE),
+        "alice",
+    )
+    for run in [sweep.sweep, *(store.runs.get(r.id) for r in sweep.runs)]:
+        assert run.environment["git"] == CODE.git, run.name
+
+
+def test_a_rerun_keeps_the_code_names_its_original_and_may_be_strict(store: Store) -> None:
+    run_id = submit(store, environment=CODE)
+    start(store, run_id, "w1", MACHINE)
+    store.runs.update(run_id, UpdateRun(status=RunStatus.completed))
+
+    rerun = store.jobs.rerun(run_id, "bob", strict=True)
+    # The code is the original's; the machine is recorded anew where the rerun runs.
+    assert rerun.environment == {**CODE.model_dump(exclude_unset=True), "rerun_of": run_id}
+    (spec,) = store.jobs.dispatch([rerun.id])
+    assert spec["rerun"] == {"of": run_id, "strict": True}  # a reference: the spec stays small
+
+    # A run that recorded no packages cannot be checked strictly, and says so.
+    old = submit(store)
+    with pytest.raises(InvalidRequest, match=f"run {old} recorded no packages.*without --strict"):
+        store.jobs.rerun(old, "bob", strict=True)
+    assert store.jobs.rerun(old, "bob").environment == {"rerun_of": old}

@@ -1,0 +1,65 @@
+"""A run's log by attempt: a job re-queued after its worker died runs again, and each
+attempt's part of the log stays apart, the retried one's starting with a marker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.notebooks import make_notebook
+
+from labrun.errors import InvalidRequest
+from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.models import AppendLogs, ClaimRun, CreateRun, LogEntryIn, LogTailQuery, SubmitJob
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
+    db = Database(db_url)
+    check_schema(db.engine, auto_upgrade=True)
+    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
+    db.close()
+
+
+def start(store: Store, run_id: int, worker: str) -> None:
+    (spec,) = store.jobs.dispatch([run_id])
+    store.jobs.claim(run_id, ClaimRun(attempt=spec["attempt"], worker=worker), max_attempts=3)
+
+
+def texts(store: Store, run_id: int, attempt: int | None = None) -> list[str]:
+    tail = store.logs.tail(run_id, LogTailQuery(attempt=attempt))
+    return [e.text for e in tail.entries]
+
+
+def test_each_attempt_has_its_part_of_the_log_and_a_retry_starts_with_a_marker(
+    store: Store,
+) -> None:
+    content = json.loads(json.dumps(make_notebook("print(1)")))
+    run_id = store.jobs.submit(SubmitJob(notebook="train.ipynb", content=content), "alice").id
+    start(store, run_id, "w1")
+    store.logs.append(run_id, AppendLogs(entries=[LogEntryIn(text="epoch 1\n")], attempt=1))
+    store.jobs.lose(run_id, "its worker w1 left the pool", max_attempts=3)
+    start(store, run_id, "w2")
+    # A line the worker does not label belongs to the run's latest attempt.
+    store.logs.append(run_id, AppendLogs(entries=[LogEntryIn(text="epoch 1 again\n")]))
+    # A line of attempt 1 that arrives late (its worker only stopped answering) is still 1's.
+    store.logs.append(run_id, AppendLogs(entries=[LogEntryIn(text="late\n")], attempt=1))
+
+    marker = "--- attempt 2 of 3 on w2 ---\n"
+    assert texts(store, run_id) == ["epoch 1\n", marker, "epoch 1 again\n", "late\n"]
+    assert texts(store, run_id, attempt=1) == ["epoch 1\n", "late\n"]
+    assert texts(store, run_id, attempt=2) == [marker, "epoch 1 again\n"]
+    entries = store.logs.tail(run_id, LogTailQuery()).entries
+    assert [(e.attempt, e.stream) for e in entries][:2] == [(1, "stdout"), (2, "system")]
+    with pytest.raises(InvalidRequest, match=f"run {run_id} has had 2 attempts; ask for 1 to 2"):
+        store.logs.tail(run_id, LogTailQuery(attempt=3))
+
+
+def test_a_run_that_was_never_dispatched_logs_as_its_first_attempt(store: Store) -> None:
+    run = store.runs.create(CreateRun(name="script"), "alice")
+    store.logs.append(run.id, AppendLogs(entries=[LogEntryIn(text="hello\n")]))
+    assert texts(store, run.id, attempt=1) == ["hello\n"]
+    with pytest.raises(InvalidRequest, match=f"run {run.id} has had 1 attempt; ask for 1, not 2"):
+        store.logs.tail(run.id, LogTailQuery(attempt=2))
