@@ -42,8 +42,12 @@ class JobSubmitHandler(LabrunHandler):
         submission that did not bring them, as the sidebar's does (its path is relative to
         the server's root dir, where the notebook's folder is)."""
         root = Path(self.serverapp.root_dir).expanduser().resolve()
-        path = (root / notebook).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
+        try:
+            path = (root / notebook).resolve()
+            found = path.is_relative_to(root) and path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL in it
+            found = False
+        if not found:
             return CodeState(
                 capture_error=f"the notebook {notebook!r} is not a file under the server's "
                 "root dir, and the submission did not say its git state, so none is recorded"

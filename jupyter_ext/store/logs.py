@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from labrun.errors import InvalidRequest
+from labrun.errors import NotFound
 from labrun.models import AppendLogs, LogEntry, LogTail, LogTailQuery
 
 from .database import Database
@@ -48,7 +48,7 @@ class LogStore:
                 last = max(run.attempt, 1)
                 if query.attempt > last:
                     which = f"1 to {last}" if last > 1 else "1"
-                    raise InvalidRequest(
+                    raise NotFound(
                         f"run {run_id} has had {last} attempt{'s' * (last > 1)}; ask for "
                         f"{which}, not {query.attempt}"
                     )

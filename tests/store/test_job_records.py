@@ -53,7 +53,7 @@ def submit(store: Store, **fields: object) -> int:
 
 
 def start(store: Store, run_id: int, worker: str, machine: dict[str, object]) -> int:
-    (spec,) = store.jobs.dispatch([run_id])
+    (spec,) = store.jobs.dispatch([run_id], token_lifetime=3600)
     claim = ClaimRun(attempt=spec["attempt"], worker=worker, environment=machine)
     store.jobs.claim(run_id, claim, max_attempts=3)
     return spec["attempt"]
@@ -93,7 +93,7 @@ def test_a_rerun_keeps_the_code_names_its_original_and_may_be_strict(store: Stor
     rerun = store.jobs.rerun(run_id, "bob", strict=True)
     # The code is the original's; the machine is recorded anew where the rerun runs.
     assert rerun.environment == {**CODE.model_dump(exclude_unset=True), "rerun_of": run_id}
-    (spec,) = store.jobs.dispatch([rerun.id])
+    (spec,) = store.jobs.dispatch([rerun.id], token_lifetime=3600)
     assert spec["rerun"] == {"of": run_id, "strict": True}  # a reference: the spec stays small
 
     # A run that recorded no packages cannot be checked strictly, and says so.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.notebooks import make_notebook
 
-from labrun.errors import InvalidRequest
+from labrun.errors import NotFound
 from labrun.jupyter_ext.store import Database, Store, check_schema
 from labrun.models import AppendLogs, ClaimRun, CreateRun, LogEntryIn, LogTailQuery, SubmitJob
 
@@ -24,7 +24,7 @@ def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
 
 
 def start(store: Store, run_id: int, worker: str) -> None:
-    (spec,) = store.jobs.dispatch([run_id])
+    (spec,) = store.jobs.dispatch([run_id], token_lifetime=3600)
     store.jobs.claim(run_id, ClaimRun(attempt=spec["attempt"], worker=worker), max_attempts=3)
 
 
@@ -53,7 +53,7 @@ def test_each_attempt_has_its_part_of_the_log_and_a_retry_starts_with_a_marker(
     assert texts(store, run_id, attempt=2) == [marker, "epoch 1 again\n"]
     entries = store.logs.tail(run_id, LogTailQuery()).entries
     assert [(e.attempt, e.stream) for e in entries][:2] == [(1, "stdout"), (2, "system")]
-    with pytest.raises(InvalidRequest, match=f"run {run_id} has had 2 attempts; ask for 1 to 2"):
+    with pytest.raises(NotFound, match=f"run {run_id} has had 2 attempts; ask for 1 to 2"):
         store.logs.tail(run_id, LogTailQuery(attempt=3))
 
 
@@ -61,5 +61,5 @@ def test_a_run_that_was_never_dispatched_logs_as_its_first_attempt(store: Store)
     run = store.runs.create(CreateRun(name="script"), "alice")
     store.logs.append(run.id, AppendLogs(entries=[LogEntryIn(text="hello\n")]))
     assert texts(store, run.id, attempt=1) == ["hello\n"]
-    with pytest.raises(InvalidRequest, match=f"run {run.id} has had 1 attempt; ask for 1, not 2"):
+    with pytest.raises(NotFound, match=f"run {run.id} has had 1 attempt; ask for 1, not 2"):
         store.logs.tail(run.id, LogTailQuery(attempt=2))
