@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import getpass
 import os
+from pathlib import Path
 from typing import Any
 
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode, default
 
+from labrun.errors import LabrunError
 from labrun.settings import API_PREFIX, data_dir
 
 from . import auth
@@ -18,7 +23,7 @@ from .handlers.base import tornado_pattern
 from .openapi import build_document
 from .routes import ROUTES
 from .store import Database, Store, check_schema
-from .store.database import sqlite_url
+from .store.database import check_writable, ensure_folder, sqlite_url
 
 
 class LabRun(ExtensionApp):
@@ -146,14 +151,20 @@ class LabRun(ExtensionApp):
     dispatcher: Dispatcher
 
     def initialize_settings(self) -> None:
-        url = self.db_url or sqlite_url(data_dir() / "labrun.db")
-        self.db = Database(url)
-        # At start-up, before the server takes requests: the one time the store is used
-        # synchronously.
-        check_schema(self.db.engine, auto_upgrade=self.auto_upgrade)
-        root = self.artifact_root or str(data_dir() / "artifacts")
-        self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
-        self.token_secret = self.store.secret("token_secret", auth.new_secret)
+        try:
+            self._open_store()
+        except Exception as err:
+            if hasattr(self, "db"):
+                self.db.close()
+            if isinstance(err, LabrunError):
+                reason = err.message
+            else:
+                self.log.exception("labrun: the store failed to open")
+                reason = f"{type(err).__name__}: {err}"
+            # Jupyter Server logs an Exception from an extension's start and serves on
+            # without it, so every labrun request would get a 404 page. A SystemExit gets
+            # through and stops the server before it listens, with this line last.
+            raise SystemExit(f"Error: labrun cannot start: {reason}") from None
         self.events = EventBus()
         self.openapi = build_document(ROUTES)
         self.dispatcher = Dispatcher(
@@ -176,6 +187,29 @@ class LabRun(ExtensionApp):
         self.log.info(
             "labrun: store at %s", self.db.engine.url.render_as_string(hide_password=True)
         )
+
+    def _open_store(self) -> None:
+        """Open the store and check everything it needs, at start rather than first use:
+        the schema, a real write to the database, and the folders labrun writes to."""
+        local_pool = self.start_pool and not self.dask_scheduler
+        if not (self.db_url and self.artifact_root) or local_pool:
+            fix = "set LABRUN_DATA_DIR to a folder this user can write"
+            ensure_folder(data_dir(), "labrun's data", fix, probe=True)
+        url = self.db_url or sqlite_url(data_dir() / "labrun.db")
+        self.db = Database(url)
+        # At start-up, before the server takes requests: the one time the store is used
+        # synchronously.
+        check_schema(self.db.engine, auto_upgrade=self.auto_upgrade)
+        check_writable(self.db.engine)
+        root = self.artifact_root or str(data_dir() / "artifacts")
+        if get_protocol(root) in LocalFileSystem.protocol:
+            fix = (
+                "set c.LabRun.artifact_root (or LABRUN_ARTIFACT_ROOT) to a folder this user "
+                "can write"
+            )
+            ensure_folder(Path(url_to_fs(root)[1]), "artifacts", fix, probe=True)
+        self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
+        self.token_secret = self.store.secret("token_secret", auth.new_secret)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(

@@ -54,6 +54,13 @@ class ServerUnavailable(LabrunError):
     code = "server_unavailable"
 
 
+class StoreUnavailable(LabrunError):
+    """The run store cannot be opened or written (a folder, a file or a database)."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 class SchemaMismatch(LabrunError):
     """The database was written by another labrun version."""
 
@@ -63,7 +70,15 @@ class SchemaMismatch(LabrunError):
 
 _BY_CODE: dict[str, type[LabrunError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, Unauthorized, NotFound, Conflict, ServerUnavailable, SchemaMismatch)
+    for cls in (
+        InvalidRequest,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        ServerUnavailable,
+        StoreUnavailable,
+        SchemaMismatch,
+    )
 }
 _BY_STATUS: dict[int, type[LabrunError]] = {
     400: InvalidRequest,
