@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from labrun.client import Client
 from labrun.errors import LabrunError
 from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
 
-from . import worker_id
+from . import quick_exit, worker_id
 from .kernels import KernelPool
 from .nvml import Gpus, open_gpus, owned_indices
 
@@ -120,6 +121,11 @@ class LabrunWorkerPlugin(WorkerPlugin):
     id: str
 
     def setup(self, worker: Worker) -> None:
+        quick_exit()
+        if worker.nanny is not None and threading.current_thread() is threading.main_thread():
+            # Its nanny stops it, in order, jobs and kernels included. A terminal's Ctrl-C
+            # reaches every process of the group, this one too, and would cut that short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.worker = worker
         self.id = worker_id(worker.address)
         self.client = Client(self.server_url, self.token, timeout=30)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode, default
 
 from labrun.errors import LabrunError
+from labrun.executor import quick_exit
 from labrun.settings import API_PREFIX, data_dir
 
 from . import auth
@@ -149,6 +152,7 @@ class LabRun(ExtensionApp):
     token_secret: str
     openapi: dict[str, Any]
     dispatcher: Dispatcher
+    _stopping: asyncio.Future[None] | None = None
 
     def initialize_settings(self) -> None:
         try:
@@ -221,9 +225,25 @@ class LabRun(ExtensionApp):
         settings = self.dispatcher.settings
         settings.server_url = self.public_url or serverapp.connection_url
         settings.token = auth.issue(self.token_secret, user=self.user, name="pool", kind="worker")
+        quick_exit()
+        if settings.start_local and not settings.scheduler:
+            # The local pool's processes share the server's process group, so a terminal's
+            # Ctrl-C has reached them too: stop at once, as on SIGTERM. Jupyter would ask
+            # to confirm (in a terminal) or skip every extension's stop (elsewhere).
+            signal.signal(signal.SIGINT, lambda signum, frame: self._stop_on_signal(serverapp))
         await self.dispatcher.start()
 
+    def _stop_on_signal(self, serverapp: Any) -> None:
+        self.log.critical("labrun: received SIGINT, stopping")
+        serverapp.stop(from_signal=True)
+
     async def stop_extension(self) -> None:
+        # A second signal during the stop runs Jupyter's clean-up again: one stop serves both.
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         if hasattr(self, "dispatcher"):
             await self.dispatcher.stop()
         if hasattr(self, "db"):
