@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,10 +78,14 @@ def local_worker_specs(
     }
 
 
-async def start_local_cluster(
+def local_cluster(
     *, cpu_workers: int | None, local_directory: str, threads_per_worker: int = 1
 ) -> SpecCluster:
-    """A local Dask cluster of worker processes (each restarted by its nanny if it dies)."""
+    """A local Dask cluster of worker processes (each restarted by its nanny if it dies).
+
+    Not started yet: ``await`` it, on the event loop it was made on. The caller holds it
+    before it starts, so a stop that comes during the start can close what started.
+    """
     os.makedirs(local_directory, exist_ok=True)
     # The scheduler gets a process of its own: in the server's, every REST request would
     # hold up scheduling (a %%mlrun cell's round trip is about ten milliseconds).
@@ -105,50 +110,99 @@ async def start_local_cluster(
         asynchronous=True,
         name="labrun-local",
     )
-    await cluster
     return cluster
 
 
-async def close_cluster(cluster: SpecCluster, timeout: float = 10.0) -> None:
-    """Close a cluster this process started, even when its scheduler died first.
+async def close_cluster(cluster: SpecCluster, timeout: float = 4.0) -> None:
+    """Close a cluster this process started within ``timeout`` seconds, whatever its state.
 
-    The scheduler's process shares the server's process group, so a terminal's Ctrl-C or
-    a SIGTERM to the group ends it before the server shuts down. ``SpecCluster.close``
-    then fails on the dead scheduler and leaves the nannies restarting their workers, so
-    the server would not exit; close the nannies directly instead.
+    A stop may find the pool's processes already hit by the same signal (a terminal's
+    Ctrl-C or a SIGTERM to the process group reaches the scheduler and the workers too),
+    and the CPU starved. So: nannies no longer restart their workers (a new one would
+    wait for a dead scheduler), each nanny stops its worker (the worker's jobs and kernels
+    with it) while the time lasts, then every process of the pool still there, recorded
+    before the close (the workers' kernel zygotes and kernels included), is killed.
+
+    Not ``SpecCluster.close``: it first retires every worker through the scheduler, to
+    move their data (a labrun worker keeps none), and on a starved CPU or with the
+    scheduler gone that round trip alone can outlast the whole stop.
     """
-    if _scheduler_alive(cluster):
-        try:
-            await asyncio.wait_for(cluster.close(), timeout)  # type: ignore[arg-type]
-            return
-        except Exception as err:  # noqa: BLE001 - any failure falls back to closing by hand
-            logger.info("labrun: the pool did not close cleanly (%s); stopping it", err)
-    # Their workers cannot close gracefully without a scheduler: a short wait, then kill.
-    nannies = [w for w in cluster.workers.values() if isinstance(w, Nanny)]
+    nannies = _nannies(cluster)
+    for nanny in nannies:
+        if nanny.status not in (Status.closing, Status.closed):
+            nanny.close_gracefully(reason="labrun-shutdown")
+    processes = pool_processes(cluster)
+    try:
+        await asyncio.wait_for(_close_processes(cluster, nannies, timeout), timeout)
+    except Exception as err:  # noqa: BLE001 - any failure, the timeout included, ends in kill
+        logger.warning("labrun: the pool did not close in time (%r); killing its processes", err)
+    finally:
+        # Else distributed's exit hook closes it again, synchronously on a stopped event
+        # loop, and the process hangs at exit.
+        cluster.status = Status.closed
+        await kill_processes([*processes, *pool_processes(cluster)])
+
+
+async def _close_processes(cluster: SpecCluster, nannies: list[Nanny], timeout: float) -> None:
+    # A nanny kills its worker once 80% of its timeout passed without the worker closing.
     await asyncio.gather(
-        *(n.close(timeout=2, reason="labrun-shutdown") for n in nannies),
+        *(n.close(timeout=max(timeout - 0.5, 0.5), reason="labrun-shutdown") for n in nannies),
         return_exceptions=True,
     )
-    scheduler = cluster.scheduler
-    if scheduler is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(scheduler.close(), timeout)
-    # Else distributed's exit hook closes it again, synchronously on a stopped event
-    # loop, and the process hangs at exit.
-    cluster.status = Status.closed
+    if cluster.scheduler is not None:
+        # A subprocess scheduler is killed; it has nothing to save.
+        await cluster.scheduler.close()
+    if cluster.scheduler_comm is not None:
+        await cluster.scheduler_comm.close_rpc()
 
 
-def _scheduler_alive(cluster: SpecCluster) -> bool:
+def _nannies(cluster: SpecCluster) -> list[Nanny]:
+    """The cluster's nannies, those still starting included (a stop during the start):
+    ``SpecCluster`` lists a worker in ``workers`` only once it started."""
+    workers = {*cluster.workers.values(), *getattr(cluster, "_created", ())}
+    return [w for w in workers if isinstance(w, Nanny)]
+
+
+def pool_processes(cluster: SpecCluster) -> list[psutil.Process]:
+    """The processes of a local pool: its scheduler, its workers and what they started."""
+    pids = []
     scheduler = cluster.scheduler
-    if not isinstance(scheduler, SubprocessScheduler):
-        return True
-    process = scheduler.process
-    if process is None or process.returncode is not None:
-        return False
-    # Dead but not yet reaped by the event loop's child watcher: a zombie.
+    if isinstance(scheduler, SubprocessScheduler) and scheduler.process is not None:
+        pids.append(scheduler.process.pid)
+    pids.extend(nanny.pid for nanny in _nannies(cluster) if nanny.pid)
+    found = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            found.extend([root, *root.children(recursive=True)])
+        except psutil.Error:
+            continue  # gone already
+    return found
+
+
+async def kill_processes(processes: list[psutil.Process], wait: float = 2.0) -> None:
+    """SIGKILL each of ``processes`` still running and wait, briefly, until they are gone.
+
+    ``psutil.Process`` remembers its start time, so a pid reused since is left alone.
+    """
+    killed = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if running(process):
+                process.kill()
+                killed.append(process)
+    if killed:
+        logger.warning("labrun: killed %d process(es) of the pool", len(killed))
+    deadline = time.monotonic() + wait
+    while any(running(p) for p in killed) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def running(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs: a zombie is dead, waiting for its parent to reap it."""
     try:
-        return psutil.Process(process.pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
 
 

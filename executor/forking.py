@@ -269,6 +269,11 @@ def main(preload: list[str]) -> None:
         if pid == 0:
             _become_kernel(request)
         answer({"pid": pid})
+    # The worker closed the pipe: it is stopping, and waits for this process. Nothing is
+    # left to clean up, and a normal exit's garbage collection of everything the zygote
+    # imported would cost a second of a starved CPU.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from labrun.client import Client
 from labrun.errors import LabrunError
 from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
 
-from . import worker_id
+from . import quick_exit, worker_id
 from .kernels import KernelPool
 from .nvml import Gpus, open_gpus, owned_indices
 
@@ -162,6 +163,11 @@ class LabrunWorkerPlugin(WorkerPlugin):
     packages: list[str] | None = None
 
     async def setup(self, worker: Worker) -> None:
+        quick_exit()
+        if worker.nanny is not None and threading.current_thread() is threading.main_thread():
+            # Its nanny stops it, in order, jobs and kernels included. A terminal's Ctrl-C
+            # reaches every process of the group, this one too, and would cut that short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         # The token this plugin was registered with may have expired since: a newer one?
         self._take(await worker.scheduler.get_metadata(keys=POOL_TOKEN_KEY, default=None))
         self._setup(worker)

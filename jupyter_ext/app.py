@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
+import signal
+from pathlib import Path
 from typing import Any
 
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode, default
 
+from labrun.errors import LabrunError
+from labrun.executor import quick_exit
 from labrun.settings import API_PREFIX, data_dir
 
 from .access import PoolToken, RunAccess, TokenGuard
@@ -18,7 +26,7 @@ from .handlers.base import NoRouteHandler, tornado_pattern
 from .openapi import build_document
 from .routes import ROUTES
 from .store import Database, Store, check_schema
-from .store.database import sqlite_url
+from .store.database import check_writable, ensure_folder, sqlite_url
 
 
 class LabRun(ExtensionApp):
@@ -172,17 +180,23 @@ class LabRun(ExtensionApp):
     pool_token: PoolToken
     openapi: dict[str, Any]
     dispatcher: Dispatcher
+    _stopping: asyncio.Future[None] | None = None
 
     def initialize_settings(self) -> None:
-        url = self.db_url or sqlite_url(data_dir() / "labrun.db")
-        self.db = Database(url)
-        # At start-up, before the server takes requests: the one time the store is used
-        # synchronously.
-        check_schema(self.db.engine, auto_upgrade=self.auto_upgrade)
-        root = self.artifact_root or str(data_dir() / "artifacts")
-        self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
-        self.guard = TokenGuard(self.store, self.db.run)
-        self.access = RunAccess(self.store, self.db.run)
+        try:
+            self._open_store()
+        except Exception as err:
+            if hasattr(self, "db"):
+                self.db.close()
+            if isinstance(err, LabrunError):
+                reason = err.message
+            else:
+                self.log.exception("labrun: the store failed to open")
+                reason = f"{type(err).__name__}: {err}"
+            # Jupyter Server logs an Exception from an extension's start and serves on
+            # without it, so every labrun request would get a 404 page. A SystemExit gets
+            # through and stops the server before it listens, with this line last.
+            raise SystemExit(f"Error: labrun cannot start: {reason}") from None
         self.events = EventBus()
         self.openapi = build_document(ROUTES)
         self.dispatcher = Dispatcher(
@@ -214,6 +228,30 @@ class LabRun(ExtensionApp):
             "labrun: store at %s", self.db.engine.url.render_as_string(hide_password=True)
         )
 
+    def _open_store(self) -> None:
+        """Open the store and check everything it needs, at start rather than first use:
+        the schema, a real write to the database, and the folders labrun writes to."""
+        local_pool = self.start_pool and not self.dask_scheduler
+        if not (self.db_url and self.artifact_root) or local_pool:
+            fix = "set LABRUN_DATA_DIR to a folder this user can write"
+            ensure_folder(data_dir(), "labrun's data", fix, probe=True)
+        url = self.db_url or sqlite_url(data_dir() / "labrun.db")
+        self.db = Database(url)
+        # At start-up, before the server takes requests: the one time the store is used
+        # synchronously.
+        check_schema(self.db.engine, auto_upgrade=self.auto_upgrade)
+        check_writable(self.db.engine)
+        root = self.artifact_root or str(data_dir() / "artifacts")
+        if get_protocol(root) in LocalFileSystem.protocol:
+            fix = (
+                "set c.LabRun.artifact_root (or LABRUN_ARTIFACT_ROOT) to a folder this user "
+                "can write"
+            )
+            ensure_folder(Path(url_to_fs(root)[1]), "artifacts", fix, probe=True)
+        self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
+        self.guard = TokenGuard(self.store, self.db.run)
+        self.access = RunAccess(self.store, self.db.run)
+
     def initialize_handlers(self) -> None:
         self.handlers.extend(
             (API_PREFIX + tornado_pattern(path), handler) for path, handler in ROUTES
@@ -225,11 +263,27 @@ class LabRun(ExtensionApp):
         # The server's URL is known only now; workers use it to report back.
         settings = self.dispatcher.settings
         settings.server_url = self.public_url or serverapp.connection_url
+        quick_exit()
+        if settings.start_local and not settings.scheduler:
+            # The local pool's processes share the server's process group, so a terminal's
+            # Ctrl-C has reached them too: stop at once, as on SIGTERM. Jupyter would ask
+            # to confirm (in a terminal) or skip every extension's stop (elsewhere).
+            signal.signal(signal.SIGINT, lambda signum, frame: self._stop_on_signal(serverapp))
         if self.dispatcher.state != "disabled":
             await self.pool_token.start()
         await self.dispatcher.start()
 
+    def _stop_on_signal(self, serverapp: Any) -> None:
+        self.log.critical("labrun: received SIGINT, stopping")
+        serverapp.stop(from_signal=True)
+
     async def stop_extension(self) -> None:
+        # A second signal during the stop runs Jupyter's clean-up again: one stop serves both.
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         if hasattr(self, "pool_token"):
             await self.pool_token.stop()
         if hasattr(self, "dispatcher"):

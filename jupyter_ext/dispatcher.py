@@ -51,6 +51,9 @@ RUNNING_FLOOR_HOURS = 1 / 60
 LOST_GRACE = 3.0
 # How often the dispatcher looks for %%mlrun cells whose kernel went away unrecorded.
 ORPHAN_CHECK_EVERY = 5.0
+# Seconds a stop may spend closing the pool gracefully; its processes are killed after.
+# The server must exit within 10 s of a SIGTERM, on a starved CPU too.
+STOP_TIMEOUT = 5.0
 
 
 @dataclass
@@ -153,7 +156,7 @@ class Dispatcher:
     async def _connect(self) -> None:
         from distributed import Client
 
-        from labrun.executor.cluster import start_local_cluster
+        from labrun.executor.cluster import local_cluster
         from labrun.executor.plugin import POOL_TOKEN_KEY, LabrunWorkerPlugin
 
         s = self.settings
@@ -169,9 +172,10 @@ class Dispatcher:
                     "runs and c.LabRun.dask_scheduler (or LABRUN_DASK_SCHEDULER)"
                 ) from err
         else:
-            self.cluster = await start_local_cluster(
+            self.cluster = local_cluster(
                 cpu_workers=s.local_workers or None, local_directory=s.local_directory
             )
+            await self.cluster
             self.client = await Client(self.cluster, asynchronous=True)
         assert self.client is not None
         # First where workers look for a newer token, then the plugin: a worker set up in
@@ -222,20 +226,30 @@ class Dispatcher:
                 pass
             self._wake.clear()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop dispatching and let go of the pool, in ``timeout`` seconds at most.
+
+        Queued and running jobs stay rows in the store; the next start takes them up. A
+        local pool is closed, and what of it is still running after the time is killed.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
         if self._task is not None:
+            # Also a pool still starting: what started of it is closed below.
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=1.0)
         for entry in self.inflight.values():
             if entry.task is not None:
                 entry.task.cancel()
         if self.client is not None:
-            await self.client.close(timeout=2)
+            # The scheduler may be gone already (the same Ctrl-C reached it): no waiting
+            # on it beyond a moment.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.client.close(timeout=1), 1.5)
         if self.cluster is not None:
             from labrun.executor.cluster import close_cluster
 
-            await close_cluster(self.cluster)
+            left = deadline - asyncio.get_running_loop().time()
+            await close_cluster(self.cluster, timeout=max(left, 0.5))
 
     @property
     def scheduler_address(self) -> str | None:

@@ -74,6 +74,13 @@ class ServerError(LabrunError):
     code = "internal_error"
 
 
+class StoreUnavailable(LabrunError):
+    """The run store cannot be opened or written (a folder, a file or a database)."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 class SchemaMismatch(LabrunError):
     """The database was written by another labrun version."""
 
@@ -91,6 +98,7 @@ _BY_CODE: dict[str, type[LabrunError]] = {
         Conflict,
         PayloadTooLarge,
         ServerUnavailable,
+        StoreUnavailable,
         SchemaMismatch,
     )
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,11 +21,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from labrun.errors import InvalidRequest, SchemaMismatch
+from labrun.errors import InvalidRequest, SchemaMismatch, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -46,6 +48,32 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def ensure_folder(path: Path, what: str, fix: str, *, probe: bool = False) -> Path:
+    """``path``, created if missing; a folder that cannot be made (or, with ``probe``,
+    written: a real file, as permissions say nothing to root) is a one-line error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if probe:
+            with tempfile.TemporaryFile(dir=path, prefix=".labrun-write-probe-"):
+                pass
+    except OSError as err:
+        doing = "write to" if path.is_dir() else "create"
+        raise StoreUnavailable(
+            f"cannot {doing} the folder {str(path)!r} for {what} ({err.strerror or err}); {fix}"
+        ) from None
+    return path
+
+
+def sqlite_path(parsed: URL) -> Path | None:
+    """The file of a SQLite URL (also ``sqlite:///file:PATH?mode=ro&uri=true``); None in memory."""
+    database = parsed.database or ""
+    if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = database.removeprefix("file:")
+    if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url`` with the settings labrun relies on."""
     try:
@@ -56,8 +84,13 @@ def make_engine(url: str) -> Engine:
             "postgresql+psycopg://USER@HOST:PORT/DB"
         ) from err
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(parsed)
+        if path is not None:
+            ensure_folder(
+                path.parent,
+                "the database",
+                "point c.LabRun.db_url (or LABRUN_DB_URL) at a folder this user can write",
+            )
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _configure_sqlite)
         return engine
@@ -67,9 +100,22 @@ def make_engine(url: str) -> Engine:
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # The option is a ConfigParser value: a % (URL-encoded, as in file%3A or a password)
+    # must be doubled.
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def _unavailable(engine: Engine, err: DBAPIError, doing: str, fix: str) -> StoreUnavailable:
+    url = engine.url.render_as_string(hide_password=True)
+    # The driver's own first line says why (no such host, read-only, no permission).
+    reason = str(err.orig).strip().splitlines()[0] if err.orig is not None else str(err)
+    return StoreUnavailable(f"cannot {doing} the database {url} ({reason}); {fix}")
+
+
+CHECK_URL = "check c.LabRun.db_url (or LABRUN_DB_URL, or --db-url) and that the database is up"
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
@@ -77,9 +123,47 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     script = ScriptDirectory.from_config(alembic_config(engine))
     head = script.get_current_head()
     assert head is not None
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as err:
+        raise _unavailable(engine, err, "open", CHECK_URL) from None
     return current, head
+
+
+def check_not_newer(engine: Engine) -> tuple[str | None, str]:
+    """The schema revisions, refusing a database that a newer labrun wrote."""
+    current, head = schema_revisions(engine)
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current is not None and current not in known:
+        url = engine.url.render_as_string(hide_password=True)
+        raise SchemaMismatch(
+            f"the database {url} has schema revision {current!r}, written by a newer labrun "
+            f"(this one knows up to {head!r}); upgrade labrun (`pip install -U labrun`) "
+            "or point c.LabRun.db_url at another database"
+        )
+    return current, head
+
+
+def check_writable(engine: Engine) -> None:
+    """Refuse a store that cannot be written, now rather than at the first write.
+
+    A real write, rolled back: permissions say nothing when the server runs as root, and
+    a read-only file, mount, ``?mode=ro`` URL or PostgreSQL role all fail only here.
+    """
+    try:
+        with engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            transaction.rollback()
+    except DBAPIError as err:
+        raise _unavailable(
+            engine,
+            err,
+            "write to",
+            "make it writable for the user the server runs as, or point c.LabRun.db_url at "
+            "a database it can write",
+        ) from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -90,30 +174,27 @@ def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
-def check_schema(engine: Engine, *, auto_upgrade: bool) -> None:
+def check_schema(engine: Engine, *, auto_upgrade: bool) -> tuple[str | None, str]:
     """Make sure the database has this labrun's schema, upgrading it if allowed.
 
     A database from a newer labrun is never touched; an older one is upgraded only with
-    ``auto_upgrade``, and otherwise the error names the command that upgrades it.
+    ``auto_upgrade``, and otherwise the error names the command that upgrades it. Returns
+    the revision found and the one the database has now.
     """
-    current, head = schema_revisions(engine)
+    current, head = check_not_newer(engine)
     if current == head:
-        return
-    script = ScriptDirectory.from_config(alembic_config(engine))
-    known = {rev.revision for rev in script.walk_revisions()}
+        return current, head
     url = engine.url.render_as_string(hide_password=True)
-    if current is not None and current not in known:
-        raise SchemaMismatch(
-            f"the database {url} has schema revision {current!r}, written by a newer labrun "
-            f"(this one knows up to {head!r}); upgrade labrun (`pip install -U labrun`) "
-            "or point c.LabRun.db_url at another database"
-        )
     if not auto_upgrade:
         raise SchemaMismatch(
             f"the database {url} has schema revision {current!r}; this labrun needs {head!r}. "
             f"Upgrade it with `labrun db upgrade --db-url {url}`"
         )
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except DBAPIError as err:
+        raise _unavailable(engine, err, "upgrade", CHECK_URL) from None
+    return current, head
 
 
 class Database:

@@ -7,6 +7,7 @@ small grid with live progress, runs the sweep's report, and prints what it recor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -31,6 +33,10 @@ from .jobs import code_state, follow, read_notebook
 from .output import console
 from .reports import wait_for_sweep_report
 from .runs import print_runs_table
+
+# Seconds the embedded server gets to stop. It gives its pool 5 s, then kills what is left of
+# it, also on a starved CPU; `labrun demo` must be gone within 10 s of a SIGTERM or Ctrl-C.
+SERVER_STOP_TIMEOUT = 7.0
 
 
 def _free_port() -> int:
@@ -82,8 +88,73 @@ def embedded_server() -> Iterator[Client]:
         with Client(url, token) as client:
             yield client
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(15)
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = SERVER_STOP_TIMEOUT) -> None:
+    """Stop the embedded server and every process it started, in ``timeout`` seconds or so.
+
+    SIGTERM goes to the server alone, so it closes its pool in order: sent to its whole
+    process group, it would kill the pool's workers under their nannies, which would start
+    them again. What still runs after the timeout is killed: the server's process group,
+    and its descendants in sessions of their own (the workers' kernel zygotes and kernels).
+    """
+    tree = _descendants(process.pid)
+    # A second Ctrl-C must not cut this short and leave the server running.
+    with _signals_ignored():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                console.print(f"the labrun server did not stop in {timeout:.0f} s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        # Kernels and zygotes leave on their own once their parent is gone: a moment, then
+        # they are killed.
+        _kill_survivors(tree, grace=1.0)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _descendants(pid: int) -> list[Any]:
+    try:
+        import psutil
+
+        return list(psutil.Process(pid).children(recursive=True))
+    except Exception:  # noqa: BLE001 - no psutil (no local pool), or the server is gone
+        return []
+
+
+def _kill_survivors(processes: list[Any], grace: float) -> None:
+    if not processes:
+        return
+    import psutil
+
+    def alive() -> list[Any]:
+        running = []
+        for p in processes:
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    running.append(p)
+        return running
+
+    deadline = time.monotonic() + grace
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in alive():
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 def example_notebooks() -> Path:
@@ -137,6 +208,20 @@ def demo(project: str, epochs: int, workdir: Path | None) -> None:
     source = example_notebooks()
     for name in ("train_classifier.ipynb", "sweep_report.ipynb"):
         shutil.copyfile(source / name, workdir / name)
+    # SIGTERM stops the demo as Ctrl-C does: through the clean-up that stops the server.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        failed, reported = run_demo(project, epochs, workdir, source)
+    except KeyboardInterrupt:
+        console.print(
+            "\nlabrun demo stopped. What it ran so far is in the store: `jupyter lab` shows it."
+        )
+        return
+    raise SystemExit(max(failed, reported))
+
+
+def run_demo(project: str, epochs: int, workdir: Path, source: Path) -> tuple[int, int]:
+    """The demo's sweep and report; the exit statuses of both."""
     with embedded_server() as client:
         console.print(f"labrun server at [bold]{client.url}[/] (store in {data_dir()})")
         pool = wait_for_pool(client)
@@ -180,4 +265,4 @@ def demo(project: str, epochs: int, workdir: Path | None) -> None:
             "jobs, and Reports this report. From the shell: "
             f"`labrun runs --sweep {sweep.sweep.id}`, `labrun show {best.id}`, `labrun reports`."
         )
-    raise SystemExit(max(failed, reported))
+    return failed, reported

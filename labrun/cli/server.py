@@ -72,8 +72,8 @@ def _engine(db_url: str | None):
 def upgrade(db_url: str | None) -> None:
     """Upgrade the database to this labrun's schema."""
     database, engine = _engine(db_url)
-    before, head = database.schema_revisions(engine)
-    database.upgrade(engine)
+    # Refuses, in one line, a database that a newer labrun wrote.
+    before, head = database.check_schema(engine, auto_upgrade=True)
     click.echo(f"schema {before or 'empty'} -> {head}")
 
 

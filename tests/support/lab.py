@@ -85,7 +85,8 @@ class JupyterLab:
             "LABRUN_DATA_DIR": str(self.data_dir),
         }
 
-    def start(self, timeout: float = 90.0) -> None:
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The ``jupyter lab`` command line and its environment."""
         env = self._configure()
         command = [
             *(sys.executable, "-m", "jupyterlab", "--no-browser"),
@@ -97,6 +98,10 @@ class JupyterLab:
         ]
         if os.geteuid() == 0:  # CI containers run as root
             command.append("--allow-root")
+        return command, env
+
+    def start(self, timeout: float = 90.0) -> None:
+        command, env = self.command()
         self.process = subprocess.Popen(
             command,
             stdout=self.log_path.open("ab"),
