@@ -48,6 +48,7 @@ from labrun import tracking
 from labrun.delivery import AppendLogsOp, ArtifactOp, Outbox, UpdateRunOp
 from labrun.errors import Conflict, LabrunError, NotFound
 from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
+from labrun.records import CellRecord
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -717,14 +718,14 @@ def _finish(
             # A short cell whose kernel waits for it: the kernel records the end right
             # after it creates the run, so this worker need not look the run up (polling
             # while the kernel's record is on its way) nor send anything.
-            result["record"] = {
-                "status": status.value,
-                "error": record,
-                "log": [entry.model_dump() for entry in execution.log],
-                "started": execution.started,
-                "worker": reporter.plugin.id,
-                "devices": execution.devices,
-            }
+            result["record"] = CellRecord(
+                status=status,
+                error=record,
+                log=execution.log,
+                started=execution.started,
+                worker=reporter.plugin.id,
+                devices=execution.devices,
+            ).model_dump(mode="json")
             # Kept a while: should the kernel go away before it records this, the server
             # settles the run from here (see cell_outcomes).
             reporter.plugin.outcomes.keep(reporter.key, result["record"])

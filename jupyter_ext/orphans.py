@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from labrun.errors import Conflict
-from labrun.models import LogEntryIn, RunStatus, UpdateRun
+from labrun.models import RunStatus, UpdateRun
+from labrun.records import CellRecord
 
 from .store.models import utcnow
 
@@ -67,14 +67,7 @@ async def settle_orphan_cells(
     for cell in orphans:
         record = found.get(cell.key)
         if record is not None:
-            update = UpdateRun(
-                status=RunStatus(record["status"]),
-                error=record["error"],
-                started_at=datetime.fromtimestamp(record["started"], timezone.utc),
-                worker=record["worker"],
-                devices=record["devices"],
-                log=[LogEntryIn(**entry) for entry in record["log"]] or None,
-            )
+            update = CellRecord.model_validate(record).update()
         elif (now - cell.created_at).total_seconds() > ORPHAN_GIVE_UP:
             message = (
                 "its kernel went away before recording how it ended, and no worker remembers it"

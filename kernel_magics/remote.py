@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
-from datetime import datetime, timezone
 from typing import Any
 
 import cloudpickle
@@ -28,7 +27,8 @@ from labrun.client import Client
 from labrun.delivery import CancelRunOp, Outbox, UpdateRunOp
 from labrun.errors import LabrunError
 from labrun.executor.cells import CellSession, Packed, pack, stop_cell, unpack_all
-from labrun.models import CreateRun, LogEntryIn, PoolStatus, RunKind, RunStatus, UpdateRun
+from labrun.models import CreateRun, PoolStatus, RunKind, RunStatus, UpdateRun
+from labrun.records import CellRecord
 
 logger = logging.getLogger("labrun.magics")
 
@@ -392,14 +392,7 @@ class CellRun:
         One request: the status with its log, which the server appends only if the run
         takes that status now (a cancel or the server's own settling may have come first).
         """
-        update = UpdateRun(
-            status=RunStatus(record["status"]),
-            error=record["error"],
-            started_at=datetime.fromtimestamp(record["started"], timezone.utc),
-            worker=record["worker"],
-            devices=record["devices"],
-            log=[LogEntryIn(**entry) for entry in record["log"]] or None,
-        )
+        update = CellRecord.model_validate(record).update()
         self.pool.bookkeeper.submit(UpdateRunOp(run_key=self.key, body=update))
 
     def _record_failure(self, error: dict[str, Any]) -> None:

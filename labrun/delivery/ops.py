@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from labrun.client import Client
 from labrun.models import CreateReport, CreateRun, LinkDataset, LogEntryIn, UpdateRun
 
 # One metric point: (key, value, step, time).
@@ -25,6 +26,10 @@ class RunTarget(BaseModel):
     run_id: int | None = None
     run_key: str | None = None
 
+    def send_to(self, client: Client, run_id: int) -> Any:
+        """Send this to the server for the run ``run_id``; the server's answer."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         return (
             f"run {self.run_id}" if self.run_id is not None else f"the run with key {self.run_key}"
@@ -35,10 +40,16 @@ class CreateRunOp(BaseModel):
     kind: Literal["create_run"] = "create_run"
     body: CreateRun
 
+    def send(self, client: Client) -> Any:
+        return client.create_run(self.body)
+
 
 class UpdateRunOp(RunTarget):
     kind: Literal["update_run"] = "update_run"
     body: UpdateRun
+
+    def send_to(self, client: Client, run_id: int) -> Any:
+        return client.update_run(run_id, self.body)
 
 
 class AppendLogsOp(RunTarget):
@@ -46,16 +57,25 @@ class AppendLogsOp(RunTarget):
     entries: list[LogEntryIn]
     attempt: int | None = None  # the attempt of the run that wrote them
 
+    def send_to(self, client: Client, run_id: int) -> Any:
+        return client.append_logs(run_id, self.entries, attempt=self.attempt)
+
 
 class MetricsOp(RunTarget):
     kind: Literal["metrics"] = "metrics"
     batch_id: str
     rows: list[Point]
 
+    def send_to(self, client: Client, run_id: int) -> Any:
+        return client.post_metrics_json(run_id, encode_batch(self.batch_id, self.rows))
+
 
 class LinkDatasetOp(RunTarget):
     kind: Literal["link_dataset"] = "link_dataset"
     body: LinkDataset
+
+    def send_to(self, client: Client, run_id: int) -> Any:
+        return client.link_dataset(run_id, self.body)
 
 
 class ArtifactOp(RunTarget):
@@ -67,14 +87,25 @@ class ArtifactOp(RunTarget):
     data: bytes = Field(b"", exclude=True)
     blob: str | None = None
 
+    def send_to(self, client: Client, run_id: int) -> Any:
+        return client.upload_artifact(
+            run_id, self.name, self.data, content_type=self.content_type, kind=self.artifact_kind
+        )
+
 
 class CancelRunOp(RunTarget):
     kind: Literal["cancel_run"] = "cancel_run"
+
+    def send_to(self, client: Client, run_id: int) -> Any:
+        return client.cancel_run(run_id)
 
 
 class CreateReportOp(BaseModel):
     kind: Literal["create_report"] = "create_report"
     body: CreateReport
+
+    def send(self, client: Client) -> Any:
+        return client.create_report(self.body)
 
 
 Op = Annotated[

@@ -22,7 +22,6 @@ whose run the kernel creates), which the outbox resolves when it sends.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -48,19 +47,13 @@ from labrun.errors import (
 )
 
 from .ops import (
-    AppendLogsOp,
-    ArtifactOp,
-    CancelRunOp,
     CreateReportOp,
     CreateRunOp,
     Item,
-    LinkDatasetOp,
     MetricsOp,
     Point,
     RunTarget,
-    UpdateRunOp,
     describe_target,
-    encode_batch,
 )
 from .spool import Spool
 
@@ -132,6 +125,12 @@ class Outbox:
             if outbox is None or outbox._closing:
                 outbox = cls._all[key] = cls(client)
             return outbox
+
+    @classmethod
+    def open_ones(cls) -> list[Outbox]:
+        """Every outbox of this process that is not closed."""
+        with cls._all_lock:
+            return [outbox for outbox in cls._all.values() if not outbox._closing]
 
     @classmethod
     def renew_token(cls, url: str, old: str, new: str) -> None:
@@ -437,35 +436,19 @@ class Outbox:
                 return None
 
     def _send(self, client: Client, op: BaseModel) -> Any:
-        if isinstance(op, CreateRunOp):
-            described = client.create_run(op.body)
-            if op.body.key:
-                self._ids[op.body.key] = described.id
-            return described
-        if isinstance(op, CreateReportOp):
-            return client.create_report(op.body)
-        assert isinstance(op, RunTarget)
-        run_id = op.run_id
-        if run_id is None:
-            assert op.run_key is not None
-            run_id = self.resolve(op.run_key, client=client)
+        if isinstance(op, RunTarget):
+            run_id = op.run_id
             if run_id is None:
-                raise NotFound(f"no run was created with key {op.run_key}")
-        if isinstance(op, MetricsOp):
-            return client.post_metrics_json(run_id, encode_batch(op.batch_id, op.rows))
-        if isinstance(op, UpdateRunOp):
-            return client.update_run(run_id, op.body)
-        if isinstance(op, AppendLogsOp):
-            return client.append_logs(run_id, op.entries, attempt=op.attempt)
-        if isinstance(op, LinkDatasetOp):
-            return client.link_dataset(run_id, op.body)
-        if isinstance(op, ArtifactOp):
-            return client.upload_artifact(
-                run_id, op.name, op.data, content_type=op.content_type, kind=op.artifact_kind
-            )
-        if isinstance(op, CancelRunOp):
-            return client.cancel_run(run_id)
-        raise TypeError(f"not an outbox operation: {op!r}")
+                assert op.run_key is not None
+                run_id = self.resolve(op.run_key, client=client)
+                if run_id is None:
+                    raise NotFound(f"no run was created with key {op.run_key}")
+            return op.send_to(client, run_id)
+        assert isinstance(op, CreateRunOp | CreateReportOp)
+        answer = op.send(client)
+        if isinstance(op, CreateRunOp) and op.body.key:
+            self._ids[op.body.key] = answer.id
+        return answer
 
     def _split(self, client: Client, op: MetricsOp, err: LabrunError) -> None:
         """Store the good points of a refused batch; name the bad ones once."""
@@ -501,32 +484,3 @@ class Outbox:
             shown,
             more,
         )
-
-
-def flush_all(timeout: float = 30.0) -> bool:
-    """Deliver everything this process has put or logged, to every server: True when it all
-    arrived within ``timeout`` (a job's kernel runs this before it is shut down)."""
-    deadline = time.monotonic() + timeout
-    with Outbox._all_lock:
-        outboxes = [outbox for outbox in Outbox._all.values() if not outbox._closing]
-    return all(outbox.flush(max(0.0, deadline - time.monotonic())) for outbox in outboxes)
-
-
-@atexit.register
-def _close_all() -> None:
-    # labrun.tracking imports this module before it registers its own at-exit finish, and
-    # at-exit functions run last-registered first: the runs finish, then their last records
-    # are sent, or kept in the spool for the next process.
-    with Outbox._all_lock:
-        outboxes = list(Outbox._all.values())
-    for outbox in outboxes:
-        if not outbox._closing:
-            left = outbox.close(timeout=2.0)
-            if left:
-                log.warning(
-                    "labrun: %d record(s) could not reach %s; they wait in %s and are sent the "
-                    "next time labrun runs on this machine",
-                    left,
-                    outbox.client.url,
-                    outbox.spool.path,
-                )
