@@ -19,7 +19,6 @@ from sqlalchemy import text
 from support.lab import JupyterLab
 from support.postgres import free_port
 
-from labrun.jupyter_ext import auth
 from labrun.jupyter_ext.store import Database, Store, database
 
 pytestmark = pytest.mark.timeout(300)
@@ -42,7 +41,7 @@ def used_database(path: Path) -> str:
     url = f"sqlite:///{path}"
     db = Database(url)
     database.check_schema(db.engine, auto_upgrade=True)
-    Store(db, artifact_root=str(path.parent / "artifacts")).secret("token_secret", auth.new_secret)
+    assert Store(db, artifact_root=str(path.parent / "artifacts")).tokens.secret
     db.close()
     return url
 
