@@ -54,6 +54,9 @@ ORPHAN_CHECK_EVERY = 5.0
 # Seconds a stop may spend closing the pool gracefully; its processes are killed after.
 # The server must exit within 10 s of a SIGTERM, on a starved CPU too.
 STOP_TIMEOUT = 5.0
+# Seconds a submission waits for a starting pool to check its GPUs: well inside the 30 s a
+# client waits for an answer.
+CHECK_GPUS_WAIT = 10.0
 
 
 @dataclass
@@ -305,7 +308,15 @@ class Dispatcher:
         """Refuse a job no worker could ever run (Dask would leave it pending forever)."""
         if self.state == "disabled":
             return
-        await self.wait_ready()
+        try:
+            # A pool that is still starting (just after `jupyter lab`, on a busy machine) may
+            # take longer than a client waits for an answer; the job is queued durably
+            # either way, so it is accepted without the check rather than timing out.
+            await self.wait_ready(timeout=CHECK_GPUS_WAIT)
+        except ServerUnavailable:
+            if self.state == "starting":
+                return
+            raise
         if self.state == "error":
             raise ServerUnavailable(f"the pool is unavailable: {self.message}")
         await self._refresh_workers(force=True)
