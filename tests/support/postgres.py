@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster, started from the installed binaries (RECIPE.md)."""
+"""A throwaway PostgreSQL cluster, started from the installed Debian binaries."""
 
 from __future__ import annotations
 
