@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support.git import commit_all
 from support.lab import (
@@ -146,6 +147,105 @@ def test_runs_are_listed_newest_first_filtered_and_sorted(
     assert names_shown(page) == ["resnet"]
     page.click('.jp-labrun-chip[data-status="failed"]')
     page.wait_for_function("document.querySelectorAll('.jp-labrun-body [data-run-id]').length >= 5")
+
+
+# Whether an element lies inside another's box, and shows its text in full (not cut off
+# with an ellipsis: what overflows a box makes its scrollWidth exceed its clientWidth).
+FITS = """([el, box]) => {
+  const a = el.getBoundingClientRect(), b = box.getBoundingClientRect();
+  return {
+    inside: a.left >= b.left && a.right <= b.right && a.top >= b.top && a.bottom <= b.bottom,
+    box: [a.left, a.right, a.top, a.bottom, b.left, b.right, b.top, b.bottom].map(Math.round),
+    whole: el.scrollWidth <= el.clientWidth,
+    text: el.textContent,
+  };
+}"""
+
+
+def fits(page: Any, selector: str, box: str = ".jp-labrun-sidebar") -> list[dict[str, Any]]:
+    """For each element matching ``selector``: inside ``box``, its text whole."""
+    container = page.locator(box).element_handle()
+    return [
+        page.evaluate(FITS, [element, container])
+        for element in page.locator(selector).element_handles()
+    ]
+
+
+def test_at_the_default_width_the_tabs_name_status_and_metric_show_in_full(
+    browser: Any, lab: JupyterLab, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    # Given the sidebar opened in a fresh workspace, at JupyterLab's default width
+    page = browser.new_page()
+    try:
+        open_sidebar(page, lab, "lab/workspaces/default-width", widen=False)
+        row = run_row(seeded["unet-small"])
+        page.locator(f"{row} .jp-labrun-metric-value:text-is('0.025')").wait_for()
+        width = page.locator(".jp-labrun-sidebar").bounding_box()["width"]
+        assert width < 300, f"the sidebar was {width}px wide, not JupyterLab's default"
+        screenshot(page, "runs-default-width", tmp_path)
+
+        # Then every tab's label, and the run's name, status and metric value, show whole
+        tabs = fits(page, ".jp-labrun-sidebar .lm-TabBar-tab")
+        assert [t["text"] for t in tabs] == ["Runs", "Queues", "GPUs", "Reports"]
+        labels = fits(page, ".jp-labrun-sidebar .lm-TabBar-tabLabel")
+        cells = [
+            f"{row} .jp-labrun-col-name",
+            f"{row} .jp-labrun-status",
+            f"{row} .jp-labrun-col-metric",
+            f"{row} .jp-labrun-metric-value",
+        ]
+        shown = [*tabs, *labels, *(fit for cell in cells for fit in fits(page, cell))]
+        assert all(fit["inside"] and fit["whole"] for fit in shown), shown
+        assert [fit["text"] for fit in shown[-4:]] == ["unet-small", "completed", "0.025", "0.025"]
+    finally:
+        page.close()
+
+
+def test_a_run_tab_and_the_picked_metric_come_back_after_a_reload(
+    browser: Any, lab: JupyterLab, seeded: dict[str, Any]
+) -> None:
+    # Given a run with a second metric, and the sidebar in a workspace of its own
+    run = {"id": seeded["xss"]}
+    lab.api("POST", f"runs/{run['id']}/metrics", json={"rows": [["acc", 0.5, 0, None]]})
+    settings = f"{lab.url}lab/api/settings/labrun:plugin"
+    page = browser.new_page()
+    try:
+        open_sidebar(page, lab, "lab/workspaces/restore", widen=False)
+        picker = page.locator(".jp-labrun-metric-select")
+        page.locator(f"{run_row(run['id'])}").wait_for()
+        page.locator(".jp-labrun-metric-select option[value=acc]").wait_for(state="attached")
+
+        # When the user picks the metric and opens the run, then reloads the page
+        picker.select_option("acc")
+        page.locator(f"{run_row(run['id'])} .jp-labrun-metric-value:text-is('0.5')").wait_for()
+        page.click(f"{run_row(seeded['unet-large'])} .jp-labrun-col-name")
+        page.locator(f"#labrun-run-{seeded['unet-large']} h2").wait_for()
+        wait_for(
+            lambda: '"acc"' in httpx.get(settings, headers=lab.headers).json().get("raw", ""),
+            what="the picked metric to be saved in the settings",
+        )
+        workspace = f"{lab.url}lab/api/workspaces/restore"
+        wait_for(
+            lambda: (
+                f"labrun-run-{seeded['unet-large']}"
+                in httpx.get(workspace, headers=lab.headers).text
+            ),
+            what="the run's tab to be saved in the workspace",
+        )
+        page.reload()
+
+        # Then the run's tab is back with the run, and the list shows the picked metric
+        detail = page.locator(f"#labrun-run-{seeded['unet-large']}")
+        detail.locator("h2:text-is('unet-large')").wait_for(timeout=60_000)
+        detail.locator(".jp-labrun-chart[data-title=loss] path").wait_for()
+        if not page.locator(".jp-labrun-sidebar").is_visible():
+            page.click(SIDEBAR_TAB)
+        page.locator(f"{run_row(run['id'])} .jp-labrun-metric-value:text-is('0.5')").wait_for()
+        assert picker.input_value() == "acc"
+    finally:
+        page.close()
+        # The other tests' pictures show the loss, the default
+        httpx.put(settings, headers=lab.headers, json={"raw": "{}"}).raise_for_status()
 
 
 def test_a_hostile_run_name_renders_as_text(page: Any, seeded: dict[str, Any]) -> None:
