@@ -402,6 +402,34 @@ def test_gpu_cards_show_each_fake_gpu(page: Any, tmp_path: Path) -> None:
     screenshot(page, "gpus", tmp_path)
 
 
+def test_a_pool_without_gpus_shows_each_workers_cpu_and_memory(
+    browser: Any, tmp_path: Path
+) -> None:
+    # Given a local pool of two workers on a machine without GPUs (the fake's none)
+    lab = JupyterLab(tmp_path / "lab", env={"LABRUN_FAKE_GPUS": "0"})
+    lab.start()
+    page = browser.new_page()
+    try:
+        wait_for_pool(lab, workers=2)  # type: ignore[arg-type]
+        open_sidebar(page, lab, widen=False)
+        show_panel(page, "GPUs")
+
+        # Then the panel says there are no GPUs, and shows each worker's CPU and memory
+        summary = page.locator(".jp-labrun-summary")
+        summary.locator("text=No GPUs in this pool: 2 workers, CPU only.").wait_for(timeout=60_000)
+        workers = page.locator(".jp-labrun-worker")
+        assert workers.count() == 2
+        for worker in workers.all():
+            bars = worker.locator(".jp-labrun-host .jp-labrun-bar-text")
+            # "3.5 GiB / 23.5 GiB" once its first sample is in
+            bars.filter(has_text=re.compile(r"B / \d")).wait_for(timeout=60_000)
+            assert re.fullmatch(r"\d+%", bars.nth(0).inner_text()), bars.nth(0).inner_text()
+        assert page.locator(".jp-labrun-gpu").count() == 0
+    finally:
+        page.close()
+        lab.stop()
+
+
 def test_a_report_opens_rendered_without_running_its_script(
     page: Any, seeded: dict[str, Any], tmp_path: Path
 ) -> None:
