@@ -172,7 +172,7 @@ def fits(page: Any, selector: str, box: str = ".jp-labrun-sidebar") -> list[dict
 
 
 def test_at_the_default_width_the_tabs_name_status_and_metric_show_in_full(
-    browser: Any, lab: JupyterLab, seeded: dict[str, Any], tmp_path: Path
+    browser: Any, lab: JupyterLab, seeded: dict[str, Any]
 ) -> None:
     # Given the sidebar opened in a fresh workspace, at JupyterLab's default width
     page = browser.new_page()
@@ -182,7 +182,6 @@ def test_at_the_default_width_the_tabs_name_status_and_metric_show_in_full(
         page.locator(f"{row} .jp-labrun-metric-value:text-is('0.025')").wait_for()
         width = page.locator(".jp-labrun-sidebar").bounding_box()["width"]
         assert width < 300, f"the sidebar was {width}px wide, not JupyterLab's default"
-        screenshot(page, "runs-default-width", tmp_path)
 
         # Then every tab's label, and the run's name, status and metric value, show whole
         tabs = fits(page, ".jp-labrun-sidebar .lm-TabBar-tab")
