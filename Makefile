@@ -27,8 +27,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 LABEXT := labextension
 LABEXT_OUT := $(LABEXT)/prebuilt/package.json
 LABEXT_SOURCES := $(LABEXT)/package.json $(LABEXT)/yarn.lock $(LABEXT)/tsconfig.json \
-	$(wildcard $(LABEXT)/src/*.ts $(LABEXT)/src/*/*.ts $(LABEXT)/src/*/*.tsx $(LABEXT)/style/* \
-	$(LABEXT)/schema/*)
+	$(wildcard $(LABEXT)/src/*.ts $(LABEXT)/src/*/*.ts $(LABEXT)/src/*/*.tsx $(LABEXT)/style/*)
 JLPM := PATH="$(abspath $(BIN)):$$PATH" CI=true $(abspath $(BIN))/jlpm
 LABEXT_DIR := $(VENV)/share/jupyter/labextensions
 
