@@ -496,6 +496,15 @@ class RegisterWorker(Request):
     nthreads: Count32 = Field(1, description="jobs the worker runs at once")
 
 
+class HostTelemetry(Response):
+    """A worker's latest host sample: what a pool without GPUs has to show."""
+
+    time: float
+    cpu_percent: float | None = None
+    ram_used: int | None = Field(None, description="bytes")
+    ram_total: int | None = Field(None, description="bytes")
+
+
 class DescribeWorker(Response):
     id: str
     host: str
@@ -508,6 +517,9 @@ class DescribeWorker(Response):
     last_heartbeat: datetime
     runs: list[int] = Field(default_factory=list)
     nthreads: int = 1
+    telemetry: HostTelemetry | None = Field(
+        None, description="its latest CPU and memory sample (GET workers; null before one)"
+    )
 
 
 class WorkerList(Response):

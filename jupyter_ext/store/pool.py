@@ -17,6 +17,7 @@ from labrun.models import (
     GpuHistoryQuery,
     GpuList,
     GpuSampleIn,
+    HostTelemetry,
     IngestSamples,
     QueueList,
     RegisterWorker,
@@ -126,9 +127,33 @@ class PoolStore:
             return self._describe_worker(worker), created
 
     def list_workers(self) -> WorkerList:
+        """Every worker, each with its latest host sample (CPU and memory)."""
         with self.db.session() as session:
             rows = session.scalars(select(Worker).order_by(Worker.id)).all()
-            return WorkerList(workers=[self._describe_worker(w) for w in rows])
+            latest = (
+                select(HostSample.worker_id, func.max(HostSample.time).label("time"))
+                .group_by(HostSample.worker_id)
+                .subquery()
+            )
+            telemetry = {
+                s.worker_id: HostTelemetry(
+                    time=s.time,
+                    cpu_percent=s.cpu_percent,
+                    ram_used=s.ram_used,
+                    ram_total=s.ram_total,
+                )
+                for s in session.scalars(
+                    select(HostSample).join(
+                        latest,
+                        (HostSample.worker_id == latest.c.worker_id)
+                        & (HostSample.time == latest.c.time),
+                    )
+                )
+            }
+            workers = [self._describe_worker(w) for w in rows]
+        for worker in workers:
+            worker.telemetry = telemetry.get(worker.id)
+        return WorkerList(workers=workers)
 
     def get_worker(self, worker_id: str) -> DescribeWorker:
         with self.db.session() as session:

@@ -4,11 +4,14 @@
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, showErrorMessage } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IFrame, LabIcon } from '@jupyterlab/ui-components';
+import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
 import { api, reportUrl } from './api';
 import { LabrunContext } from './context';
 import { ServerEvents } from './events';
+import { RestorableTabs } from './restore';
 import { CommandIDs } from './tokens';
 import { CompareView, compareId } from './widgets/compare';
 import { RunDetail } from './widgets/detail';
@@ -30,27 +33,36 @@ const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24">
 /** labrun's sidebar icon. */
 export const labrunIcon = new LabIcon({ name: 'labrun:icon', svgstr: ICON_SVG });
 
+/** The plugin's id; its settings' schema is `schema/plugin.json`. */
+const PLUGIN_ID = 'labrun:plugin';
+
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'labrun:plugin',
+  id: PLUGIN_ID,
   description: 'Runs, queues, GPUs and reports of the labrun pool.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker],
+  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
-    notebooks: INotebookTracker | null
+    notebooks: INotebookTracker | null,
+    settingRegistry: ISettingRegistry | null
   ) => {
-    const openWidget = <T extends MainAreaWidget>(widget: T): T => {
+    /** Show a main-area tab (the one open already, if there is one) and track a new one. */
+    const openWidget = (
+      widget: MainAreaWidget,
+      tabs: RestorableTabs,
+      args: ReadonlyPartialJSONObject
+    ): void => {
       const existing = [...app.shell.widgets('main')].find(w => w.id === widget.id);
       if (existing) {
         widget.dispose();
         app.shell.activateById(existing.id);
-        return existing as T;
+        return;
       }
+      tabs.track(widget, args);
       app.shell.add(widget, 'main');
       app.shell.activateById(widget.id);
-      return widget;
     };
 
     const openNotebook = async (apiPath: string, fileName: string) => {
@@ -88,9 +100,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return { path: panel.context.path, content: panel.context.model.toJSON() };
     };
     const queues = new QueuesPanel(ctx, currentNotebook);
+    const runs = new RunsPanel(ctx);
+    if (settingRegistry) {
+      void rememberMetric(settingRegistry, runs);
+    }
     const sidebar = new LabrunSidebar(
       {
-        runs: new RunsPanel(ctx),
+        runs,
         queues,
         gpus: new GpusPanel(ctx),
         reports: new ReportsPanel(ctx)
@@ -115,6 +131,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       palette?.addItem({ command, category: 'labrun' });
     }
 
+    // Run, comparison and report tabs come back after a reload.
+    const runTabs = new RestorableTabs('labrun-run', CommandIDs.openRun, restorer);
+    const compareTabs = new RestorableTabs('labrun-compare', CommandIDs.compareRuns, restorer);
+    const reportTabs = new RestorableTabs('labrun-report', CommandIDs.openReport, restorer);
+
     app.commands.addCommand(CommandIDs.openRun, {
       label: 'labrun: Open Run',
       execute: args => {
@@ -123,7 +144,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const widget = new MainAreaWidget({ content });
         widget.id = `labrun-run-${id}`;
         widget.title.icon = labrunIcon;
-        openWidget(widget);
+        openWidget(widget, runTabs, { id });
       }
     });
     app.commands.addCommand(CommandIDs.compareRuns, {
@@ -134,7 +155,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const widget = new MainAreaWidget({ content });
         widget.id = compareId(ids);
         widget.title.icon = labrunIcon;
-        openWidget(widget);
+        openWidget(widget, compareTabs, { ids });
       }
     });
     app.commands.addCommand(CommandIDs.openReport, {
@@ -151,7 +172,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         widget.title.label = String(args.name ?? `Report ${id}`);
         widget.title.icon = labrunIcon;
         widget.title.closable = true;
-        openWidget(widget);
+        openWidget(widget, reportTabs, { id, name: widget.title.label });
       }
     });
     app.commands.addCommand(CommandIDs.submitNotebook, {
@@ -172,5 +193,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
   }
 };
+
+/**
+ * Keep the Runs panel's metric in the settings: the one picked last is shown after a reload
+ * (Settings > Settings Editor > labrun shows it too).
+ */
+async function rememberMetric(registry: ISettingRegistry, runs: RunsPanel): Promise<void> {
+  let settings: ISettingRegistry.ISettings;
+  try {
+    settings = await registry.load(PLUGIN_ID);
+  } catch (error) {
+    // Without settings the panel still works; it just does not remember the metric.
+    console.warn('labrun: cannot load the settings', error);
+    return;
+  }
+  const apply = () => runs.setSavedMetric(String(settings.get('metric').composite ?? ''));
+  apply();
+  settings.changed.connect(apply);
+  runs.metricPicked.connect((_, metric) => void settings.set('metric', metric));
+}
 
 export default plugin;

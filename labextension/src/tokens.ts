@@ -175,6 +175,16 @@ export interface IWorker {
   last_heartbeat: string;
   runs: number[];
   nthreads: number;
+  /** Its latest CPU and memory sample, null before the first. */
+  telemetry?: IHostTelemetry | null;
+}
+
+/** A worker's latest host sample. */
+export interface IHostTelemetry {
+  time: number;
+  cpu_percent: number | null;
+  ram_used: number | null;
+  ram_total: number | null;
 }
 
 /** A GPU's latest sample and who holds it. */

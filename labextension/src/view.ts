@@ -161,12 +161,67 @@ export function plottable(value: MetricValue | undefined): value is number {
   return typeof value === 'number' && Number.isFinite(value);
 }
 
-/** The first few parameters of a run as one short line: "lr=0.01 epochs=3". */
-export function keyParams(params: Record<string, unknown>, count = 3): string {
-  return Object.entries(params)
+/**
+ * A run's parameters as one short line: those named by `keys` (in that order) where it has
+ * any of them, else its first `count`: "lr=0.01 epochs=3".
+ */
+export function keyParams(
+  params: Record<string, unknown>,
+  count = 3,
+  keys: string[] | null = null
+): string {
+  const named = (keys ?? []).filter(key => key in params).map(key => [key, params[key]] as const);
+  const entries = named.length ? named : Object.entries(params);
+  return entries
     .slice(0, count)
     .map(([key, value]) => `${key}=${formatValue(value)}`)
     .join(' ');
+}
+
+/**
+ * The parameters whose values differ among `runs` (in the order the runs first name them),
+ * so a sweep over lr and hidden shows `lr` and `hidden`, not the constants it shares. Only
+ * the runs that have a parameter count: a sweep's report run, listed with the sweep, does
+ * not make `epochs` differ by lacking it. Null when nothing differs (one run, or all
+ * alike): then each row shows its first parameters.
+ */
+export function differingParams(runs: Pick<IRunSummary, 'params'>[]): string[] | null {
+  const values = new Map<string, Set<string>>();
+  for (const run of runs) {
+    for (const [key, value] of Object.entries(run.params)) {
+      values.set(key, (values.get(key) ?? new Set()).add(JSON.stringify(value)));
+    }
+  }
+  const differs = [...values.entries()].filter(([, seen]) => seen.size > 1).map(([key]) => key);
+  return differs.length ? differs : null;
+}
+
+/**
+ * The metric the Runs panel shows when the user has not picked one here: the one picked
+ * last (remembered in the settings), else the sweep's target metric, else the first; each
+ * only if the listed runs have it.
+ */
+export function defaultMetric(keys: string[], saved: string, target: string | null): string {
+  for (const choice of [saved, target]) {
+    if (choice && keys.includes(choice)) {
+      return choice;
+    }
+  }
+  return keys[0] ?? '';
+}
+
+/**
+ * The metric a sweep is judged on, if the listed runs say: a sweep, or a report over one,
+ * run with a `target` parameter (as `notebooks/sweep_report.ipynb` takes).
+ */
+export function sweepTarget(runs: Pick<IRunSummary, 'kind' | 'params'>[]): string | null {
+  for (const run of runs) {
+    const target = run.params.target;
+    if (typeof target === 'string' && (run.kind === 'sweep' || 'sweep' in run.params)) {
+      return target;
+    }
+  }
+  return null;
 }
 
 /** Seconds since an ISO time, as "5s", "3m", "2h" or "4d". */
@@ -290,6 +345,20 @@ export function gpusByWorker(gpus: IGpu[]): Map<string, IGpu[]> {
     list.sort((a, b) => a.index - b.index);
   }
   return new Map([...grouped.entries()].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/**
+ * What the GPUs panel says in place of its GPU counts when the pool has no GPUs at all
+ * (null when it has some): plainly that there are none, and how many workers run on CPU.
+ */
+export function noGpus(workers: number, gpus: number): string | null {
+  if (gpus > 0) {
+    return null;
+  }
+  if (workers === 0) {
+    return 'No GPUs: no live workers.';
+  }
+  return `No GPUs in this pool: ${workers} worker${workers === 1 ? '' : 's'}, CPU only.`;
 }
 
 /** A percentage (0–100) of memory used, or null when the total is unknown. */

@@ -6,6 +6,8 @@ import {
   NO_FILTER,
   canCancel,
   chartPaths,
+  defaultMetric,
+  differingParams,
   formatBytes,
   formatDuration,
   formatMetric,
@@ -15,6 +17,7 @@ import {
   machineRows,
   memoryPercent,
   nextSort,
+  noGpus,
   packageRows,
   pagesFor,
   parseParameters,
@@ -23,6 +26,7 @@ import {
   serverProblem,
   sortDirection,
   sparklinePath,
+  sweepTarget,
   visibleRange
 } from '../src/view';
 
@@ -140,6 +144,70 @@ describe('formatting', () => {
   });
 });
 
+describe('the Params column', () => {
+  const sweep = [0.01, 0.1].flatMap((lr, i) =>
+    [16, 64].map((hidden, j) =>
+      run(2 * i + j + 1, { params: { device: 'cpu', epochs: 3, lr, hidden } })
+    )
+  );
+
+  it('shows the parameters that differ among the listed runs, not the constants', () => {
+    const keys = differingParams(sweep);
+    expect(keys).toEqual(['lr', 'hidden']);
+    expect(keyParams(sweep[3].params, 3, keys)).toBe('lr=0.1 hidden=64');
+  });
+
+  it('counts only the runs that have a parameter, and rows without one show their own', () => {
+    const report = run(9, { params: { sweep: 1 } });
+    const keys = differingParams([...sweep, report]);
+    expect(keys).toEqual(['lr', 'hidden']);
+    expect(keyParams(report.params, 3, keys)).toBe('sweep=1');
+  });
+
+  it('shows the first parameters when nothing differs or there is one run', () => {
+    const same = [
+      run(1, { params: { device: 'cpu', epochs: 3 } }),
+      run(2, { params: { device: 'cpu', epochs: 3 } })
+    ];
+    expect(differingParams(same)).toBeNull();
+    expect(differingParams(sweep.slice(0, 1))).toBeNull();
+    expect(differingParams([])).toBeNull();
+    expect(keyParams(same[0].params, 3, null)).toBe('device=cpu epochs=3');
+  });
+
+  it('compares values by content, so equal lists and objects are constants', () => {
+    const runs = [
+      run(1, { params: { layers: [1, 2], lr: 1 } }),
+      run(2, { params: { layers: [1, 2], lr: 2 } })
+    ];
+    expect(differingParams(runs)).toEqual(['lr']);
+  });
+});
+
+describe('the metric picker', () => {
+  const keys = ['accuracy', 'loss', 'val_accuracy'];
+
+  it('defaults to the metric picked last, else the sweep target, else the first', () => {
+    expect(defaultMetric(keys, 'loss', 'val_accuracy')).toBe('loss');
+    expect(defaultMetric(keys, '', 'val_accuracy')).toBe('val_accuracy');
+    expect(defaultMetric(keys, '', null)).toBe('accuracy');
+    expect(defaultMetric([], '', null)).toBe('');
+  });
+
+  it('skips a remembered or target metric the listed runs do not have', () => {
+    expect(defaultMetric(keys, 'bleu', 'val_accuracy')).toBe('val_accuracy');
+    expect(defaultMetric(keys, 'bleu', 'f1')).toBe('accuracy');
+  });
+
+  it("finds the sweep's target in a sweep's or its report's parameters", () => {
+    const report = run(7, { kind: 'notebook', params: { sweep: 1, target: 'val_loss' } });
+    expect(sweepTarget([run(1), report])).toBe('val_loss');
+    expect(sweepTarget([run(2, { kind: 'sweep', params: { target: 'loss' } })])).toBe('loss');
+    // A training run's own `target` parameter says nothing about what a sweep is judged on
+    expect(sweepTarget([run(3, { params: { target: 'dog' } })])).toBeNull();
+  });
+});
+
 describe('charts', () => {
   it('draws a sparkline across the box and breaks it at missing values', () => {
     expect(sparklinePath([], 10, 10)).toBe('');
@@ -215,6 +283,15 @@ describe('queues and GPUs', () => {
     expect(grouped.get('w2')?.map(g => g.index)).toEqual([0, 1]);
     expect(memoryPercent(gpu('w1', 0))).toBe(25);
     expect(memoryPercent({ memory_used: null, memory_total: 4 })).toBeNull();
+  });
+});
+
+describe('a pool without GPUs', () => {
+  it('says plainly that there are no GPUs, and how many workers run on CPU', () => {
+    expect(noGpus(2, 0)).toBe('No GPUs in this pool: 2 workers, CPU only.');
+    expect(noGpus(1, 0)).toBe('No GPUs in this pool: 1 worker, CPU only.');
+    expect(noGpus(0, 0)).toBe('No GPUs: no live workers.');
+    expect(noGpus(2, 2)).toBeNull();
   });
 });
 

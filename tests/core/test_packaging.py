@@ -35,6 +35,8 @@ def test_wheel_has_the_namespace_migrations_server_switch_and_labextension(tmp_p
     labext = f"{data}/data/share/jupyter/labextensions/labrun"
     assert f"{labext}/package.json" in names
     assert any(re.fullmatch(rf"{labext}/static/remoteEntry\.\w+\.js", n) for n in names)
+    # with the schema of its settings (the Runs panel's metric), or they cannot load
+    assert f"{labext}/schemas/labrun/plugin.json" in names
     for module in (
         "labrun/__init__.py",
         "labrun/cli/__init__.py",

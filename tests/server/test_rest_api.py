@@ -101,7 +101,21 @@ async def test_datasets_queues_workers_gpus_compare(api: Api) -> None:
     assert [(g["worker_id"], g["utilization"], g["idle"]) for g in gpus["gpus"]] == [
         ("w1", 42, True)
     ]
-    assert (await api("GET", "workers"))["workers"][0]["alive"] is True
+    (worker,) = (await api("GET", "workers"))["workers"]
+    assert worker["alive"] is True and worker["telemetry"] is None
+    await api(
+        "POST",
+        "gpus/samples",
+        body={"hosts": [{"worker_id": "w1", "time": 2.0, "cpu_percent": 12.5, "ram_total": 64}]},
+        status=201,
+    )
+    (worker,) = (await api("GET", "workers"))["workers"]
+    assert worker["telemetry"] == {
+        "time": 2.0,
+        "cpu_percent": 12.5,
+        "ram_used": None,
+        "ram_total": 64,
+    }
 
     a = await api("POST", "runs", body={"params": {"lr": 1}}, status=201)
     b = await api("POST", "runs", body={"params": {"lr": 2}}, status=201)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support.git import commit_all
 from support.lab import (
@@ -146,6 +147,104 @@ def test_runs_are_listed_newest_first_filtered_and_sorted(
     assert names_shown(page) == ["resnet"]
     page.click('.jp-labrun-chip[data-status="failed"]')
     page.wait_for_function("document.querySelectorAll('.jp-labrun-body [data-run-id]').length >= 5")
+
+
+# Whether an element lies inside another's box, and shows its text in full (not cut off
+# with an ellipsis: what overflows a box makes its scrollWidth exceed its clientWidth).
+FITS = """([el, box]) => {
+  const a = el.getBoundingClientRect(), b = box.getBoundingClientRect();
+  return {
+    inside: a.left >= b.left && a.right <= b.right && a.top >= b.top && a.bottom <= b.bottom,
+    box: [a.left, a.right, a.top, a.bottom, b.left, b.right, b.top, b.bottom].map(Math.round),
+    whole: el.scrollWidth <= el.clientWidth,
+    text: el.textContent,
+  };
+}"""
+
+
+def fits(page: Any, selector: str, box: str = ".jp-labrun-sidebar") -> list[dict[str, Any]]:
+    """For each element matching ``selector``: inside ``box``, its text whole."""
+    container = page.locator(box).element_handle()
+    return [
+        page.evaluate(FITS, [element, container])
+        for element in page.locator(selector).element_handles()
+    ]
+
+
+def test_at_the_default_width_the_tabs_name_status_and_metric_show_in_full(
+    browser: Any, lab: JupyterLab, seeded: dict[str, Any]
+) -> None:
+    # Given the sidebar opened in a fresh workspace, at JupyterLab's default width
+    page = browser.new_page()
+    try:
+        open_sidebar(page, lab, "lab/workspaces/default-width", widen=False)
+        row = run_row(seeded["unet-small"])
+        page.locator(f"{row} .jp-labrun-metric-value:text-is('0.025')").wait_for()
+        width = page.locator(".jp-labrun-sidebar").bounding_box()["width"]
+        assert width < 300, f"the sidebar was {width}px wide, not JupyterLab's default"
+
+        # Then every tab's label, and the run's name, status and metric value, show whole
+        tabs = fits(page, ".jp-labrun-sidebar .lm-TabBar-tab")
+        assert [t["text"] for t in tabs] == ["Runs", "Queues", "GPUs", "Reports"]
+        labels = fits(page, ".jp-labrun-sidebar .lm-TabBar-tabLabel")
+        cells = [
+            f"{row} .jp-labrun-col-name",
+            f"{row} .jp-labrun-status",
+            f"{row} .jp-labrun-col-metric",
+            f"{row} .jp-labrun-metric-value",
+        ]
+        shown = [*tabs, *labels, *(fit for cell in cells for fit in fits(page, cell))]
+        assert all(fit["inside"] and fit["whole"] for fit in shown), shown
+        assert [fit["text"] for fit in shown[-4:]] == ["unet-small", "completed", "0.025", "0.025"]
+    finally:
+        page.close()
+
+
+def test_a_run_tab_and_the_picked_metric_come_back_after_a_reload(
+    browser: Any, lab: JupyterLab, seeded: dict[str, Any]
+) -> None:
+    # Given a run with a second metric, and the sidebar in a workspace of its own
+    run = {"id": seeded["xss"]}
+    lab.api("POST", f"runs/{run['id']}/metrics", json={"rows": [["acc", 0.5, 0, None]]})
+    settings = f"{lab.url}lab/api/settings/labrun:plugin"
+    page = browser.new_page()
+    try:
+        open_sidebar(page, lab, "lab/workspaces/restore", widen=False)
+        picker = page.locator(".jp-labrun-metric-select")
+        page.locator(f"{run_row(run['id'])}").wait_for()
+        page.locator(".jp-labrun-metric-select option[value=acc]").wait_for(state="attached")
+
+        # When the user picks the metric and opens the run, then reloads the page
+        picker.select_option("acc")
+        page.locator(f"{run_row(run['id'])} .jp-labrun-metric-value:text-is('0.5')").wait_for()
+        page.click(f"{run_row(seeded['unet-large'])} .jp-labrun-col-name")
+        page.locator(f"#labrun-run-{seeded['unet-large']} h2").wait_for()
+        wait_for(
+            lambda: '"acc"' in httpx.get(settings, headers=lab.headers).json().get("raw", ""),
+            what="the picked metric to be saved in the settings",
+        )
+        workspace = f"{lab.url}lab/api/workspaces/restore"
+        wait_for(
+            lambda: (
+                f"labrun-run-{seeded['unet-large']}"
+                in httpx.get(workspace, headers=lab.headers).text
+            ),
+            what="the run's tab to be saved in the workspace",
+        )
+        page.reload()
+
+        # Then the run's tab is back with the run, and the list shows the picked metric
+        detail = page.locator(f"#labrun-run-{seeded['unet-large']}")
+        detail.locator("h2:text-is('unet-large')").wait_for(timeout=60_000)
+        detail.locator(".jp-labrun-chart[data-title=loss] path").wait_for()
+        if not page.locator(".jp-labrun-sidebar").is_visible():
+            page.click(SIDEBAR_TAB)
+        page.locator(f"{run_row(run['id'])} .jp-labrun-metric-value:text-is('0.5')").wait_for()
+        assert picker.input_value() == "acc"
+    finally:
+        page.close()
+        # The other tests' pictures show the loss, the default
+        httpx.put(settings, headers=lab.headers, json={"raw": "{}"}).raise_for_status()
 
 
 def test_a_hostile_run_name_renders_as_text(page: Any, seeded: dict[str, Any]) -> None:
@@ -300,6 +399,34 @@ def test_gpu_cards_show_each_fake_gpu(page: Any, tmp_path: Path) -> None:
     assert "2 GPUs on 2 workers" in page.locator(".jp-labrun-summary").inner_text()
     assert "2 idle" in page.locator(".jp-labrun-summary").inner_text()
     screenshot(page, "gpus", tmp_path)
+
+
+def test_a_pool_without_gpus_shows_each_workers_cpu_and_memory(
+    browser: Any, tmp_path: Path
+) -> None:
+    # Given a local pool of two workers on a machine without GPUs (the fake's none)
+    lab = JupyterLab(tmp_path / "lab", env={"LABRUN_FAKE_GPUS": "0"})
+    lab.start()
+    page = browser.new_page()
+    try:
+        wait_for_pool(lab, workers=2)  # type: ignore[arg-type]
+        open_sidebar(page, lab, widen=False)
+        show_panel(page, "GPUs")
+
+        # Then the panel says there are no GPUs, and shows each worker's CPU and memory
+        summary = page.locator(".jp-labrun-summary")
+        summary.locator("text=No GPUs in this pool: 2 workers, CPU only.").wait_for(timeout=60_000)
+        workers = page.locator(".jp-labrun-worker")
+        assert workers.count() == 2
+        for worker in workers.all():
+            bars = worker.locator(".jp-labrun-host .jp-labrun-bar-text")
+            # "3.5 GiB / 23.5 GiB" once its first sample is in
+            bars.filter(has_text=re.compile(r"B / \d")).wait_for(timeout=60_000)
+            assert re.fullmatch(r"\d+%", bars.nth(0).inner_text()), bars.nth(0).inner_text()
+        assert page.locator(".jp-labrun-gpu").count() == 0
+    finally:
+        page.close()
+        lab.stop()
 
 
 def test_a_report_opens_rendered_without_running_its_script(

@@ -23,6 +23,7 @@ from labrun.models import (
     CreateRun,
     GpuInfo,
     GpuSampleIn,
+    HostSampleIn,
     IngestSamples,
     LinkDataset,
     ListRunsQuery,
@@ -328,6 +329,31 @@ def test_gpus_show_latest_sample_and_holder(store: Store) -> None:
     gpus = {g.index: g for g in store.pool.gpus().gpus}
     assert gpus[0].utilization == 90 and gpus[0].user == "carol" and not gpus[0].idle
     assert gpus[1].idle and gpus[1].user is None
+
+
+def test_workers_carry_their_latest_cpu_and_memory_sample(store: Store) -> None:
+    # Given two CPU-only workers, one of which has sent two host samples
+    store.pool.heartbeat("w1", RegisterWorker(host="vm"))
+    store.pool.heartbeat("w2", RegisterWorker(host="vm"))
+    store.pool.ingest_samples(
+        IngestSamples(
+            hosts=[
+                HostSampleIn(worker_id="w1", time=1.0, cpu_percent=5.0, ram_used=1, ram_total=8),
+                HostSampleIn(worker_id="w1", time=2.0, cpu_percent=75.0, ram_used=3, ram_total=8),
+            ]
+        )
+    )
+    workers = {w.id: w for w in store.pool.list_workers().workers}
+    # Then the worker list shows the newest sample, and none for the silent worker
+    telemetry = workers["w1"].telemetry
+    assert telemetry is not None
+    assert (telemetry.time, telemetry.cpu_percent, telemetry.ram_used, telemetry.ram_total) == (
+        2.0,
+        75.0,
+        3,
+        8,
+    )
+    assert workers["w2"].telemetry is None
 
 
 @pytest.mark.parametrize("descending", [False, True])

@@ -167,13 +167,16 @@ def chromium() -> Iterator[Any]:
             context.close()
 
 
-def open_sidebar(page: Any, lab: JupyterLab, path: str = "lab") -> None:
-    """JupyterLab at ``path`` with labrun's sidebar shown and widened, as a user would."""
+def open_sidebar(page: Any, lab: JupyterLab, path: str = "lab", *, widen: bool = True) -> None:
+    """JupyterLab at ``path`` with labrun's sidebar shown, and widened as a user would to see
+    every column of the Runs table (``widen=False``: at JupyterLab's default width)."""
     page.goto(f"{lab.url}{path}?token={lab.token}")
     page.wait_for_selector(SIDEBAR_TAB, timeout=90_000)
     page.click(SIDEBAR_TAB)
     page.wait_for_selector(".jp-labrun-sidebar")
-    # Drag the sidebar's edge: the Runs table wants more than the default width.
+    if not widen:
+        return
+    # Drag the sidebar's edge: the Runs table shows all its columns from about 650px.
     handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first.bounding_box()
     page.mouse.move(handle["x"] + 1, handle["y"] + 200)
     page.mouse.down()

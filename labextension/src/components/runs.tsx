@@ -7,6 +7,7 @@ import { RunsPager } from '../pager';
 import { IRunSummary, MetricValue, RUN_STATUSES, RunStatus } from '../tokens';
 import {
   IRunFilter,
+  differingParams,
   formatDuration,
   formatMetric,
   keyParams,
@@ -65,11 +66,16 @@ export function RunsView(props: IRunsViewProps): JSX.Element {
     void pager.ensure(start, end);
   }, [pager, start, end, pager.filter, pager.sort]);
 
-  const firstParam = React.useMemo(() => {
-    const row = pager.row(0);
-    const key = row ? Object.keys(row.params)[0] : undefined;
-    return key ? `params.${key}` : null;
-  }, [pager, pager.total, pager.sort, pager.filter]);
+  // The parameters that tell the listed runs apart (of the first page: what a glance sees).
+  const listed: IRunSummary[] = [];
+  for (let index = 0; index < Math.min(total, pager.pageSize); index++) {
+    const run = pager.row(index);
+    if (run) {
+      listed.push(run);
+    }
+  }
+  const paramKeys = differingParams(listed);
+  const sortParam = paramKeys?.[0] ?? Object.keys(listed[0]?.params ?? {})[0];
 
   const columns: IColumn[] = [
     { label: '', sort: null, className: 'jp-labrun-col-select' },
@@ -79,7 +85,11 @@ export function RunsView(props: IRunsViewProps): JSX.Element {
     { label: 'User', sort: 'user', className: 'jp-labrun-col-user' },
     { label: 'Queue', sort: 'queue', className: 'jp-labrun-col-queue' },
     { label: 'Duration', sort: 'duration', className: 'jp-labrun-col-duration' },
-    { label: 'Params', sort: firstParam, className: 'jp-labrun-col-params' },
+    {
+      label: 'Params',
+      sort: sortParam ? `params.${sortParam}` : null,
+      className: 'jp-labrun-col-params'
+    },
     {
       label: props.metric || 'Metric',
       sort: props.metric ? `metrics.${props.metric}` : null,
@@ -96,6 +106,7 @@ export function RunsView(props: IRunsViewProps): JSX.Element {
         index={index}
         run={run}
         metric={props.metric}
+        paramKeys={paramKeys}
         spark={run ? pager.spark(run.id) : undefined}
         selected={run ? props.selected.has(run.id) : false}
         onToggle={props.onToggle}
@@ -194,6 +205,7 @@ function RunRow(props: {
   index: number;
   run: IRunSummary | undefined;
   metric: string;
+  paramKeys: string[] | null;
   spark: MetricValue[] | undefined;
   selected: boolean;
   onToggle: (id: number) => void;
@@ -231,11 +243,13 @@ function RunRow(props: {
       <span className="jp-labrun-cell jp-labrun-col-queue">{run.queue ?? ''}</span>
       <span className="jp-labrun-cell jp-labrun-col-duration">{formatDuration(run.duration)}</span>
       <span className="jp-labrun-cell jp-labrun-col-params" title={keyParams(run.params, 20)}>
-        {keyParams(run.params)}
+        {keyParams(run.params, 3, props.paramKeys)}
       </span>
       <span className="jp-labrun-cell jp-labrun-col-metric">
         {props.spark && <Sparkline values={props.spark} />}
-        {props.metric ? formatMetric(run.metrics[props.metric]) : ''}
+        <span className="jp-labrun-metric-value">
+          {props.metric ? formatMetric(run.metrics[props.metric]) : ''}
+        </span>
       </span>
     </div>
   );

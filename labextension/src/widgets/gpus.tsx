@@ -8,7 +8,7 @@ import { api } from '../api';
 import { Bar, Empty, Sparkline } from '../components/common';
 import { LabrunContext } from '../context';
 import { IGpu, IGpuSample, IServerEvent, IWorker } from '../tokens';
-import { formatBytes, gpusByWorker, memoryPercent } from '../view';
+import { formatBytes, gpusByWorker, memoryPercent, noGpus } from '../view';
 import { LivePanel } from './live';
 
 /** Seconds of history each GPU card shows. */
@@ -55,9 +55,13 @@ export class GpusPanel extends LivePanel {
       <div className="jp-labrun-gpus">
         {this._error && <div className="jp-labrun-error">{this._error}</div>}
         <div className="jp-labrun-summary">
-          {this._gpus.length} GPUs on {this._workers.length} workers ·{' '}
-          {this._gpus.length - idle.length} busy ·{' '}
-          <span className={idle.length ? 'jp-labrun-idle' : ''}>{idle.length} idle</span>
+          {noGpus(this._workers.length, this._gpus.length) ?? (
+            <>
+              {this._gpus.length} GPUs on {this._workers.length} workers ·{' '}
+              {this._gpus.length - idle.length} busy ·{' '}
+              <span className={idle.length ? 'jp-labrun-idle' : ''}>{idle.length} idle</span>
+            </>
+          )}
         </div>
         {this._workers.length === 0 && (
           <Empty>No live workers. The server starts a local pool; `labrun pool` shows it.</Empty>
@@ -68,9 +72,11 @@ export class GpusPanel extends LivePanel {
               {worker.host || worker.id}
               <span className="jp-labrun-muted">
                 {' '}
+                {worker.address || worker.id} ·{' '}
                 {worker.runs.length ? `runs ${worker.runs.join(', ')}` : 'no runs'}
               </span>
             </h3>
+            <HostBars worker={worker} />
             {(byWorker.get(worker.id) ?? []).map(gpu => (
               <GpuCard
                 key={gpu.index}
@@ -79,7 +85,6 @@ export class GpusPanel extends LivePanel {
                 onOpenRun={id => this.ctx.openRun(id)}
               />
             ))}
-            {!byWorker.has(worker.id) && <Empty>CPU only</Empty>}
           </section>
         ))}
       </div>
@@ -90,6 +95,26 @@ export class GpusPanel extends LivePanel {
   private _gpus: IGpu[] = [];
   private _history = new Map<string, IGpuSample[]>();
   private _error = '';
+}
+
+/** A worker's CPU and memory, from its latest host sample. */
+function HostBars(props: { worker: IWorker }): JSX.Element {
+  const sample = props.worker.telemetry;
+  const cpu = sample?.cpu_percent ?? null;
+  const memory = memoryPercent({
+    memory_used: sample?.ram_used ?? null,
+    memory_total: sample?.ram_total ?? null
+  });
+  return (
+    <div className="jp-labrun-host">
+      <Bar label="cpu" percent={cpu} text={cpu === null ? '—' : `${Math.round(cpu)}%`} />
+      <Bar
+        label="ram"
+        percent={memory}
+        text={`${formatBytes(sample?.ram_used)} / ${formatBytes(sample?.ram_total)}`}
+      />
+    </div>
+  );
 }
 
 function GpuCard(props: {

@@ -58,6 +58,21 @@ export abstract class LivePanel extends ReactWidget {
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
+    this._start();
+  }
+
+  /**
+   * A widget attached where it shows at once (the first tab of an empty main area, a tab
+   * restored after a reload) gets no after-show: it starts here.
+   */
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this.isVisible) {
+      this._start();
+    }
+  }
+
+  private _start(): void {
     void this._reloadOrProblem();
     void this._poll.start();
   }

@@ -1,14 +1,15 @@
 /**
  * The Runs panel: every run of the project, filtered, sorted, fetched page by page.
  */
+import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
 import { api } from '../api';
 import { RunsView } from '../components/runs';
 import { LabrunContext } from '../context';
 import { RunsPager } from '../pager';
-import { IServerEvent } from '../tokens';
-import { IRunFilter, nextSort } from '../view';
+import { IRunSummary, IServerEvent } from '../tokens';
+import { IRunFilter, defaultMetric, nextSort, sweepTarget } from '../view';
 import { LivePanel } from './live';
 
 /** The Runs panel of the sidebar. */
@@ -24,6 +25,22 @@ export class RunsPanel extends LivePanel {
 
   /** The pages of runs on show. */
   readonly pager: RunsPager;
+
+  /**
+   * The metric picked last, as the settings remember it; the list shows it unless the user
+   * picked another here since.
+   */
+  setSavedMetric(metric: string): void {
+    this._savedMetric = metric;
+    if (!this._picked) {
+      this._showDefaultMetric();
+    }
+  }
+
+  /** Emitted with the metric the user picks, for the settings to remember. */
+  get metricPicked(): ISignal<this, string> {
+    return this._metricPicked;
+  }
 
   /** Apply a new filter; the first page of the result is fetched at once. */
   async setFilter(filter: IRunFilter): Promise<void> {
@@ -61,7 +78,7 @@ export class RunsPanel extends LivePanel {
         onSort={column =>
           void this.pager.query(this.pager.filter, nextSort(this.pager.sort, column))
         }
-        onMetric={metric => void this.pager.query(this.pager.filter, this.pager.sort, metric)}
+        onMetric={metric => this._pick(metric)}
         onToggle={id => this._toggle(id)}
         onOpen={run => this.ctx.openRun(run.id)}
         onCompare={() => this.ctx.compareRuns([...this._selected])}
@@ -70,20 +87,38 @@ export class RunsPanel extends LivePanel {
   }
 
   private _onPage(): void {
-    // Offer every metric the loaded runs have; pick the first as the default.
+    // Offer every metric the loaded runs have.
     const keys = new Set(this._metricKeys);
+    const listed: IRunSummary[] = [];
     for (let i = 0; i < Math.min(this.pager.total ?? 0, this.pager.pageSize); i++) {
-      for (const key of Object.keys(this.pager.row(i)?.metrics ?? {})) {
-        keys.add(key);
+      const run = this.pager.row(i);
+      if (run) {
+        listed.push(run);
+        Object.keys(run.metrics).forEach(key => keys.add(key));
       }
     }
+    this._target = this._target ?? sweepTarget(listed);
     if (keys.size !== this._metricKeys.length) {
       this._metricKeys = [...keys].sort();
-      if (!this.pager.metric && this._metricKeys.length) {
-        void this.pager.query(this.pager.filter, this.pager.sort, this._metricKeys[0]);
+      if (!this._picked) {
+        this._showDefaultMetric();
       }
     }
     this.update();
+  }
+
+  /** Show the default metric (see `defaultMetric`) unless it is on show already. */
+  private _showDefaultMetric(): void {
+    const metric = defaultMetric(this._metricKeys, this._savedMetric, this._target);
+    if (metric !== this.pager.metric) {
+      void this.pager.query(this.pager.filter, this.pager.sort, metric);
+    }
+  }
+
+  private _pick(metric: string): void {
+    this._picked = true;
+    this._metricPicked.emit(metric);
+    void this.pager.query(this.pager.filter, this.pager.sort, metric);
   }
 
   private _toggle(id: number): void {
@@ -95,6 +130,10 @@ export class RunsPanel extends LivePanel {
     this.update();
   }
 
+  private _picked = false;
+  private _savedMetric = '';
+  private _target: string | null = null;
+  private _metricPicked = new Signal<this, string>(this);
   private _started = false;
   private _projects: string[] = [];
   private _metricKeys: string[] = [];
