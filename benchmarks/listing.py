@@ -12,8 +12,8 @@ its summary. Its name carries the schema revision, so a new migration builds a n
 A real ``labrun server`` serves it. Each listing asks for a page of 100 runs with the
 ``loss`` sparklines, as the sidebar does; the figure is the median of ``--repeats``
 requests, timed from the request until its JSON has arrived. Every sort, every filter,
-a page at offset 50,000 by ``offset``, and the same depth reached by following ``cursor``
-(the median over every page of that walk) are measured in the same run.
+a page at offset 50,000 by ``offset``, and the same page by ``cursor`` (the next_cursor of
+the page before it) are measured in the same run.
 """
 
 from __future__ import annotations
@@ -188,6 +188,11 @@ def measure(url: str, token: str, runs: int, repeats: int, *, cursor: bool) -> d
         assert len(body["runs"]) == PAGE and body["total"] == runs and body["sparklines"]
         out["sort"][sort] = ms
         print(f"  sort {sort}: {ms:.1f} ms", flush=True)
+    out["no_sparklines"] = {}
+    for sort in DEEP_SORTS:
+        ms, _ = median({"sort": sort, "spark": ""})
+        out["no_sparklines"][sort] = ms
+        print(f"  sort {sort} without sparklines: {ms:.1f} ms", flush=True)
     out["filter"] = {}
     for name, params in FILTERS.items():
         ms, body = median(params)
@@ -201,21 +206,13 @@ def measure(url: str, token: str, runs: int, repeats: int, *, cursor: bool) -> d
         print(f"  offset {DEEP:,} by {sort}: {ms:.1f} ms", flush=True)
     out["cursor"] = {}
     for sort in DEEP_SORTS if cursor else ():
-        walk: list[float] = []
-        params: dict[str, Any] = {"sort": sort}
-        seen = 0
-        while seen < DEEP + PAGE:
-            ms, body = timed(params)
-            assert body.get("next_cursor"), "this server does not page by cursor"
-            walk.append(ms)
-            seen += len(body["runs"])
-            params = {"sort": sort, "cursor": body["next_cursor"]}
-        out["cursor"][sort] = {"median": statistics.median(walk), "max": max(walk)}
-        print(
-            f"  cursor to {DEEP:,} by {sort}: median {statistics.median(walk):.1f} ms, "
-            f"slowest {max(walk):.1f} ms of {len(walk)} pages",
-            flush=True,
-        )
+        # The cursor of the page that ends at row DEEP (fetched by offset, not timed).
+        _, before = timed({"sort": sort, "offset": DEEP - PAGE})
+        assert before.get("next_cursor"), "this server does not page by cursor"
+        ms, body = median({"sort": sort, "cursor": before["next_cursor"]})
+        assert body["offset"] == DEEP and len(body["runs"]) == PAGE
+        out["cursor"][sort] = ms
+        print(f"  cursor at {DEEP:,} by {sort}: {ms:.1f} ms", flush=True)
     http.close()
     return out
 
