@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 
@@ -64,13 +65,25 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 
 # Values per run in the Runs panel's sparklines.
 SPARK_POINTS = 30
-# A run's newest points of a metric, newest first: a walk down the (run_id, key, step) index.
-_NEWEST_POINTS = (
-    select(Metric.value)
-    .where(Metric.run_id == bindparam("run_id"), Metric.key == bindparam("key"))
-    .order_by(Metric.step.desc(), Metric.id.desc())
-    .limit(bindparam("points"))
-)
+# Runs whose sparklines one statement reads: a UNION ALL of that many index walks.
+SPARK_BATCH = 20
+
+
+@functools.cache
+def _newest_points(runs: int) -> Any:
+    """Each of ``runs`` runs' newest points of a metric (bound as run_0, run_1... and key),
+    each a walk down the (run_id, key, step) index; one statement, compiled once."""
+    return union_all(
+        *(
+            select(Metric.run_id, Metric.step, Metric.id, Metric.value)
+            .where(Metric.run_id == bindparam(f"run_{i}"), Metric.key == bindparam("key"))
+            .order_by(Metric.step.desc(), Metric.id.desc())
+            .limit(bindparam("points"))
+            .subquery()
+            .select()
+            for i in range(runs)
+        )
+    )
 
 
 def numeric(value: Any) -> float | None:
@@ -462,16 +475,27 @@ class RunStore:
 
         One short walk down the (run_id, key, step) index per run: the cost is that of
         ``points`` rows a run, however many the run has (a window over every point of the
-        page's runs took 0.38 s with 692k points stored). One statement, compiled once.
+        page's runs took 0.38 s with 692k points stored). The walks go SPARK_BATCH to a
+        statement: a statement per run cost 80 to 190 ms a page of 100 at 1,000,000 runs,
+        five statements 15 to 40 ms. A short last batch repeats a run, so every statement
+        has one shape, compiled once.
         """
-        out: dict[int, list[float | None]] = {}
+        rows: list[Any] = []
         connection = session.connection()  # Core: none of the ORM's per-statement work
-        for run_id in run_ids:
-            newest = connection.execute(
-                _NEWEST_POINTS, {"run_id": run_id, "key": key, "points": points}
+        for start in range(0, len(run_ids), SPARK_BATCH):
+            batch = run_ids[start : start + SPARK_BATCH]
+            batch += batch[-1:] * (SPARK_BATCH - len(batch))
+            params = {f"run_{i}": run_id for i, run_id in enumerate(batch)}
+            rows += connection.execute(
+                _newest_points(SPARK_BATCH), {**params, "key": key, "points": points}
             ).all()
-            if newest:
-                out[run_id] = [value for (value,) in reversed(newest)]
+        out: dict[int, list[float | None]] = {}
+        seen: set[tuple[int, int]] = set()
+        # Oldest first; a repeated run's points come twice.
+        for run_id, _step, point_id, value in sorted(rows, key=lambda row: row[:3]):
+            if (run_id, point_id) not in seen:
+                seen.add((run_id, point_id))
+                out.setdefault(run_id, []).append(value)
         return out
 
     def _duration(self) -> Any:

@@ -239,3 +239,22 @@ def test_parameters_stored_before_the_listing_migration_sort_by_their_text(
     page = store.runs.list_runs(ListRunsQuery(sort="params.opt"))
     assert [run.id for run in page.runs] == [3, 2, 1]
     db.close()
+
+
+def test_sparklines_of_a_page_longer_than_a_batch_are_each_runs_newest_points(
+    store: Store,
+) -> None:
+    # Given 45 runs (more than two batches of walks), some without the metric, some with
+    # more points than a sparkline shows
+    expected = {}
+    for i in range(45):
+        run = store.runs.create(CreateRun(), "bob")
+        values = [float(i * 100 + step) for step in range(i % 4 * 12)]
+        if values:
+            rows = [("loss", value, step, None) for step, value in enumerate(values)]
+            store.metrics.ingest(run.id, LogMetrics(rows=rows))
+            expected[run.id] = values[-30:]
+    # When one page lists them all with their sparklines
+    page = listing(store, sort="id", limit=45, spark="loss")
+    # Then each run with points has its newest 30, oldest first, and no other
+    assert page.sparklines == expected
