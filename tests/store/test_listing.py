@@ -62,8 +62,10 @@ def runs(store: Store) -> list[int]:
             f"user{i % 2}",
         )
         if i % 7:
-            started = now - timedelta(seconds=100 * (i % 3) + 1)
             status = RunStatus.completed if i % 2 else RunStatus.running
+            # A running run's duration grows while the test pages: 50 s from any finished
+            # run's, so the two never swap places between pages.
+            started = now - timedelta(seconds=100 * (i % 3) + (1 if i % 2 else 50))
             store.runs.update(run.id, UpdateRun(status=status, started_at=started))
         if i < len(losses) and losses[i] is not None:
             store.metrics.ingest(run.id, LogMetrics(rows=[("loss", losses[i], 0, None)]))
