@@ -221,6 +221,11 @@ class ListRunsQuery(Request):
         json_schema_extra={"pattern": RUN_SORT_PATTERN},
     )
     offset: int = Field(0, ge=0, le=INT64_MAX)
+    cursor: str | None = Field(
+        None,
+        description="the next_cursor of the previous page: the page after it, found by "
+        "the sort's index instead of skipping offset rows (then leave offset out)",
+    )
     limit: int = Field(50, ge=1, le=1000)
     spark: str | None = Field(
         None, description="a metric whose recent values come back per run as sparklines"
@@ -240,8 +245,13 @@ class ListRunsQuery(Request):
 class RunList(Response):
     runs: list[RunSummary]
     total: int
-    offset: int
+    offset: int = Field(description="the position of the page's first run")
     limit: int
+    next_cursor: str | None = Field(
+        None,
+        description="pass as cursor (same filters and sort) for the next page; null "
+        "after the last page",
+    )
     sparklines: dict[int, list[MetricValue | None]] = Field(
         default_factory=dict,
         description="with `spark`: each run's recent values of that metric, by run id",

@@ -156,6 +156,15 @@ class Run(Base):
         Index("ix_runs_parent", "parent_id"),
         Index("ix_runs_created", "created_at"),
         Index("ix_runs_key", "key", unique=True),
+        # Walked in order to list runs sorted by a column; the id breaks ties (SQLite's
+        # indexes carry the id anyway, PostgreSQL's need it named).
+        Index("ix_runs_name", "name", "id"),
+        Index("ix_runs_user", "user", "id"),
+        Index("ix_runs_kind", "kind", "id"),
+        Index("ix_runs_queue", "queue", "id"),
+        Index("ix_runs_project", "project_id", "id"),
+        Index("ix_runs_started", "started_at", "id"),
+        Index("ix_runs_ended", "ended_at", "id"),
     )
 
 
@@ -171,6 +180,10 @@ class RunTransition(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
+# Characters of a parameter's JSON text kept to sort by: an index entry has a size limit.
+PARAM_TEXT = 256
+
+
 class Param(Base):
     __tablename__ = "params"
 
@@ -179,8 +192,14 @@ class Param(Base):
     value: Mapped[Any] = mapped_column(JSON)
     # A copy of numeric values, so runs sort by a parameter numerically.
     value_num: Mapped[float | None] = mapped_column(Float)
+    # The JSON text of any other value (its start), which such values sort by.
+    value_text: Mapped[str | None] = mapped_column(String(PARAM_TEXT))
 
-    __table_args__ = (Index("ix_params_key_num", "key", "value_num"),)
+    # Walked in order to list runs sorted by a parameter: numbers, then other values.
+    __table_args__ = (
+        Index("ix_params_key_num_run", "key", "value_num", "run_id"),
+        Index("ix_params_key_text_run", "key", "value_text", "run_id"),
+    )
 
 
 class Metric(Base):

@@ -13,6 +13,11 @@ export type RunFetcher = (query: IRunQuery) => Promise<IRunList>;
  * Holds the pages of the current filter and sort that have been fetched, and fetches the
  * missing ones when rows scroll into view. A new filter or sort starts over; an answer to
  * an older query is dropped.
+ *
+ * A page that follows one already fetched is asked for by that page's cursor: the server
+ * finds it by its index instead of skipping every row before it, and it starts right after
+ * the rows on show even when runs arrived in between. A page reached by a jump (the
+ * scrollbar dragged far down) or refetched after a change is asked for by offset.
  */
 export class RunsPager {
   /**
@@ -99,25 +104,42 @@ export class RunsPager {
     const generation = this._generation;
     this._loading.add(page);
     try {
-      const result = await this.fetch(
-        runQuery(this._filter, this._sort, page * this.pageSize, this.pageSize, this._metric)
+      const query = runQuery(
+        this._filter,
+        this._sort,
+        page * this.pageSize,
+        this.pageSize,
+        this._metric
       );
+      const cursor = replace ? undefined : this._cursors.get(page - 1);
+      if (cursor) {
+        query.offset = undefined;
+        query.cursor = cursor;
+      }
+      const result = await this.fetch(query);
       if (generation !== this._generation) {
         return;
       }
       if (this._replacing) {
         this._replacing = false;
         this._pages.clear();
+        this._cursors.clear();
         this._sparklines.clear();
       } else if (replace && page === 0) {
         // The total may have changed: drop pages beyond the new end.
         for (const key of [...this._pages.keys()]) {
           if (key * this.pageSize >= result.total) {
             this._pages.delete(key);
+            this._cursors.delete(key);
           }
         }
       }
       this._pages.set(page, result.runs);
+      if (result.next_cursor) {
+        this._cursors.set(page, result.next_cursor);
+      } else {
+        this._cursors.delete(page);
+      }
       for (const [id, values] of Object.entries(result.sparklines ?? {})) {
         this._sparklines.set(Number(id), values);
       }
@@ -141,6 +163,8 @@ export class RunsPager {
   private _metric = '';
   private _sparklines = new Map<number, MetricValue[]>();
   private _pages = new Map<number, IRunSummary[]>();
+  /** The server's cursor for the page after each fetched page. */
+  private _cursors = new Map<number, string>();
   private _loading = new Set<number>();
   private _total: number | null = null;
   private _error: Error | null = null;

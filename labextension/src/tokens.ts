@@ -71,6 +71,8 @@ export interface IRunList {
   total: number;
   offset: number;
   limit: number;
+  /** Asks for the next page (as `cursor`); null after the last page. */
+  next_cursor?: string | null;
   /** Each run's recent values of the `spark` metric, keyed by run id. */
   sparklines?: Record<string, MetricValue[]>;
 }
@@ -83,6 +85,8 @@ export interface IRunQuery {
   q?: string;
   sort?: string;
   offset?: number;
+  /** The `next_cursor` of the page before: the page after it, without an offset. */
+  cursor?: string;
   limit?: number;
   parent_id?: number;
   /** A metric whose recent values come back as `sparklines`. */

@@ -9,14 +9,23 @@ function server(total: number) {
   const queries: IRunQuery[] = [];
   const fetch = async (query: IRunQuery): Promise<IRunList> => {
     queries.push(query);
-    const offset = query.offset ?? 0;
+    // The cursor names the position after a page (the real server's names a row).
+    const offset = query.cursor ? Number(query.cursor.slice('after-'.length)) : (query.offset ?? 0);
     const limit = query.limit ?? 50;
     const matching = query.q ? Math.floor(total / 10) : total;
     const runs = [];
     for (let i = offset; i < Math.min(matching, offset + limit); i++) {
       runs.push({ id: matching - i, name: `${query.q ?? 'run'} ${i}` } as never);
     }
-    return { runs, total: matching, offset, limit, sparklines: { [matching]: [1, 2] } };
+    const next_cursor = offset + limit < matching ? `after-${offset + limit}` : null;
+    return {
+      runs,
+      total: matching,
+      offset,
+      limit,
+      next_cursor,
+      sparklines: { [matching]: [1, 2] }
+    };
   };
   return { fetch, queries };
 }
@@ -38,6 +47,36 @@ describe('RunsPager', () => {
     await pager.ensure(5000, 5030);
     expect(queries).toHaveLength(2);
     expect(queries[1]).toMatchObject({ sort: '-created_at', limit: 100, spark: 'loss' });
+  });
+
+  it('asks for the page after a fetched one by its cursor, and for others by offset', async () => {
+    const { fetch, queries } = server(1000);
+    const pager = new RunsPager(fetch, 100);
+    await pager.query(NO_FILTER, 'metrics.loss');
+    // Scrolled down: the next page follows the first.
+    await pager.ensure(150, 180);
+    expect(pager.row(150)?.name).toBe('run 150');
+    expect(queries[1]).toMatchObject({ cursor: 'after-100', sort: 'metrics.loss', limit: 100 });
+    expect(queries[1].offset).toBeUndefined();
+    // A jump far down: no page before it, so by offset.
+    await pager.ensure(700, 720);
+    expect(queries[2]).toMatchObject({ offset: 700 });
+    expect(queries[2].cursor).toBeUndefined();
+    // The last page has no page after it.
+    await pager.ensure(900, 999);
+    expect(queries[3]).toMatchObject({ offset: 900 });
+    // A refresh refetches the pages on show by offset, so they stay in step.
+    await pager.refresh();
+    expect(queries.slice(4).map(q => [q.offset, q.cursor])).toEqual([
+      [0, undefined],
+      [100, undefined],
+      [700, undefined],
+      [900, undefined]
+    ]);
+    // A new query forgets the cursors of the old one.
+    await pager.query(NO_FILTER, 'name');
+    await pager.ensure(100, 110);
+    expect(queries.at(-1)).toMatchObject({ cursor: 'after-100', sort: 'name' });
   });
 
   it('starts over on a new filter and drops the answer to an older query', async () => {

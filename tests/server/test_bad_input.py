@@ -43,6 +43,22 @@ async def test_integers_beyond_the_store_are_400s_naming_the_field(
     assert fragment in error["message"] and error["code"] == "invalid_request"
 
 
+async def test_a_cursor_the_server_did_not_make_is_a_400(api: Api) -> None:
+    for _ in range(3):
+        await api("POST", "runs", body={}, status=201)
+    page = await api("GET", "runs", params={"sort": "name", "limit": "2"})
+    following = await api("GET", "runs", params={"sort": "name", "cursor": page["next_cursor"]})
+    assert following["offset"] == 2 and len(following["runs"]) == 1
+    assert following["next_cursor"] is None
+    for params, message in [
+        ({"cursor": "%%%"}, "is not one this server made"),
+        ({"cursor": page["next_cursor"], "sort": "user"}, "is for sort 'name', not 'user'"),
+        ({"cursor": page["next_cursor"], "sort": "name", "offset": "2"}, "leave offset out"),
+    ]:
+        error = await api("GET", "runs", params=params, status=400)
+        assert message in error["message"] and error["code"] == "invalid_request"
+
+
 async def test_ids_no_row_can_have_are_404s(api: Api) -> None:
     for path in (f"runs/{BIG}", "runs/-1", f"reports/{BIG}/html", f"sweeps/{2**64}"):
         error = await api("GET", path, status=404)

@@ -212,7 +212,10 @@ def test_sparklines_walk_the_index_and_sort_nothing(store: Store) -> None:
         for statement, parameters in statements:
             explained = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             plan |= {row[-1] for row in explained}
-    assert plan == {"SEARCH metrics USING INDEX ix_metrics_run_key_step (run_id=? AND key=?)"}
+    # The rest of the plan is the UNION ALL that reads several runs' walks at once.
+    assert {step for step in plan if "metrics" in step or "B-TREE" in step} == {
+        "SEARCH metrics USING INDEX ix_metrics_run_key_step (run_id=? AND key=?)"
+    }
 
 
 def test_list_filters_sorts_by_param_and_metric_and_pages(store: Store) -> None:

@@ -1,0 +1,261 @@
+"""Pages of the runs list: every sort as index walks, paged by offset or by cursor.
+
+A sort is a list of *phases*, each an index walk: the runs that have the sort's value in
+the order of an index, then the runs without it by id (they come last either way). A page
+by offset skips rows of the walks; a page by cursor starts the walk right after the last
+row of the previous page (keyset pagination), so a page deep in the list costs what the
+first page costs. The cursor carries the phase, that row's sort values and its id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session, aliased
+
+from labrun.errors import InvalidRequest
+from labrun.models import INT64_MAX, ListRunsQuery
+
+from .models import MetricSummary, Param, Project, Run
+
+# The types of sort values a cursor carries.
+Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Number = Annotated[float, Field(allow_inf_nan=True)]
+
+
+# Sortable columns: the column, its type, and whether a run may lack a value (those runs
+# come last, by id).
+COLUMNS: dict[str, tuple[Any, Any, bool]] = {
+    "id": (Run.id, Id, False),
+    "created_at": (Run.created_at, datetime, False),
+    "started_at": (Run.started_at, datetime, True),
+    "ended_at": (Run.ended_at, datetime, True),
+    "name": (Run.name, str, True),
+    "status": (Run.status, str, False),
+    "user": (Run.user, str, False),
+    "queue": (Run.queue, str, True),
+    "kind": (Run.kind, str, False),
+    "project": (Project.name, str, False),
+}
+
+
+@functools.cache
+def _adapter(types: tuple[Any, ...]) -> TypeAdapter[Any]:
+    shape: Any = tuple.__class_getitem__(types)  # tuple[types...], built at run time
+    return TypeAdapter(shape)
+
+
+@dataclass
+class Phase:
+    """One index walk: ``stmt`` (the filtered runs) narrowed to the runs it covers, the
+    sort values it walks in order (the run's id last) and their types, which a cursor's
+    values must have."""
+
+    stmt: Any
+    keys: list[Any]
+    types: list[Any]
+
+    def values(self, raw: list[Any]) -> list[Any]:
+        """A cursor's values as this walk's types (datetimes from their ISO text)."""
+        try:
+            if len(raw) != len(self.types):
+                raise ValueError(raw)
+            return list(_adapter(tuple(self.types)).validate_python(raw))
+        except (ValueError, ValidationError):
+            raise InvalidRequest(
+                "the cursor does not fit this sort; pass the next_cursor of a page of the "
+                "same sort, or page by offset"
+            ) from None
+
+
+@dataclass
+class Cursor:
+    """Where the next page starts: after the row with ``values`` (sort values, then id)
+    in phase ``phase``; ``position`` rows come before it. Without values (a sort that is
+    no index walk: duration) the next page is found by position."""
+
+    sort: str
+    position: int
+    phase: int = 0
+    values: list[Any] = field(default_factory=list)
+
+    def encode(self) -> str:
+        values = [v.isoformat() if isinstance(v, datetime) else v for v in self.values]
+        # NaN and the infinities (metric values) as JSON's constants; they read back.
+        raw = json.dumps([self.sort, self.position, self.phase, values], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str, sort: str) -> Cursor:
+        fix = "pass the next_cursor of a page of the same sort, or page by offset"
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            was, position, phase, values = json.loads(raw)
+        except (ValueError, TypeError, binascii.Error):
+            raise InvalidRequest(f"cursor {text!r} is not one this server made; {fix}") from None
+        if was != sort:
+            raise InvalidRequest(f"cursor {text!r} is for sort {was!r}, not {sort!r}; {fix}")
+        if not (
+            isinstance(position, int)
+            and isinstance(phase, int)
+            and isinstance(values, list)
+            and 0 <= position <= INT64_MAX
+        ):
+            raise InvalidRequest(f"cursor {text!r} is not one this server made; {fix}")
+        return cls(sort, position, phase, values)
+
+
+def conditions(query: ListRunsQuery) -> list[Any]:
+    """The filters of a listing, on the runs table alone (a project by its id)."""
+    where: list[Any] = []
+    if query.project is not None:
+        where.append(
+            Run.project_id
+            == select(Project.id).where(Project.name == query.project).scalar_subquery()
+        )
+    if query.status:
+        where.append(Run.status.in_([s.value for s in query.status]))
+    if query.user is not None:
+        where.append(Run.user == query.user)
+    if query.kind is not None:
+        where.append(Run.kind == query.kind.value)
+    if query.parent_id is not None:
+        where.append(Run.parent_id == query.parent_id)
+    if query.key is not None:
+        where.append(Run.key == query.key)
+    if query.q:
+        where.append(Run.name.ilike(f"%{query.q}%"))
+    return where
+
+
+def phases(stmt: Any, field_name: str) -> list[Phase] | None:
+    """The index walks of a sort, in order; None for a sort that is none (duration)."""
+    if field_name.startswith("metrics."):
+        key = field_name[len("metrics.") :]
+        summary = aliased(MetricSummary)
+        has = stmt.join(
+            summary,
+            (summary.run_id == Run.id) & (summary.key == key) & summary.value.is_not(None),
+        )
+        lacking = stmt.where(
+            ~select(MetricSummary.run_id)
+            .where(
+                MetricSummary.run_id == Run.id,
+                MetricSummary.key == key,
+                MetricSummary.value.is_not(None),
+            )
+            .exists()
+        )
+        return [
+            Phase(has, [summary.value, summary.run_id], [Number, Id]),
+            Phase(lacking, [Run.id], [Id]),
+        ]
+    if field_name.startswith("params."):
+        key = field_name[len("params.") :]
+        # Numbers by value, then every other value by its JSON text, then runs without it.
+        number, other = aliased(Param), aliased(Param)
+        numbers = stmt.join(
+            number,
+            (number.run_id == Run.id) & (number.key == key) & number.value_num.is_not(None),
+        )
+        others = stmt.join(
+            other, (other.run_id == Run.id) & (other.key == key) & other.value_text.is_not(None)
+        )
+        lacking = stmt.where(
+            ~select(Param.run_id).where(Param.run_id == Run.id, Param.key == key).exists()
+        )
+        return [
+            Phase(numbers, [number.value_num, number.run_id], [float, Id]),
+            Phase(others, [other.value_text, other.run_id], [str, Id]),
+            Phase(lacking, [Run.id], [Id]),
+        ]
+    if field_name not in COLUMNS:
+        return None
+    column, kind, nullable = COLUMNS[field_name]
+    if field_name == "id":
+        return [Phase(stmt, [Run.id], [Id])]
+    if not nullable:
+        return [Phase(stmt, [column, Run.id], [kind, Id])]
+    return [
+        Phase(stmt.where(column.is_not(None)), [column, Run.id], [kind, Id]),
+        Phase(stmt.where(column.is_(None)), [Run.id], [Id]),
+    ]
+
+
+def _after(phase: Phase, raw: list[Any], descending: bool) -> Any:
+    """``phase``'s walk from just after the row whose sort values are ``raw``."""
+    values = phase.values(raw)
+    if len(values) == 1:
+        key, value = phase.keys[0], values[0]
+        return phase.stmt.where(key < value if descending else key > value)
+    # A row value comparison: one range of the (value, id) index.
+    keys, bound = tuple_(*phase.keys), tuple_(*values)
+    return phase.stmt.where(keys < bound if descending else keys > bound)
+
+
+def _ordered(stmt: Any, keys: list[Any], descending: bool) -> Any:
+    return stmt.add_columns(*keys).order_by(*(k.desc() if descending else k.asc() for k in keys))
+
+
+def page(
+    session: Session,
+    stmt: Any,
+    sort: str,
+    *,
+    offset: int,
+    limit: int,
+    cursor: Cursor | None,
+    order: Any,
+) -> tuple[list[Run], Cursor | None, int]:
+    """A page of runs, the cursor of the next page (None after the last) and the
+    position of the page's first row.
+
+    ``order`` orders ``stmt`` for a sort that is no index walk; such a sort's cursor
+    carries only a position.
+    """
+    descending = sort.startswith("-")
+    walks = phases(stmt, sort.lstrip("-+"))
+    if cursor is not None and walks is not None and cursor.phase >= len(walks):
+        raise InvalidRequest(
+            "the cursor does not fit this sort; pass the next_cursor of a page of the same "
+            "sort, or page by offset"
+        )
+    start = cursor.position if cursor is not None else offset
+    if walks is None:
+        runs = list(session.scalars(order(stmt, sort).offset(start).limit(limit)).all())
+        more = len(runs) == limit
+        return runs, Cursor(sort, start + len(runs)) if more else None, start
+    rows: list[Any] = []
+    last_phase = 0
+    for index, walk in enumerate(walks):
+        if cursor is not None and index < cursor.phase:
+            continue
+        if cursor is not None and index == cursor.phase and cursor.values:
+            query = _after(walk, cursor.values, descending)
+        else:
+            query = walk.stmt
+        query = _ordered(query, walk.keys, descending)
+        need = limit - len(rows)
+        got = session.execute(query.offset(offset).limit(need)).all()
+        if got:
+            rows += got
+            last_phase = index
+            offset = 0
+        elif offset:
+            # This walk ends before the page starts: skip what it has.
+            counted = select(func.count()).select_from(walk.stmt.subquery())
+            offset = max(0, offset - (session.scalar(counted) or 0))
+        if len(rows) == limit:
+            break
+    runs = [row[0] for row in rows]
+    if len(rows) < limit:
+        return runs, None, start
+    return runs, Cursor(sort, start + len(rows), last_phase, list(rows[-1][1:])), start
