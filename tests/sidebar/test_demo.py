@@ -131,6 +131,7 @@ def test_jupyter_lab_shows_the_demo_sweep_and_its_report(
     page.wait_for_function("document.querySelector('.jp-labrun-count')?.textContent === '8 runs'")
     for run in sweep["runs"]:
         page.locator(f"{run_row(run['id'])} .jp-labrun-status-completed").wait_for()
+    screenshot(page, "demo-runs", tmp_path)
 
     # Its six runs compare: the grid's parameters differ, the fixed ones do not, curves overlay
     for run in sweep["runs"]:
