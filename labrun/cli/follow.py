@@ -8,6 +8,7 @@ cannot be reached (a proxy without WebSocket support, say), or drops, it polls i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -129,7 +130,11 @@ class RunEvents:
     def close(self) -> None:
         self._closing = True
         if self._socket is not None:
-            self._socket.close(timeout=1)
+            # Not close(): it waits for the server's close frame, which the reading thread
+            # may take first. abort() wakes that thread at once.
+            with contextlib.suppress(Exception):
+                self._socket.send_close()
+            self._socket.abort()
 
 
 def _describe(err: Exception) -> str:
