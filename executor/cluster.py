@@ -80,11 +80,14 @@ def local_worker_specs(
 
 def local_cluster(
     *, cpu_workers: int | None, local_directory: str, threads_per_worker: int = 1
-) -> SpecCluster:
-    """A local Dask cluster of worker processes (each restarted by its nanny if it dies).
+) -> tuple[SpecCluster, dict[str, dict[str, Any]]]:
+    """A local Dask cluster of worker processes (each restarted by its nanny if it dies),
+    holding its first worker only, and the specs of the others.
 
     Not started yet: ``await`` it, on the event loop it was made on. The caller holds it
-    before it starts, so a stop that comes during the start can close what started.
+    before it starts, so a stop that comes during the start can close what started. Once
+    it is up, :func:`add_workers` starts the others: a worker starting alone starts in
+    about half the time on a small machine, and one worker is enough for the first cell.
     """
     os.makedirs(local_directory, exist_ok=True)
     # The scheduler gets a process of its own: in the server's, every REST request would
@@ -100,17 +103,25 @@ def local_cluster(
             }
         },
     }
+    specs = local_worker_specs(
+        cpu_workers=cpu_workers,
+        local_directory=local_directory,
+        threads_per_worker=threads_per_worker,
+    )
+    first = next(iter(specs))
     cluster = SpecCluster(
-        workers=local_worker_specs(
-            cpu_workers=cpu_workers,
-            local_directory=local_directory,
-            threads_per_worker=threads_per_worker,
-        ),
+        workers={first: specs.pop(first)},
         scheduler=scheduler,
         asynchronous=True,
         name="labrun-local",
     )
-    return cluster
+    return cluster, specs
+
+
+async def add_workers(cluster: SpecCluster, specs: dict[str, dict[str, Any]]) -> None:
+    """Start the workers of ``specs`` in a running ``cluster``; they get its plugins."""
+    cluster.worker_spec.update(specs)
+    await cluster  # a SpecCluster starts what its worker_spec lists and does not run yet
 
 
 async def close_cluster(cluster: SpecCluster, timeout: float = 4.0) -> None:

@@ -18,11 +18,9 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import nbformat
 import psutil
 from distributed import WorkerPlugin
 from distributed.utils import sync
-from nbconvert import HTMLExporter
 
 from labrun import environment, settings
 from labrun.client import Client
@@ -35,6 +33,7 @@ from .nvml import Gpus, open_gpus, owned_indices
 
 if TYPE_CHECKING:
     from distributed import Worker
+    from nbconvert import HTMLExporter
 
     from .cells import RunReporter
     from .runner import NotebookJob
@@ -236,19 +235,40 @@ class LabrunWorkerPlugin(WorkerPlugin):
             },
             cwd=scratch,
         )
-        self.pool.start()
         self._html_lock = threading.Lock()
         self._exporters: dict[bool, HTMLExporter] = {}
-        # Loading nbconvert's templates takes half a second: do it before the first job.
-        threading.Thread(
-            target=self.render_html, args=(nbformat.v4.new_notebook(),), daemon=True
-        ).start()
         self._packages_at = time.monotonic()
-        threading.Thread(target=self._read_packages, daemon=True).start()
+        threading.Thread(target=self._warm_up, name="labrun-warm-up", daemon=True).start()
         self._thread = threading.Thread(
             target=self._report_loop, name="labrun-telemetry", daemon=True
         )
         self._thread.start()
+
+    def _warm_up(self) -> None:
+        """Prepare what runs will need, off the worker's event loop, the soonest needed first.
+
+        A worker that just joined is soon asked for a %%mlrun cell (the first cell of a
+        notebook opened as the server started): IPython's shell first. Then the warm
+        kernels notebook jobs take (a zygote importing ipykernel, then a kernel forked),
+        then nbconvert's templates (half a second) and the package list (a fifth). All
+        of it is CPU a starting pool shares with that first cell, so none of it comes
+        before the cell's own imports; a job that comes sooner starts its kernel itself.
+        """
+        try:
+            from . import cells  # noqa: F401 - what a cell runs in: IPython's shell
+        except Exception:  # the cell itself reports the same failure
+            logger.exception("labrun: could not import the cell runner")
+        if self._stop.is_set():
+            return  # torn down meanwhile
+        self.pool.start()
+        try:
+            import nbformat
+
+            self.render_html(nbformat.v4.new_notebook())
+            self._read_packages()
+            from . import runner  # noqa: F401 - papermill, for the first notebook job
+        except Exception:  # the first job does it again, and reports it
+            logger.exception("labrun: warming up nbconvert failed")
 
     def teardown(self, worker: Worker) -> None:
         self._stop.set()
@@ -389,6 +409,10 @@ class LabrunWorkerPlugin(WorkerPlugin):
         with self._html_lock:
             exporter = self._exporters.get(code)
             if exporter is None:
+                # Imported here: nbconvert (and jsonschema through nbformat) take seconds
+                # to import, which the worker's start should not wait for.
+                from nbconvert import HTMLExporter
+
                 # A report for a reader: outputs only, and no prompts where inputs are gone.
                 exporter = self._exporters[code] = HTMLExporter(
                     exclude_input=not code,

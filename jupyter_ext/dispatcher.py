@@ -59,6 +59,11 @@ STOP_TIMEOUT = 5.0
 CHECK_GPUS_WAIT = 10.0
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("labrun: a worker of the local pool did not start: %r", task.exception())
+
+
 @dataclass
 class Inflight:
     """A job submitted to Dask and not yet ended."""
@@ -146,6 +151,9 @@ class Dispatcher:
         self._usage_at = 0.0
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
+        # A local pool's workers after its first, and the task that starts them.
+        self._later_workers: dict[str, dict[str, Any]] = {}
+        self._adding: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -175,7 +183,7 @@ class Dispatcher:
                     "runs and c.LabRun.dask_scheduler (or LABRUN_DASK_SCHEDULER)"
                 ) from err
         else:
-            self.cluster = local_cluster(
+            self.cluster, self._later_workers = local_cluster(
                 cpu_workers=s.local_workers or None, local_directory=s.local_directory
             )
             await self.cluster
@@ -209,6 +217,13 @@ class Dispatcher:
         self.state = "ready"
         self._ready.set()
         logger.info("labrun: pool ready at %s", self.scheduler_address)
+        if self._later_workers and self.cluster is not None:
+            from labrun.executor.cluster import add_workers
+
+            # The local pool's other workers, now that one took the plugin: serving
+            # needs none of them.
+            self._adding = asyncio.create_task(add_workers(self.cluster, self._later_workers))
+            self._adding.add_done_callback(_log_failure)
         await self.serve()
 
     async def serve(self) -> None:
@@ -236,10 +251,11 @@ class Dispatcher:
         local pool is closed, and what of it is still running after the time is killed.
         """
         deadline = asyncio.get_running_loop().time() + timeout
-        if self._task is not None:
-            # Also a pool still starting: what started of it is closed below.
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=1.0)
+        for task in (self._task, self._adding):
+            if task is not None:
+                # Also a pool still starting: what started of it is closed below.
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
         for entry in self.inflight.values():
             if entry.task is not None:
                 entry.task.cancel()

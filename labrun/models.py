@@ -55,7 +55,7 @@ class Request(BaseModel):
     Floats must be finite unless a field says otherwise (metric values).
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
     # What a 413 (a body over the server's limit) tells the sender to do.
     too_large_hint: ClassVar[str] = "send it in smaller parts"
 
@@ -67,7 +67,7 @@ class Response(BaseModel):
     read back as floats.
     """
 
-    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings")
+    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings", defer_build=True)
 
 
 class RunStatus(str, Enum):

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
 from labrun import environment
 from labrun.client import Client
@@ -25,16 +21,14 @@ from labrun.models import (
     CodeState,
     CreateQueue,
     DescribeQueue,
-    RunStatus,
-    RunSummary,
     SubmitJob,
     SubmitSweep,
     SweepReport,
 )
 from labrun.params import load_notebook, parse_value
-from labrun.settings import API_PREFIX
 
-from .output import console, duration, number, print_json, status
+from .follow import follow
+from .output import console, number, print_json, status
 
 
 def read_notebook(path: str) -> tuple[str, dict[str, Any]]:
@@ -306,92 +300,6 @@ def rerun(run_id: int, strict: bool, wait: bool) -> None:
     if wait:
         raise SystemExit(follow(client, [run.id], stream_log=True))
     console.print(f"Follow it with `labrun logs {run.id} --follow`.")
-
-
-def _progress_table(runs: list[RunSummary]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "status", "worker", "duration"):
-        table.add_column(column, no_wrap=True)
-    for run in runs:
-        table.add_row(
-            str(run.id),
-            run.name or "",
-            status(run.status.value),
-            run.worker or "",
-            duration(run.duration),
-        )
-    return table
-
-
-def follow(
-    client: Client,
-    run_ids: list[int],
-    *,
-    sweep_id: int | None = None,
-    stream_log: bool = False,
-    output_dir: str | None = None,
-    interval: float = 0.5,
-) -> int:
-    """Show progress until every run ended; 0 when all completed, else 1."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    task = progress.add_task("runs", total=len(run_ids), counts="")
-    offset = 0
-    runs: list[RunSummary] = []
-    with Live(progress, console=console, refresh_per_second=4, transient=False) as live:
-        while True:
-            if sweep_id is not None:
-                runs = client.sweep(sweep_id).runs
-            else:
-                runs = [client.get_run(run_id) for run_id in run_ids]
-            if stream_log and len(run_ids) == 1:
-                tail = client.logs(run_ids[0], offset=offset)
-                offset = tail.next_offset
-                for entry in tail.entries:
-                    style = {"stderr": "red", "system": "dim"}.get(entry.stream, "")
-                    live.console.print(Text(entry.text.rstrip("\n"), style=style))
-            counts: dict[str, int] = {}
-            for run in runs:
-                counts[run.status.value] = counts.get(run.status.value, 0) + 1
-            done = sum(1 for run in runs if run.status.finished)
-            summary = " ".join(status(k) + f" {v}" for k, v in sorted(counts.items()))
-            progress.update(task, completed=done, counts=summary)
-            if done == len(runs):
-                break
-            time.sleep(interval)
-    console.print()
-    if len(runs) > 1:
-        console.print(_progress_table(runs))
-    failed = [run for run in runs if run.status != RunStatus.completed]
-    for run in runs:
-        notebook = _executed_notebook(client, run.id, output_dir)
-        if notebook:
-            console.print(f"run {run.id} {status(run.status.value)}: {notebook}", soft_wrap=True)
-    for run in failed:
-        detail = client.get_run(run.id)
-        if detail.error:
-            console.print(f"[red]run {run.id}: {detail.error.get('message', '')}[/]")
-    return 1 if failed else 0
-
-
-def _executed_notebook(client: Client, run_id: int, output_dir: str | None) -> str | None:
-    """Where a run's executed notebook is: saved into ``output_dir``, or its URL."""
-    for artifact in client.artifacts(run_id).artifacts:
-        if artifact.kind != "notebook":
-            continue
-        if output_dir is None:
-            return f"{client.url}{API_PREFIX.lstrip('/')}/runs/{run_id}/artifacts/{artifact.name}"
-        target = Path(output_dir) / f"{run_id}-{artifact.name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(client.download_artifact(run_id, artifact.name))
-        return str(target)
-    return None
 
 
 def _queue_row(q: DescribeQueue) -> tuple[str, ...]:

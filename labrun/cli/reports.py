@@ -17,7 +17,8 @@ from labrun.client import Client
 from labrun.models import DescribeReport, ReportOptions, SubmitJob
 from labrun.settings import API_PREFIX
 
-from .jobs import _job_fields, follow, parameter_options
+from .follow import follow
+from .jobs import _job_fields, parameter_options
 from .output import console, print_json
 
 # Seconds a finished sweep has to queue its report before `sweep --wait` gives up on it.
