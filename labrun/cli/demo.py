@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -250,19 +251,65 @@ def run_demo(project: str, epochs: int, workdir: Path, source: Path) -> tuple[in
             )
         )
         console.print(f"Sweep [bold]{sweep.sweep.id}[/]: {len(sweep.runs)} runs of {train_path}")
-        failed = follow(client, [r.id for r in sweep.runs], sweep_id=sweep.sweep.id)
-        reported = wait_for_sweep_report(client, sweep.sweep.id, str(workdir / "reports"))
+        # Saved here, not linked: the demo's own server is gone once it ends.
+        executed = str(workdir / "executed")
+        failed = follow(
+            client, [r.id for r in sweep.runs], sweep_id=sweep.sweep.id, output_dir=executed
+        )
+        reported = wait_for_sweep_report(
+            client, sweep.sweep.id, str(workdir / "reports"), notebooks=executed
+        )
         listing = client.list_runs(parent_id=sweep.sweep.id, sort="-metrics.val_accuracy")
-        print_runs_table(listing, show_project=False)
+        console.print()
+        print_runs_table(listing, show_project=False, metrics=["val_accuracy", "val_loss"])
         best = listing.runs[0]
         console.print(
             f"\nBest run: [bold]{best.id}[/] ({best.name}): val_accuracy "
             f"{best.metrics.get('val_accuracy', float('nan')):.4g}"
         )
-        console.print(
-            "\nOpen it all in JupyterLab: run `jupyter lab` and click labrun's icon in the left "
-            "sidebar. Runs shows these runs (tick two and press Compare), Queues the pool's "
-            "jobs, and Reports this report. From the shell: "
-            f"`labrun runs --sweep {sweep.sweep.id}`, `labrun show {best.id}`, `labrun reports`."
-        )
+        print_next_steps(sweep.sweep.id, [r.id for r in listing.runs])
     return failed, reported
+
+
+def typed(name: str) -> str:
+    """How to type labrun's command ``name`` (``labrun``, ``jupyter``) in a new shell here.
+
+    ``make demo`` runs ``.venv/bin/labrun``, which is not on the PATH of the shell the demo
+    prints its next commands into: they name the script by its path then, relative to the
+    current folder where it lies under it.
+    """
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        return name
+    found = shutil.which(name)
+    if found and os.path.samefile(found, script):
+        return name
+    try:
+        path = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        path = str(script)
+    return shlex.quote(path)
+
+
+def print_next_steps(sweep_id: int, run_ids: list[int]) -> None:
+    """The commands to look at what the demo recorded, each ready to type as printed."""
+    labrun = typed("labrun")
+    commands = [
+        f"{labrun} runs --sweep {sweep_id}",
+        f"{labrun} show {run_ids[0]}",
+        f"{labrun} compare {' '.join(map(str, run_ids[:3]))}",
+        f"{labrun} reports",
+    ]
+    lab = f"{typed('jupyter')} lab"
+    if os.geteuid() == 0:  # Jupyter refuses root without it
+        lab += " --allow-root"
+    # Paths and commands are never broken across lines (soft_wrap), to be copied whole.
+    console.print(f"\nEverything is recorded in the store in {data_dir()}", soft_wrap=True)
+    console.print("From this folder, in any shell (no server needs to run):")
+    for command in commands:
+        console.print(f"  {command}", soft_wrap=True, markup=False)
+    console.print(
+        "To see the runs, the queue history and the report in JupyterLab's sidebar (labrun's "
+        "icon on the left; tick two runs and press Compare), run:"
+    )
+    console.print(f"  {lab}", soft_wrap=True, markup=False)
