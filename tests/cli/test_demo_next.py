@@ -153,3 +153,22 @@ def test_jupyter_lab_as_printed_serves_the_demo_store(
     assert done.returncode == 0, done.stderr
     assert "No labrun server is running" not in done.stderr
     assert len(re.findall(r"completed", done.stdout)) == 6, done.stdout
+
+
+def test_what_jupyter_lab_writes_in_the_repository_is_ignored_by_git() -> None:
+    # Opening the example notebooks, and a job's executed notebook from the sidebar, in a
+    # `jupyter lab` started in the repository leaves git's status as it was
+    written = [
+        "notebooks/.ipynb_checkpoints/quickstart-checkpoint.ipynb",
+        "docs/.ipynb_checkpoints/x-checkpoint.ipynb",
+        "labrun-outputs/7-train_classifier.ipynb",
+        "notebooks/labrun-outputs/8-sweep_report.ipynb",
+    ]
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", *written],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.stdout.split() == written, done.stderr
