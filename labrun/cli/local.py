@@ -11,16 +11,18 @@ schema is an error that names ``labrun db upgrade``, not an upgrade.
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
+from rich.markup import escape
 from typing_extensions import Self
 
 from labrun import settings
 from labrun.client import HOW_TO_CONNECT, Client, _query_value, discover
-from labrun.errors import ServerUnavailable
+from labrun.errors import InvalidRequest, ServerUnavailable
 from labrun.models import (
     ArtifactList,
     CompareQuery,
@@ -49,8 +51,14 @@ def _query(model: type[BaseModel], query: dict[str, Any]) -> Any:
         text = _query_value(value)
         info = model.model_fields[name]
         # A list travels comma-separated (see the handlers' parse_query).
-        listed = "list" in str(info.annotation) and isinstance(text, str)
-        values[name] = [part for part in text.split(",") if part] if listed else text
+        listed = any(
+            typing.get_origin(a) is list
+            for a in (info.annotation, *typing.get_args(info.annotation))
+        )
+        if listed and isinstance(text, str):
+            values[name] = [part for part in text.split(",") if part]
+        else:
+            values[name] = text
     return model.model_validate(values)
 
 
@@ -126,6 +134,7 @@ def open_store() -> StoreReader:
     no_server = "no labrun server is running"
     try:
         from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
         from labrun.jupyter_ext.store import Store
         from labrun.jupyter_ext.store.database import (
@@ -137,13 +146,22 @@ def open_store() -> StoreReader:
     except ImportError as err:  # the core alone, without the server extra: no store here
         raise ServerUnavailable(f"no labrun server found: {HOW_TO_CONNECT}") from err
     url = os.environ.get("LABRUN_DB_URL") or sqlite_url(settings.data_dir() / "labrun.db")
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidRequest(
+            f"LABRUN_DB_URL {url!r} is not a database URL; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST:PORT/DB"
+        ) from None
+    where = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_path(parsed)
+        # Reading creates nothing: no store yet is the same as no server.
         if path is None or not path.exists():
             raise ServerUnavailable(
-                f"{no_server} and there is no run store at {path} yet: {HOW_TO_CONNECT}"
+                f"{no_server} and there is no run store at {path or url} yet: {HOW_TO_CONNECT}"
             )
+        where = str(path)
     db = Database(url, threads=1)
     try:
         check_schema(db.engine, auto_upgrade=False)
@@ -151,12 +169,7 @@ def open_store() -> StoreReader:
         db.close()
         raise
     root = os.environ.get("LABRUN_ARTIFACT_ROOT") or str(settings.data_dir() / "artifacts")
-    where = str(path) if parsed.get_backend_name() == "sqlite" and path else _hidden(parsed)
     return StoreReader(Store(db, artifact_root=root), where)
-
-
-def _hidden(parsed: Any) -> str:
-    return str(parsed.render_as_string(hide_password=True))
 
 
 @contextmanager
@@ -167,7 +180,7 @@ def reader() -> Iterator[Client | StoreReader]:
     except ServerUnavailable:  # only when LABRUN_SERVER_URL is unset
         store = open_store()
         notice.print(
-            f"[dim]No labrun server is running: reading the store at {store.where} "
+            f"[dim]No labrun server is running: reading the store at {escape(store.where)} "
             "(`jupyter lab` or `labrun server` serves it live).[/]",
             soft_wrap=True,
         )
