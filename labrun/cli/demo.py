@@ -52,6 +52,7 @@ def embedded_server() -> Iterator[Client]:
     try:
         url, token = discover()
         with Client(url, token) as client:
+            console.print(f"Using the labrun server at [bold]{url}[/]", soft_wrap=True)
             yield client
         return
     except ServerUnavailable:
@@ -87,6 +88,11 @@ def embedded_server() -> Iterator[Client]:
                 )
             time.sleep(0.2)
         with Client(url, token) as client:
+            console.print(
+                f"Started a labrun server for the demo at {url}; it stops when the demo ends "
+                f"(the store stays, in {data_dir()})",
+                soft_wrap=True,
+            )
             yield client
     finally:
         stop_server(process)
@@ -224,7 +230,6 @@ def demo(project: str, epochs: int, workdir: Path | None) -> None:
 def run_demo(project: str, epochs: int, workdir: Path, source: Path) -> tuple[int, int]:
     """The demo's sweep and report; the exit statuses of both."""
     with embedded_server() as client:
-        console.print(f"labrun server at [bold]{client.url}[/] (store in {data_dir()})")
         pool = wait_for_pool(client)
         console.print(f"Pool: {len(pool.workers)} workers at {pool.scheduler}")
         train_path, train = read_notebook(str(workdir / "train_classifier.ipynb"))
