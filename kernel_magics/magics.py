@@ -283,10 +283,7 @@ class LabrunMagics(Magics):
         if pool.has_gpus:
             return 1
         if not self._said_gpus:
-            print(
-                "labrun: the pool has no GPU workers; cells run on its CPU workers (--gpus 0)",
-                file=sys.stderr,
-            )
+            print("labrun: the pool has no GPU workers; cells run on its CPU workers (--gpus 0)")
             self._said_gpus = True
         return 0
 
@@ -309,7 +306,7 @@ class LabrunMagics(Magics):
             raise MagicError(f"could not start session {name!r}: {err}") from None
         self.sessions[name] = handle
         where = f" on GPU {','.join(map(str, handle.devices))}" if handle.devices else ""
-        print(f"labrun: session {name!r} started on {handle.worker}{where}", file=sys.stderr)
+        print(f"labrun: session {name!r} started on {handle.worker}{where}")
         return handle
 
     def _record(
@@ -410,7 +407,7 @@ class LabrunMagics(Magics):
             run = found
         values = run.result()
         names = ", ".join(sorted(values)) or "nothing"
-        print(f"labrun: {run.label} brought back {names}", file=sys.stderr)
+        print(f"labrun: {run.label} brought back {names}")
         return None
 
     def _find_run(self, run_id: int) -> remote.CellRun | None:
@@ -449,7 +446,7 @@ class LabrunMagics(Magics):
         values, failed = unpack_all(cloudpickle.loads(blob)["values"])
         self.ip.user_ns.update(values)
         names = ", ".join(sorted(values)) or "nothing"
-        print(f"labrun: run {run_id} brought back {names}", file=sys.stderr)
+        print(f"labrun: run {run_id} brought back {names}")
         if failed:
             lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
             raise MagicError(f"these values of run {run_id} could not be rebuilt here:\n{lines}")
@@ -465,7 +462,7 @@ class LabrunMagics(Magics):
             known = ", ".join(sorted(self.sessions)) or "none"
             raise UsageError(f"no session named {name!r} in this kernel (sessions: {known})")
         handle.release()
-        print(f"labrun: session {name!r} released", file=sys.stderr)
+        print(f"labrun: session {name!r} released")
 
     # --- capture -------------------------------------------------------------------------
 
@@ -545,7 +542,7 @@ class LabrunMagics(Magics):
     @argument("path", help="a file or folder")
     @argument("--version", default=None, help="fail unless the content is this version (like v3)")
     @line_magic
-    def mldataset(self, line: str) -> Any:
+    def mldataset(self, line: str) -> None:
         """``%mldataset NAME PATH [--version vN]``: content-hash data and record its version."""
         args = parse_argstring(self.mldataset, line)
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", args.name):
@@ -580,7 +577,7 @@ class LabrunMagics(Magics):
             f"dataset {args.name} {version.version} ({state}; {digest.file_count} files, "
             f"{human_size(digest.size)}, {digest.files_read} read)"
         )
-        return version
+        # Nothing returned: IPython would show the version's whole repr under the line.
 
     @magic_arguments()
     @argument("--project", default=None)

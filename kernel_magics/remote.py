@@ -151,7 +151,7 @@ def wait_until_started(client: Client, timeout: float = POOL_START_TIMEOUT) -> P
     status = client.pool()
     if status.state != "starting":
         return status
-    print("labrun: waiting for the pool to start...", file=sys.stderr, flush=True)
+    print("labrun: waiting for the pool to start...", flush=True)
     deadline = time.monotonic() + timeout
     while status.state == "starting" and time.monotonic() < deadline:
         # A cell waits here only while the pool's first worker starts, seconds at most:

@@ -68,9 +68,9 @@ from labrun.models import (
 M = TypeVar("M", bound=BaseModel)
 
 HOW_TO_CONNECT = (
-    f"set {settings.SERVER_URL} (e.g. http://127.0.0.1:8888/) and {settings.TOKEN} "
-    "(the server's token), or start a server on this machine with `jupyter lab` or "
-    "`labrun server`"
+    "start `jupyter lab` or `labrun server` on this machine first (either runs the pool "
+    f"too), or set {settings.SERVER_URL} (e.g. http://127.0.0.1:8888/) and {settings.TOKEN} "
+    "(the server's token) to use another server"
 )
 
 

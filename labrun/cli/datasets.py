@@ -6,9 +6,9 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from labrun.client import Client
 from labrun.datahash import human_size
 
+from .local import reader
 from .output import console, print_json, when
 
 
@@ -19,7 +19,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
     """List datasets (recorded by %mldataset) with their latest version."""
     if ctx.invoked_subcommand is not None:
         return
-    with Client() as client:
+    with reader() as client:
         listing = client.datasets()
     if as_json:
         print_json(listing)
@@ -46,7 +46,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def show_dataset(name: str, as_json: bool) -> None:
     """Every version of dataset NAME, with the runs that used it."""
-    with Client() as client:
+    with reader() as client:
         dataset = client.dataset(name)
     if as_json:
         print_json(dataset)

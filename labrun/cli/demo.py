@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -29,7 +30,8 @@ from labrun.errors import ServerUnavailable
 from labrun.models import PoolStatus, SubmitSweep, SweepReport
 from labrun.settings import data_dir
 
-from .jobs import code_state, follow, read_notebook
+from .follow import follow
+from .jobs import code_state, read_notebook
 from .output import console
 from .reports import wait_for_sweep_report
 from .runs import print_runs_table
@@ -51,6 +53,7 @@ def embedded_server() -> Iterator[Client]:
     try:
         url, token = discover()
         with Client(url, token) as client:
+            console.print(f"Using the labrun server at [bold]{url}[/]", soft_wrap=True)
             yield client
         return
     except ServerUnavailable:
@@ -86,6 +89,11 @@ def embedded_server() -> Iterator[Client]:
                 )
             time.sleep(0.2)
         with Client(url, token) as client:
+            console.print(
+                f"Started a labrun server for the demo at {url}; it stops when the demo ends "
+                f"(the store stays, in {data_dir()})",
+                soft_wrap=True,
+            )
             yield client
     finally:
         stop_server(process)
@@ -223,7 +231,6 @@ def demo(project: str, epochs: int, workdir: Path | None) -> None:
 def run_demo(project: str, epochs: int, workdir: Path, source: Path) -> tuple[int, int]:
     """The demo's sweep and report; the exit statuses of both."""
     with embedded_server() as client:
-        console.print(f"labrun server at [bold]{client.url}[/] (store in {data_dir()})")
         pool = wait_for_pool(client)
         console.print(f"Pool: {len(pool.workers)} workers at {pool.scheduler}")
         train_path, train = read_notebook(str(workdir / "train_classifier.ipynb"))
@@ -250,19 +257,65 @@ def run_demo(project: str, epochs: int, workdir: Path, source: Path) -> tuple[in
             )
         )
         console.print(f"Sweep [bold]{sweep.sweep.id}[/]: {len(sweep.runs)} runs of {train_path}")
-        failed = follow(client, [r.id for r in sweep.runs], sweep_id=sweep.sweep.id)
-        reported = wait_for_sweep_report(client, sweep.sweep.id, str(workdir / "reports"))
+        # Saved here, not linked: the demo's own server is gone once it ends.
+        executed = str(workdir / "executed")
+        failed = follow(
+            client, [r.id for r in sweep.runs], sweep_id=sweep.sweep.id, output_dir=executed
+        )
+        reported = wait_for_sweep_report(
+            client, sweep.sweep.id, str(workdir / "reports"), notebooks=executed
+        )
         listing = client.list_runs(parent_id=sweep.sweep.id, sort="-metrics.val_accuracy")
-        print_runs_table(listing, show_project=False)
+        console.print()
+        print_runs_table(listing, show_project=False, metrics=["val_accuracy", "val_loss"])
         best = listing.runs[0]
         console.print(
             f"\nBest run: [bold]{best.id}[/] ({best.name}): val_accuracy "
             f"{best.metrics.get('val_accuracy', float('nan')):.4g}"
         )
-        console.print(
-            "\nOpen it all in JupyterLab: run `jupyter lab` and click labrun's icon in the left "
-            "sidebar. Runs shows these runs (tick two and press Compare), Queues the pool's "
-            "jobs, and Reports this report. From the shell: "
-            f"`labrun runs --sweep {sweep.sweep.id}`, `labrun show {best.id}`, `labrun reports`."
-        )
+        print_next_steps(sweep.sweep.id, [r.id for r in listing.runs])
     return failed, reported
+
+
+def typed(name: str) -> str:
+    """How to type labrun's command ``name`` (``labrun``, ``jupyter``) in a new shell here.
+
+    ``make demo`` runs ``.venv/bin/labrun``, which is not on the PATH of the shell the demo
+    prints its next commands into: they name the script by its path then, relative to the
+    current folder where it lies under it.
+    """
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        return name
+    found = shutil.which(name)
+    if found and os.path.samefile(found, script):
+        return name
+    try:
+        path = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        path = str(script)
+    return shlex.quote(path)
+
+
+def print_next_steps(sweep_id: int, run_ids: list[int]) -> None:
+    """The commands to look at what the demo recorded, each ready to type as printed."""
+    labrun = typed("labrun")
+    commands = [
+        f"{labrun} runs --sweep {sweep_id}",
+        f"{labrun} show {run_ids[0]}",
+        f"{labrun} compare {' '.join(map(str, run_ids[:3]))}",
+        f"{labrun} reports",
+    ]
+    lab = f"{typed('jupyter')} lab"
+    if os.geteuid() == 0:  # Jupyter refuses root without it
+        lab += " --allow-root"
+    # Paths and commands are never broken across lines (soft_wrap), to be copied whole.
+    console.print(f"\nEverything is recorded in the store in {data_dir()}", soft_wrap=True)
+    console.print("From this folder, in any shell (no server needs to run):")
+    for command in commands:
+        console.print(f"  {command}", soft_wrap=True, markup=False)
+    console.print(
+        "To see the runs, the queue history and the report in JupyterLab's sidebar (labrun's "
+        "icon on the left; tick two runs and press Compare), run:"
+    )
+    console.print(f"  {lab}", soft_wrap=True, markup=False)

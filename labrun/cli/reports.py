@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import click
-from rich.table import Table
+from rich.markup import escape
 
 from labrun.client import Client
 from labrun.models import DescribeReport, ReportOptions, SubmitJob
@@ -19,6 +19,7 @@ from labrun.settings import API_PREFIX
 
 from .follow import follow
 from .jobs import _job_fields, parameter_options
+from .local import reader, report_location
 from .output import console, print_json
 
 # Seconds a finished sweep has to queue its report before `sweep --wait` gives up on it.
@@ -52,8 +53,11 @@ def _finish(client: Client, run_id: int, output: str | None) -> int:
     return 0
 
 
-def wait_for_sweep_report(client: Client, sweep_id: int, output: str | None) -> int:
-    """Follow the report a finished sweep queued; 0 when it was made."""
+def wait_for_sweep_report(
+    client: Client, sweep_id: int, output: str | None, *, notebooks: str | None = None
+) -> int:
+    """Follow the report a finished sweep queued; 0 when it was made. Its HTML is saved into
+    ``output`` and its executed notebook into ``notebooks`` (else their URLs are printed)."""
     deadline = time.monotonic() + SWEEP_REPORT_GRACE
     while (report_run := client.sweep(sweep_id).report_run) is None:
         if time.monotonic() > deadline:
@@ -61,7 +65,7 @@ def wait_for_sweep_report(client: Client, sweep_id: int, output: str | None) -> 
             return 1
         time.sleep(0.5)
     console.print(f"The sweep's report runs as run {report_run}.")
-    follow(client, [report_run])
+    follow(client, [report_run], output_dir=notebooks)
     return _finish(client, report_run, output)
 
 
@@ -107,21 +111,20 @@ def report(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def reports(run_id: int | None, as_json: bool) -> None:
     """List the reports, newest first."""
-    client = Client()
-    listing = client.reports(**({"run_id": run_id} if run_id else {}))
-    if as_json:
-        print_json(listing)
-        return
-    found = listing.reports
-    table = Table("id", "name", "notebook", "run", "user", "created", "html")
-    for r in found:
-        table.add_row(
-            str(r.id),
-            r.name,
-            r.notebook,
-            str(r.run_id or ""),
-            r.user,
-            r.created_at.strftime("%Y-%m-%d %H:%M"),
-            report_url(client, r),
-        )
-    console.print(table)
+    with reader() as client:
+        listing = client.reports(**({"run_id": run_id} if run_id else {}))
+        if as_json:
+            print_json(listing)
+            return
+        if not listing.reports:
+            console.print("No reports yet: `labrun report NOTEBOOK` or `labrun sweep --report`.")
+        # One block a report, not a table: the paths and URLs are what a reader copies, and
+        # a table in a narrow terminal would cut them.
+        for r in listing.reports:
+            console.print(
+                f"[bold]Report {r.id}[/]  {escape(r.name)}  [dim](run {r.run_id or '-'} by "
+                f"{escape(r.user)}, {r.created_at.astimezone():%Y-%m-%d %H:%M})[/]",
+                soft_wrap=True,
+            )
+            console.print(f"  notebook  {escape(r.notebook)}", soft_wrap=True)
+            console.print(f"  html      {escape(report_location(client, r))}", soft_wrap=True)

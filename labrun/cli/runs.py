@@ -4,59 +4,74 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from labrun.client import Client
 from labrun.models import RunList, RunStatus
 
-from .output import ago, console, duration, number, print_json, status, when
+from .local import reader
+from .output import ago, console, duration, fitted_table, number, print_json, status, when
 
 
-def print_runs_table(listing: RunList, *, show_project: bool = True) -> None:
-    """Runs as a table: status, user, timing, and a few parameters and latest metrics."""
+def print_runs_table(
+    listing: RunList, *, show_project: bool = True, metrics: list[str] | None = None
+) -> None:
+    """Runs as a table: status, user, timing, and a few parameters and latest metrics
+    (``metrics``, else the first three by name), whole even in an 80-column terminal."""
     if not listing.runs:
         console.print("No runs yet. Start one with labrun.init() in a script or notebook.")
         return
-    metric_keys = sorted({k for r in listing.runs for k in r.metrics})[:3]
+    metric_keys = metrics or sorted({k for r in listing.runs for k in r.metrics})[:3]
     # The parameters that tell the runs apart come first.
     param_keys = sorted(
         {k for r in listing.runs for k in r.params},
         key=lambda k: (len({repr(r.params.get(k)) for r in listing.runs}) == 1, k),
     )[:3]
-    table = Table(box=None, header_style="bold")
-    columns = ["id", "project", "name", "status", "user", "started", "duration"]
+    names = ["id", "project", "name", "status", "user", "started", "duration"]
     if not show_project:
-        columns.remove("project")
-    for column in columns:
-        table.add_column(
-            column,
-            justify="right" if column == "id" else "left",
-            no_wrap=column != "name",
-            min_width=12 if column == "name" else None,
+        names.remove("project")
+    columns: list[tuple[str, dict[str, Any]]] = [
+        (
+            name,
+            {"justify": "right", "no_wrap": True}
+            if name == "id"
+            else {"no_wrap": True}
+            if name != "name"
+            else {"min_width": 12},
         )
-    for key in param_keys:
-        table.add_column(key, style="blue")
-    for key in metric_keys:
-        table.add_column(key, justify="right", style="green")
+        for name in names
+    ]
+    columns += [(key, {"style": "blue", "no_wrap": True}) for key in param_keys]
+    columns += [
+        (key, {"justify": "right", "style": "green", "no_wrap": True}) for key in metric_keys
+    ]
+    rows = []
     for r in listing.runs:
         cells = {
             "id": str(r.id),
-            "project": r.project,
-            "name": r.name or "",
+            "project": escape(r.project),
+            "name": escape(r.name or ""),
             "status": status(r.status.value),
-            "user": r.user,
+            "user": escape(r.user),
             "started": ago(r.started_at) if r.started_at else "",
             "duration": duration(r.duration),
         }
-        table.add_row(
-            *(cells[c] for c in columns),
-            *(number(r.params.get(k)) for k in param_keys),
-            *(number(r.metrics.get(k)) for k in metric_keys),
+        rows.append(
+            [
+                *(cells[c] for c in names),
+                *(escape(number(r.params.get(k))) for k in param_keys),
+                *(number(r.metrics.get(k)) for k in metric_keys),
+            ]
         )
-    console.print(table)
+    # What goes first when the terminal is narrow: the least telling columns, then the
+    # parameters and metrics after the first two of each (the metrics are what a table of
+    # runs is read for).
+    optional = ["started", "user", "project", *param_keys[2:], "duration", *metric_keys[2:]]
+    console.print(fitted_table(columns, rows, optional=optional))
     if listing.total > len(listing.runs):
         console.print(f"[dim]{len(listing.runs)} of {listing.total} runs; --limit shows more[/]")
 
@@ -91,7 +106,7 @@ def runs(
     as_json: bool,
 ) -> None:
     """List runs, newest first."""
-    with Client() as client:
+    with reader() as client:
         listing = client.list_runs(
             project=project,
             status=list(statuses) or None,
@@ -111,7 +126,7 @@ def runs(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def show(run_id: int, as_json: bool) -> None:
     """Show one run: parameters, latest metrics, datasets, artifacts."""
-    with Client() as client:
+    with reader() as client:
         run = client.get_run(run_id)
         artifacts = client.artifacts(run_id).artifacts
         datasets = client.run_datasets(run_id)
@@ -182,7 +197,7 @@ def show(run_id: int, as_json: bool) -> None:
 def logs(run_id: int, follow: bool, interval: float, attempt: int | None) -> None:
     """Print a run's log (each retried attempt's part starts with a `--- attempt N ---` line)."""
     offset = 0
-    with Client() as client:
+    with reader() as client:
         while True:
             tail = client.logs(run_id, offset=offset, attempt=attempt)
             for entry in tail.entries:
@@ -201,13 +216,13 @@ def logs(run_id: int, follow: bool, interval: float, attempt: int | None) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def compare(run_ids: tuple[int, ...], show_all: bool, as_json: bool) -> None:
     """Compare runs: parameters and latest metrics side by side."""
-    with Client() as client:
+    with reader() as client:
         comparison = client.compare(run_ids)
     if as_json:
         print_json(comparison)
         return
     table = Table(box=None, header_style="bold")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for r in comparison.runs:
         table.add_column(f"{r.id} {r.name or ''}".strip(), justify="right")
     table.add_row("[bold]status[/]", *(status(r.status.value) for r in comparison.runs))

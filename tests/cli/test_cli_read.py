@@ -124,3 +124,49 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     assert (
         invoke("db", "current", "--db-url", url).strip() == f"database: {head}; this labrun: {head}"
     )
+
+
+def test_with_no_server_running_read_commands_read_the_store_and_say_so(
+    labrun_server: LabrunServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a store a server left, and no server running (none listed in the runtime dir)
+    client = Client(labrun_server.url, labrun_server.token)
+    run = client.create_run(CreateRun(project="seg", name="offline", params={"lr": 0.5}))
+    client.log_metrics(run.id, LogMetrics(points=[MetricPoint(key="loss", value=0.25)]))
+    client.append_logs(run.id, [LogEntryIn(text="trained offline\n")])
+    client.close()
+    labrun_server.stop()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("LABRUN_DB_URL", labrun_server.db_url)
+
+    # When the read commands run, they answer from the store and say so in one line on
+    # stderr (so --json stays JSON)
+    for args, expected in [
+        (["runs"], "offline"),
+        (["show", str(run.id)], "0.25"),
+        (["logs", str(run.id)], "trained offline"),
+        (["compare", str(run.id)], "metrics.loss"),
+        (["datasets"], "no datasets yet"),
+        (["reports"], "No reports yet"),
+    ]:
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert expected in result.stdout, (args, result.stdout)
+        assert result.stderr.count("No labrun server is running: reading the store") == 1
+    listed = CliRunner().invoke(main, ["runs", "--json"], catch_exceptions=False)
+    assert [r["name"] for r in json.loads(listed.stdout)["runs"]] == ["offline"]
+
+    # A command that needs the pool says what to start
+    (tmp_path / "train.ipynb").write_text("{}")
+    submit = CliRunner().invoke(main, ["submit", str(tmp_path / "train.ipynb")])
+    assert submit.exit_code == 1
+    assert "start `jupyter lab` or `labrun server` on this machine first" in submit.output
+
+    # With no store either, the read commands say the same
+    monkeypatch.delenv("LABRUN_DB_URL")
+    monkeypatch.setenv("LABRUN_DATA_DIR", str(tmp_path / "fresh"))
+    fresh = CliRunner().invoke(main, ["runs"])
+    assert fresh.exit_code == 1
+    assert "no labrun server is running and there is no run store at" in fresh.output
+    assert "start `jupyter lab` or `labrun server`" in fresh.output
+    assert not (tmp_path / "fresh").exists()  # reading created nothing

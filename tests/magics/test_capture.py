@@ -70,7 +70,9 @@ def test_mldataset_versions_follow_the_content(
     (data / "a.csv").write_text("x,y\n1,2\n")
     (data / "b.csv").write_text("x,y\n3,4\n")
     first = kernel.ok(f"%mldataset frames {data}")
-    assert "frames v1 (new version; 2 files" in first.text()
+    # One line, and no repr of what the server answered
+    assert first.text().strip() == "dataset frames v1 (new version; 2 files, 16 B, 2 read)"
+    assert first.data("text/plain") == []
     again = kernel.ok(f"%mldataset frames {data}")
     assert "frames v1 (unchanged; 2 files" in again.text() and "0 read" in again.text()
     (data / "b.csv").write_text("x,y\n3,5\n")

@@ -388,8 +388,36 @@ def test_a_first_cell_waits_for_a_pool_that_is_still_starting(tmp_path: Path) ->
         done = kernel.ok("%%mlrun --name first\nanswer = 6 * 7")
 
         # Then it says it waits, and runs once the pool is ready
-        assert "waiting for the pool to start" in done.text("stderr")
+        assert "waiting for the pool to start" in done.text("stdout")
+        assert "labrun" not in done.text("stderr")  # JupyterLab paints stderr red
         assert kernel.value("answer") == 42
     finally:
         kernel.close()
         server.stop()
+
+
+def test_labrun_says_what_it_does_on_stdout_and_keeps_stderr_for_trouble(
+    pool_server: LabrunServer, tmp_path: Path
+) -> None:
+    # A kernel of its own: the word about GPUs comes once a kernel
+    kernel = Kernel(tmp_path, pool_server.env)
+    try:
+        kernel.ok("%load_ext labrun")
+        said = {
+            "%%mlrun\nx = 1": "the pool has no GPU workers",
+            "%%mlrun --session chat\ny = 2": "session 'chat' started",
+            "%mlrun_release chat": "session 'chat' released",
+            "%%mlrun --no-wait\nz = 3": "",
+            "%mlrun_fetch": "brought back z",
+        }
+        for code, message in said.items():
+            done = kernel.ok(code)
+            assert message in done.text("stdout"), (code, done.outputs)
+            # JupyterLab paints stderr red: nothing went wrong here
+            assert done.text("stderr") == "", (code, done.text("stderr"))
+        # A real warning still goes to stderr
+        done = kernel.ok("%%mlrun\nimport threading\nlock = threading.Lock()\nkept = 1")
+        assert "did not come back" in done.text("stderr")
+        assert kernel.value("kept") == 1
+    finally:
+        kernel.close()

@@ -7,17 +7,15 @@ Set ``LABRUN_SCREENSHOTS=docs/screenshots`` to refresh the README's tour picture
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.demo import Demo, run_demo
 from support.lab import (
     CHROMIUM,
     SIDEBAR_TAB,
@@ -34,29 +32,10 @@ pytestmark = pytest.mark.timeout(400)
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 
 
-@dataclass
-class Demo:
-    data: Path
-    workdir: Path
-    returncode: int
-    output: str
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     """One `labrun demo` on a machine with no labrun server running."""
-    base = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "LABRUN_DATA_DIR": str(base / "data"), "COLUMNS": "200"}
-    env.pop("LABRUN_SERVER_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "labrun.cli", "demo", "--epochs", "1", "--workdir", str(base)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=360,
-        check=False,
-    )
-    return Demo(base / "data", base, done.returncode, done.stdout + done.stderr)
+    return run_demo(tmp_path_factory.mktemp("demo"), columns=200)
 
 
 def test_the_demo_sweeps_reports_and_says_where_everything_is(demo: Demo) -> None:
