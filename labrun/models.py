@@ -223,6 +223,7 @@ class ListRunsQuery(Request):
     offset: int = Field(0, ge=0, le=INT64_MAX)
     cursor: str | None = Field(
         None,
+        min_length=1,
         description="the next_cursor of the previous page: the page after it, found by "
         "the sort's index instead of skipping offset rows (then leave offset out)",
     )
