@@ -53,12 +53,12 @@ install: $(VENV)/.installed-dev $(LABEXT_OUT)
 demo: install
 	$(BIN)/labrun demo
 
+# pytest in two processes, each taking whole test files: most tests wait on the servers,
+# pools and browsers they start, so two share 2 cores well.
 test: install
 	scripts/ensure-debian-package.sh postgresql "/usr/lib/postgresql/*/bin/initdb"
 	scripts/ensure-debian-package.sh chromium /usr/bin/chromium
 	cd $(LABEXT) && $(JLPM) test
-	# Two pytest processes, each taking whole test files: most tests wait on the servers, pools
-	# and browsers they start, so two share 2 cores well (19 min instead of about 30).
 	LABRUN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
