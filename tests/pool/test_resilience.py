@@ -133,6 +133,9 @@ def test_fair_share_alternates_between_two_users(tmp_path: Path, notebooks: Path
     store = Store(Database(server.db_url), artifact_root=str(tmp_path / "artifacts"))
     notebook = write_notebook(tmp_path / "steady.ipynb", "import time\ntime.sleep(1.5)")
     content = json.loads(notebook.read_text())
+    # The pool's first job also waits for the worker's first kernel, seconds on a busy
+    # machine: carol's job, first in line, takes that wait out of alice's and bob's hours.
+    store.jobs.submit(SubmitJob(notebook="params.ipynb", content=content, name="warm-up"), "carol")
     for user in ("alice", "bob"):
         for i in range(3):
             store.jobs.submit(
@@ -150,7 +153,7 @@ def test_fair_share_alternates_between_two_users(tmp_path: Path, notebooks: Path
             started = sorted(
                 (client.get_run(r.id) for r in runs), key=lambda r: r.started_at or r.created_at
             )
-        order = [r.user for r in started]
+        order = [r.user for r in started if r.user != "carol"]
         assert order[0] == "alice" and order[1] == "bob", order
         assert sorted(order[:4]) == ["alice", "alice", "bob", "bob"], order
     finally:

@@ -198,7 +198,7 @@ def test_chromium_loads_the_sidebar_from_the_wheel(lab: JupyterLab) -> None:
         page.goto(f"{lab.url}lab?token={lab.token}")
         page.wait_for_selector(SIDEBAR_TAB, timeout=120_000)
         page.click(SIDEBAR_TAB)
-        page.wait_for_selector(".jp-labrun-sidebar .jp-labrun-row", timeout=60_000)
+        page.wait_for_selector(".jp-labrun-sidebar .jp-labrun-row[data-run-id]", timeout=60_000)
         assert "double" in page.inner_text(".jp-labrun-sidebar")
 
 
