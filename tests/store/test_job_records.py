@@ -4,14 +4,12 @@ claim, and what a re-run carries."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from support.notebooks import make_notebook
 
 from labrun.errors import InvalidRequest
-from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.jupyter_ext.store import Store
 from labrun.models import (
     ClaimRun,
     CodeState,
@@ -35,14 +33,6 @@ MACHINE = {
     "versions": {"python": "3.11.7", "torch": "2.13.0", "cuda": "12.1"},
     "gpus": [{"index": 0, "name": "H200", "driver": "550.54"}],
 }
-
-
-@pytest.fixture
-def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
-    db = Database(db_url)
-    check_schema(db.engine, auto_upgrade=True)
-    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
-    db.close()
 
 
 def submit(store: Store, **fields: object) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,6 @@ SORTS = [
     "params.mixed",
     "metrics.loss",
 ]
-
-
-@pytest.fixture
-def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
-    db = Database(db_url)
-    check_schema(db.engine, auto_upgrade=True)
-    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
-    db.close()
 
 
 @pytest.fixture

@@ -4,23 +4,13 @@ attempt's part of the log stays apart, the retried one's starting with a marker.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from support.notebooks import make_notebook
 
 from labrun.errors import NotFound
-from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.jupyter_ext.store import Store
 from labrun.models import AppendLogs, ClaimRun, CreateRun, LogEntryIn, LogTailQuery, SubmitJob
-
-
-@pytest.fixture
-def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
-    db = Database(db_url)
-    check_schema(db.engine, auto_upgrade=True)
-    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
-    db.close()
 
 
 def start(store: Store, run_id: int, worker: str) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from support.notebooks import make_notebook
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.jupyter_ext import auth
-from labrun.jupyter_ext.store import Database, Store, check_schema
+from labrun.jupyter_ext.store import Store
 from labrun.jupyter_ext.store.models import MetricSummary
 from labrun.models import (
     CreateDatasetVersion,
@@ -36,14 +34,6 @@ from labrun.models import (
     SubmitJob,
     UpdateRun,
 )
-
-
-@pytest.fixture
-def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
-    db = Database(db_url)
-    check_schema(db.engine, auto_upgrade=True)
-    yield Store(db, artifact_root=str(tmp_path / "artifacts"))
-    db.close()
 
 
 def points(key: str, values: list[float], start: int = 0) -> list[MetricPoint]:
