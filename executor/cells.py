@@ -36,7 +36,7 @@ import time
 import types
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cloudpickle
 from IPython.core.displayhook import DisplayHook
@@ -49,6 +49,7 @@ from labrun.delivery import AppendLogsOp, ArtifactOp, Outbox, UpdateRunOp
 from labrun.errors import Conflict, LabrunError, NotFound
 from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
 from labrun.records import CellRecord
+from labrun.shipping import Packed, pack_all, unpack_all
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -66,83 +67,6 @@ RESULT_EVENTS_BUDGET = 4 * 2**20
 REPORT_START_AFTER = 0.5
 # Seconds an interrupted cell has to stop before its worker process is restarted.
 KILL_GRACE = 10.0
-
-Packed = tuple[Literal["module", "raw", "pickle"], Any]
-
-
-# --- shipping values ----------------------------------------------------------------
-
-
-def _is_raw(value: Any) -> bool:
-    """Arrays and tensors: Dask's own serializers move these without extra copies."""
-    root = type(value).__module__.split(".", 1)[0]
-    return root in {"numpy", "torch"} and type(value).__name__ in {"ndarray", "Tensor"}
-
-
-class _CpuPickler(cloudpickle.CloudPickler):
-    """Pickles torch tensors and parameters on a GPU as CPU ones (for a kernel without CUDA)."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
-            if isinstance(obj, torch.nn.Parameter):
-                return torch.nn.Parameter, (obj.detach().cpu(), obj.requires_grad)
-            return obj.detach().cpu().__reduce_ex__(5)
-        return super().reducer_override(obj)
-
-
-def pack(value: Any, *, cuda: bool = True) -> Packed:
-    """``value`` in the form it travels in; raises when it cannot be pickled."""
-    if isinstance(value, types.ModuleType):
-        return "module", value.__name__
-    if _is_raw(value):
-        # numpy 2 arrays have a device too, the string "cpu"; torch's has a type.
-        device = getattr(getattr(value, "device", None), "type", "cpu")
-        if not cuda and device != "cpu":
-            value = value.detach().cpu()
-        return "raw", value
-    if cuda:
-        return "pickle", cloudpickle.dumps(value, protocol=5)
-    buffer = io.BytesIO()
-    _CpuPickler(buffer, protocol=5).dump(value)
-    return "pickle", buffer.getvalue()
-
-
-def unpack(packed: Packed) -> Any:
-    kind, data = packed
-    if kind == "module":
-        return importlib.import_module(data)
-    if kind == "pickle":
-        return cloudpickle.loads(data)
-    return data
-
-
-def pack_all(
-    values: dict[str, Any], *, cuda: bool = True
-) -> tuple[dict[str, Packed], dict[str, str]]:
-    """Each value packed; the names that could not be, with why."""
-    packed: dict[str, Packed] = {}
-    failed: dict[str, str] = {}
-    for name, value in values.items():
-        try:
-            packed[name] = pack(value, cuda=cuda)
-        except Exception as err:  # noqa: BLE001 - pickling raises anything; say which value
-            failed[name] = f"{type(value).__name__} cannot be pickled: {err}"
-    return packed, failed
-
-
-def unpack_all(packed: dict[str, Packed]) -> tuple[dict[str, Any], dict[str, str]]:
-    values: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    for name, item in packed.items():
-        try:
-            values[name] = unpack(item)
-        except ModuleNotFoundError as err:
-            failed[name] = f"module {err.name!r} is not installed here"
-        except Exception as err:  # noqa: BLE001 - unpickling raises anything; say which value
-            failed[name] = f"could not be unpickled: {type(err).__name__}: {err}"
-    return values, failed
-
 
 # --- the shell ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 from traitlets import Float, Int, Unicode
 
-from labrun import environment, settings, tracking
+from labrun import environment, settings, shipping, tracking
 from labrun.client import Client
 from labrun.datahash import hash_path, human_size
 from labrun.delivery import ArtifactOp, CreateRunOp, LinkDatasetOp
@@ -200,7 +200,7 @@ class LabrunMagics(Magics):
             session = self._session(args.session, gpus, priority, args.project)
             # The session's own values are the truth: send only what the notebook changed.
             values = {n: v for n, v in values.items() if session.returned.get(n, remote) is not v}
-        packed, failed = remote.ship(values, local_roots=[str(Path.cwd())])
+        packed, failed = shipping.ship(values, local_roots=[str(Path.cwd())])
         if failed:
             lines = "\n".join(f"  {name} ({why})" for name, why in failed.items())
             raise MagicError(
@@ -337,7 +337,7 @@ class LabrunMagics(Magics):
                 captured = capturer.capture(namespace)
             except Exception as err:  # noqa: BLE001 - a partial record beats none
                 captured = {**environment.basic(), "capture_error": f"{type(err).__name__}: {err}"}
-            captured["inputs"] = remote.digests(packed)
+            captured["inputs"] = shipping.digests(packed)
             captured["outputs"] = list(returns)  # what a `labrun rerun` keeps
             # The kernel's Dask client: while it is connected, the kernel records this cell
             # itself; once it is gone, the server settles the run from what the worker kept.
@@ -423,8 +423,6 @@ class LabrunMagics(Magics):
         """The values a cell run left on the server (a rerun stores them as outputs.pkl)."""
         import cloudpickle
 
-        from labrun.executor.cells import unpack_all
-
         client = self.pool.client
         try:
             run = client.get_run(run_id)
@@ -443,7 +441,7 @@ class LabrunMagics(Magics):
                 f"that ran it (and outlive neither it nor a restart), unless the run is a "
                 f"`labrun rerun`; `labrun show {run_id}` has its log"
             ) from None
-        values, failed = unpack_all(cloudpickle.loads(blob)["values"])
+        values, failed = shipping.unpack_all(cloudpickle.loads(blob)["values"])
         self.ip.user_ns.update(values)
         names = ", ".join(sorted(values)) or "nothing"
         print(f"labrun: run {run_id} brought back {names}")

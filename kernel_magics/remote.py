@@ -9,7 +9,6 @@ finds the run by the key the kernel chose.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import queue
 import sys
@@ -20,15 +19,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
-import cloudpickle
-
 from labrun import environment
 from labrun.client import Client
 from labrun.delivery import CancelRunOp, Outbox, UpdateRunOp
 from labrun.errors import LabrunError
-from labrun.executor.cells import CellSession, Packed, pack, stop_cell, unpack_all
+from labrun.executor.cells import CellSession, stop_cell
 from labrun.models import CreateRun, PoolStatus, RunKind, RunStatus, UpdateRun
 from labrun.records import CellRecord
+from labrun.shipping import unpack_all
 
 logger = logging.getLogger("labrun.magics")
 
@@ -215,20 +213,6 @@ class Pool:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.dask.close()
-
-
-def _digest(packed: Packed) -> str:
-    kind, data = packed
-    h = hashlib.sha256()
-    if kind == "raw":
-        h.update(f"{type(data).__module__}.{type(data).__name__}".encode())
-        array = data.detach().cpu().numpy() if hasattr(data, "detach") else data
-        h.update(f"{array.dtype}{array.shape}".encode())
-        h.update(memoryview(array.tobytes() if not array.flags.c_contiguous else array).cast("B"))
-    else:
-        h.update(kind.encode())
-        h.update(data.encode() if isinstance(data, str) else data)
-    return h.hexdigest()
 
 
 class CellRun:
@@ -553,40 +537,6 @@ def start_session(
                 pool.client.cancel_run(run.id)
             raise
     return SessionHandle(name, future, actor, run.id, key)
-
-
-def ship(
-    values: dict[str, Any], *, local_roots: list[str]
-) -> tuple[dict[str, Packed], dict[str, str]]:
-    """Inputs for the worker (modules go by name), and what cannot be shipped."""
-    packed: dict[str, Packed] = {}
-    failed: dict[str, str] = {}
-    for name, value in values.items():
-        _register_local(value, local_roots)
-        try:
-            packed[name] = pack(value)
-        except Exception as err:  # noqa: BLE001 - pickling raises anything; name the value
-            failed[name] = f"{type(value).__name__}: {err}"
-    return packed, failed
-
-
-def _register_local(value: Any, roots: list[str]) -> None:
-    """Ship functions and classes from the notebook's own .py files by value.
-
-    The worker may not have those files; installed packages it does have.
-    """
-    name = getattr(value, "__module__", None) or type(value).__module__
-    module = sys.modules.get(name.split(".")[0]) if name else None
-    file = getattr(module, "__file__", None) if module else None
-    if module is None or not file or name == "__main__":
-        return
-    if any(file.startswith(root) for root in roots) and "site-packages" not in file:
-        with contextlib.suppress(ValueError):
-            cloudpickle.register_pickle_by_value(module)
-
-
-def digests(packed: dict[str, Packed]) -> dict[str, str]:
-    return {name: _digest(item) for name, item in packed.items()}
 
 
 @contextlib.contextmanager
