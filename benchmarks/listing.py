@@ -81,17 +81,19 @@ def build(path: Path, runs: int) -> float:
         for i in range(1, runs + 1):
             created = BASE + timedelta(seconds=i)
             status = _status(i)
-            ended = None if status == "running" else created + timedelta(seconds=1 + i % 3571)
+            took = None if status == "running" else float(1 + i % 3571)
+            ended = None if took is None else created + timedelta(seconds=took)
             yield (
                 i, 1 + i % 5, f"run-{i:07d}", KINDS[i % 3], status, f"user{i % 7}", 0, "{}", 1,
                 "[]", "{}", 0, _stamp(created), _stamp(created), _stamp(created),
-                ended and _stamp(ended), _stamp(ended or created),
+                ended and _stamp(ended), took, _stamp(ended or created),
             )  # fmt: skip
 
     db.executemany(
         "INSERT INTO runs (id, project_id, name, kind, status, user, requested_gpus, "
         "resources, attempt, tags, environment, priority, created_at, queued_at, started_at, "
-        "ended_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "ended_at, duration, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         run_rows(),
     )
 
@@ -156,6 +158,7 @@ FILTERS: dict[str, dict[str, Any]] = {
     "project=project-2": {"project": "project-2"},
     "q=run-00042 (100 matches)": {"q": "run-00042"},
     "q=nothing (no match)": {"q": "no-such-run"},
+    "q=0004 (1,000 matches), by -duration": {"q": "0004", "sort": "-duration"},
     "project+status+user, by metrics.loss": {
         "project": "project-1", "status": "completed", "user": "user2", "sort": "metrics.loss",
     },

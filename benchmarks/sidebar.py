@@ -1,7 +1,12 @@
-"""The Runs panel with 10,000 runs, measured in Chromium.
+"""The Runs panel with 10,000 runs (or a million), measured in Chromium.
 
     python benchmarks/sidebar.py                      # about a minute on 2 cores
     python benchmarks/sidebar.py --json docs/sidebar-results.json
+    python benchmarks/sidebar.py --store /tmp/labrun-listing-bench/runs-1000000-schema-0008.db
+
+``--store`` serves a store made by ``benchmarks/listing.py`` instead (1,000,000 runs named
+``run-0000001`` and on, each with a 5-point ``loss`` curve) from a copy of it; its filter
+texts (``run-0001`` and on) each match 1,000 runs there too.
 
 A real ``jupyter lab`` with labrun serves a store of 10,000 runs (each with a parameter and
 a 10-point loss curve, so every row has a sparkline). In Debian's Chromium:
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -91,12 +98,22 @@ def seed(db_url: str) -> float:
     return time.perf_counter() - start
 
 
-def measure(trials: int) -> dict[str, Any]:
+def measure(trials: int, store: Path | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="labrun-sidebar-bench-") as tmp:
         lab = JupyterLab(Path(tmp) / "lab", pool=False)
         lab.data_dir.mkdir(parents=True, exist_ok=True)
-        seconds = seed(f"sqlite:///{lab.data_dir / 'labrun.db'}")
-        print(f"seeded {RUNS} runs in {seconds:.1f} s", flush=True)
+        path = lab.data_dir / "labrun.db"
+        if store is None:
+            runs, prefix = RUNS, "run-0"
+            seconds = seed(f"sqlite:///{path}")
+            print(f"seeded {RUNS} runs in {seconds:.1f} s", flush=True)
+        else:
+            # A copy: the server writes (its signing secret, the start-up check).
+            shutil.copyfile(store, path)
+            with sqlite3.connect(path) as db:
+                runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            prefix = "run-000"
+            print(f"serving a copy of {store} ({runs} runs)", flush=True)
         lab.start()
         try:
             with chromium() as context:
@@ -108,18 +125,18 @@ def measure(trials: int) -> dict[str, Any]:
                     page.wait_for_selector(SIDEBAR_TAB, timeout=90_000)
                     page.wait_for_timeout(500)  # let JupyterLab settle
                     first.append(page.evaluate(FIRST_RENDER_JS, SIDEBAR_TAB))
-                page.wait_for_selector(".jp-labrun-count:has-text('10000 runs')")
+                page.wait_for_selector(f".jp-labrun-count:has-text('{runs} runs')")
                 filtered: list[float] = []
                 for i in range(trials + 1):
                     # A different filter each time so no answer is cached anywhere.
-                    text = f"run-0{i % 9 + 1}"
+                    text = f"{prefix}{i % 9 + 1}"
                     filtered.append(page.evaluate(FILTER_JS, [text, "1000 runs"]))
-                    page.evaluate(FILTER_JS, ["run-", "10000 runs"])
+                    page.evaluate(FILTER_JS, ["run-", f"{runs} runs"])
         finally:
             lab.stop()
     # The first trial of each warms caches (JIT, SQLite pages): reported, not counted.
     return {
-        "runs": RUNS,
+        "runs": runs,
         "first_render_ms": {"median": statistics.median(first[1:]), "all": first},
         "filter_update_ms": {"median": statistics.median(filtered[1:]), "all": filtered},
         "goal_ms": 300,
@@ -130,8 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--store", type=Path, help="serve this SQLite store (a copy of it)")
     args = parser.parse_args()
-    results = measure(args.trials)
+    results = measure(args.trials, args.store)
     for key in ("first_render_ms", "filter_update_ms"):
         figures = results[key]
         print(

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from labrun.jupyter_ext.store.models import Base
+from labrun.jupyter_ext.store.models import Base, in_models
 
 config = context.config
 engine = config.attributes.get("engine") or create_engine(
@@ -17,6 +17,7 @@ with engine.begin() as connection:
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=in_models,
     )
     with context.begin_transaction():
         context.run_migrations()

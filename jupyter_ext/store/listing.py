@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import column, func, literal_column, select, table, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from labrun.errors import InvalidRequest
@@ -44,6 +44,8 @@ COLUMNS: dict[str, tuple[Any, Any, bool]] = {
     "queue": (Run.queue, str, True),
     "kind": (Run.kind, str, False),
     "project": (Project.name, str, False),
+    # Finished runs only: a running run's duration grows, so those come last, by id.
+    "duration": (Run.duration, Number, True),
 }
 
 
@@ -79,8 +81,7 @@ class Phase:
 @dataclass
 class Cursor:
     """Where the next page starts: after the row with ``values`` (sort values, then id)
-    in phase ``phase``; ``position`` rows come before it. Without values (a sort that is
-    no index walk: duration) the next page is found by position."""
+    in phase ``phase``; ``position`` rows come before it."""
 
     sort: str
     position: int
@@ -113,7 +114,25 @@ class Cursor:
         return cls(sort, position, phase, values)
 
 
-def conditions(query: ListRunsQuery) -> list[Any]:
+# The trigram index reads three characters at a time: a shorter search scans the names.
+SEARCH_MIN = 3
+_search = table("run_search", column("rowid"))
+
+
+def name_contains(q: str, dialect: str) -> Any:
+    """Runs whose name holds ``q``, ignoring case, by the name's trigram index (migration
+    0008) where the database has one that can answer."""
+    if dialect == "sqlite" and len(q) >= SEARCH_MIN:
+        # An FTS5 phrase of the trigram tokenizer matches wherever the text occurs.
+        phrase = '"' + q.replace('"', '""') + '"'
+        matching = select(_search.c.rowid).where(literal_column("run_search").op("MATCH")(phrase))
+        return Run.id.in_(matching)
+    # PostgreSQL's pg_trgm GIN index answers ILIKE itself. % and _ are the user's text.
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return Run.name.ilike(f"%{escaped}%", escape="\\")
+
+
+def conditions(query: ListRunsQuery, dialect: str) -> list[Any]:
     """The filters of a listing, on the runs table alone (a project by its id)."""
     where: list[Any] = []
     if query.project is not None:
@@ -132,12 +151,12 @@ def conditions(query: ListRunsQuery) -> list[Any]:
     if query.key is not None:
         where.append(Run.key == query.key)
     if query.q:
-        where.append(Run.name.ilike(f"%{query.q}%"))
+        where.append(name_contains(query.q, dialect))
     return where
 
 
 def phases(stmt: Any, field_name: str) -> list[Phase] | None:
-    """The index walks of a sort, in order; None for a sort that is none (duration)."""
+    """The index walks of a sort, in order; None for a field runs cannot be sorted by."""
     if field_name.startswith("metrics."):
         key = field_name[len("metrics.") :]
         summary = aliased(MetricSummary)
@@ -213,26 +232,22 @@ def page(
     offset: int,
     limit: int,
     cursor: Cursor | None,
-    order: Any,
 ) -> tuple[list[Run], Cursor | None, int]:
     """A page of runs, the cursor of the next page (None after the last) and the
-    position of the page's first row.
-
-    ``order`` orders ``stmt`` for a sort that is no index walk; such a sort's cursor
-    carries only a position.
-    """
+    position of the page's first row."""
     descending = sort.startswith("-")
     walks = phases(stmt, sort.lstrip("-+"))
-    if cursor is not None and walks is not None and cursor.phase >= len(walks):
+    if walks is None:
+        raise InvalidRequest(
+            f"cannot sort by {sort!r}; use one of {', '.join(sorted(COLUMNS))}, "
+            "params.NAME or metrics.NAME, with a leading '-' for descending"
+        )
+    if cursor is not None and cursor.phase >= len(walks):
         raise InvalidRequest(
             "the cursor does not fit this sort; pass the next_cursor of a page of the same "
             "sort, or page by offset"
         )
     start = cursor.position if cursor is not None else offset
-    if walks is None:
-        runs = list(session.scalars(order(stmt, sort).offset(start).limit(limit)).all())
-        more = len(runs) == limit
-        return runs, Cursor(sort, start + len(runs)) if more else None, start
     rows: list[Any] = []
     last_phase = 0
     for index, walk in enumerate(walks):

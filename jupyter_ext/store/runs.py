@@ -34,7 +34,7 @@ from labrun.models import (
 )
 
 from .database import Database
-from .listing import COLUMNS, Cursor, conditions, page
+from .listing import Cursor, conditions, page
 from .models import (
     PARAM_TEXT,
     Metric,
@@ -237,10 +237,13 @@ class RunStore:
         run.status = status.value
         if status == RunStatus.queued:
             run.queued_at = now
+            run.duration = None
         elif status == RunStatus.running:
             run.started_at = run.started_at or now
         elif status in FINISHED_STATUSES or status == RunStatus.lost:
             run.ended_at = now
+            if run.started_at is not None:
+                run.duration = (now - run.started_at).total_seconds()
         session.add(RunTransition(run_id=run.id, status=status.value, time=now, message=message))
 
     # --- the operations ----------------------------------------------------------------
@@ -414,7 +417,7 @@ class RunStore:
 
     def list_runs(self, query: ListRunsQuery) -> RunList:
         with self.db.session() as session:
-            where = conditions(query)
+            where = conditions(query, self.db.dialect)
             stmt = select(Run).join(Run.project).options(contains_eager(Run.project)).where(*where)
             # Counted without the join to projects: every run has one, and the join would
             # visit every run's project (a quarter of a second at a million runs).
@@ -434,7 +437,6 @@ class RunStore:
                 offset=query.offset,
                 limit=query.limit,
                 cursor=cursor,
-                order=self._order,
             )
             return RunList(
                 runs=self.summaries(session, runs),
@@ -497,29 +499,6 @@ class RunStore:
                 seen.add((run_id, point_id))
                 out.setdefault(run_id, []).append(value)
         return out
-
-    def _duration(self) -> Any:
-        """Seconds from a run's start to its end (or to now), in the database's SQL."""
-        if self.db.dialect == "postgresql":
-            return func.extract("epoch", func.coalesce(Run.ended_at, func.now()) - Run.started_at)
-        ended = func.julianday(func.coalesce(Run.ended_at, func.datetime("now")))
-        return (ended - func.julianday(Run.started_at)) * 86400.0
-
-    def _order(self, stmt: Any, sort: str) -> Any:
-        """``stmt`` ordered by a sort that is no index walk (duration, which depends on now)."""
-        descending = sort.startswith("-")
-        if sort.lstrip("-+") != "duration":
-            raise InvalidRequest(
-                f"cannot sort by {sort!r}; use one of "
-                f"{', '.join(sorted([*COLUMNS, 'duration']))}, "
-                "params.NAME or metrics.NAME, with a leading '-' for descending"
-            )
-        # Runs without one go last either way; the id breaks ties so pages are stable.
-        key = self._duration()
-        return stmt.order_by(
-            (key.desc() if descending else key.asc()).nulls_last(),
-            Run.id.desc() if descending else Run.id.asc(),
-        )
 
     def compare(self, run_ids: Iterable[int]) -> Comparison:
         ids = list(dict.fromkeys(run_ids))

@@ -162,9 +162,7 @@ def test_a_cursor_with_values_that_do_not_fit_its_sort_is_refused(
         listing(store, sort=sort, cursor=cursor)
 
 
-def test_every_sort_but_duration_walks_an_index_and_sorts_nothing(
-    store: Store, runs: list[int]
-) -> None:
+def test_every_sort_walks_an_index_and_sorts_nothing(store: Store, runs: list[int]) -> None:
     """A page costs its rows, however many runs there are: SQLite's plan of every query of
     a first page and of a page by cursor has no sort step. (Filtered, the planner may
     rightly pick the filter's index and sort what it finds.)"""
@@ -179,8 +177,6 @@ def test_every_sort_but_duration_walks_an_index_and_sorts_nothing(
     event.listen(store.db.engine, "before_cursor_execute", capture)
     try:
         for field in SORTS:
-            if field == "duration":
-                continue
             for sort in (field, "-" + field):
                 page = listing(store, sort=sort, limit=2)
                 listing(store, sort=sort, limit=2, cursor=page.next_cursor)
@@ -191,6 +187,61 @@ def test_every_sort_but_duration_walks_an_index_and_sorts_nothing(
             explained = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             plan = [row[-1] for row in explained]
             assert not [step for step in plan if "TEMP B-TREE" in step], (statement, plan)
+
+
+def test_duration_sorts_finished_runs_by_how_long_they_took_then_the_others_by_id(
+    store: Store, runs: list[int]
+) -> None:
+    page = listing(store, sort="-duration", limit=100)
+    finished = [run for run in page.runs if run.ended_at is not None and run.started_at]
+    assert [run.id for run in page.runs[: len(finished)]] == [run.id for run in finished]
+    durations = [run.duration for run in finished]
+    assert durations == sorted(durations, reverse=True) and len(set(durations)) > 1
+    others = [run.id for run in page.runs[len(finished) :]]
+    assert others == sorted(others, reverse=True) and len(others) == 15 - len(finished)
+
+
+def test_a_run_queued_again_has_no_duration_until_it_ends_again(store: Store) -> None:
+    run = store.runs.create(CreateRun(name="retried", status=RunStatus.running), "bob")
+    store.runs.update(run.id, UpdateRun(status=RunStatus.lost))
+    assert listing(store, sort="duration").runs[0].id == run.id
+    store.runs.update(run.id, UpdateRun(status=RunStatus.queued))
+    store.runs.update(run.id, UpdateRun(status=RunStatus.running))
+    # Running again: among the runs without a duration, not with its first attempt's.
+    other = store.runs.create(CreateRun(name="done", status=RunStatus.running), "bob")
+    store.runs.update(other.id, UpdateRun(status=RunStatus.completed))
+    assert [r.id for r in listing(store, sort="duration").runs] == [other.id, run.id]
+
+
+NAMES = ["Alpha_1", "alphaX1", "beta%", "betaXX", 'say "hi"', "gamma", None, "ünïcode run"]
+
+
+@pytest.mark.parametrize(
+    ("q", "found"),
+    [
+        ("ALPHA", ["Alpha_1", "alphaX1"]),  # by the trigram index, ignoring case
+        ("a_1", ["Alpha_1"]),  # _ is the user's character, not LIKE's any-one
+        ("_", ["Alpha_1"]),  # shorter than a trigram: a scan, with the same rule
+        ("%", ["beta%"]),
+        ("ta%", ["beta%"]),
+        ('"hi"', ['say "hi"']),  # quotes are text, not FTS syntax
+        ("amm", ["gamma"]),
+        ("code r", ["ünïcode run"]),
+        ("zzz", []),
+    ],
+)
+def test_searching_names_finds_the_text_as_typed(store: Store, q: str, found: list[str]) -> None:
+    for name in NAMES:
+        store.runs.create(CreateRun(name=name), "bob")
+    page = listing(store, q=q, sort="name", limit=100)
+    assert [run.name for run in page.runs] == sorted(found) and page.total == len(found)
+
+
+def test_a_renamed_run_is_found_by_its_new_name_only(store: Store) -> None:
+    run = store.runs.create(CreateRun(name="first-name"), "bob")
+    store.runs.update(run.id, UpdateRun(name="second-name"))
+    assert [r.id for r in listing(store, q="second").runs] == [run.id]
+    assert listing(store, q="first").runs == []
 
 
 def test_parameters_stored_before_the_listing_migration_sort_by_their_text(
@@ -251,3 +302,43 @@ def test_sparklines_of_a_page_longer_than_a_batch_are_each_runs_newest_points(
     page = listing(store, sort="id", limit=45, spark="loss")
     # Then each run with points has its newest 30, oldest first, and no other
     assert page.sparklines == expected
+
+
+def test_runs_stored_before_the_search_migration_are_found_and_sort_by_duration(
+    tmp_path: Path,
+) -> None:
+    # Given a store at schema 0007 with two finished runs written by that labrun
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    upgrade(engine, "0007")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '2026-01-01 00:00:00')"
+            )
+        )
+        for run_id, name, seconds in [(1, "short-old-run", 5), (2, "long-old-run", 65)]:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, project_id, name, kind, status, user, requested_gpus, "
+                    "resources, attempt, tags, environment, priority, created_at, started_at, "
+                    "ended_at, updated_at) VALUES (:id, 1, :name, 'script', 'completed', 'bob', "
+                    "0, '{}', 0, '[]', '{}', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00', "
+                    ":ended, '2026-01-01 00:00:00')"
+                ),
+                {
+                    "id": run_id,
+                    "name": name,
+                    "ended": f"2026-01-01 00:{seconds // 60:02d}:{seconds % 60:02d}.000000",
+                },
+            )
+    engine.dispose()
+    # When it is upgraded
+    db = Database(url)
+    check_schema(db.engine, auto_upgrade=True)
+    store = Store(db, artifact_root=str(tmp_path / "artifacts"))
+    # Then the search finds them and the duration sort orders them
+    assert [run.id for run in listing(store, q="OLD-RUN", sort="id").runs] == [1, 2]
+    page = listing(store, sort="-duration")
+    assert [(run.id, run.duration) for run in page.runs] == [(2, 65.0), (1, 5.0)]
+    db.close()
