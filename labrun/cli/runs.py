@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -11,10 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from labrun.client import Client
 from labrun.models import RunList, RunStatus
 
+from .follow import RunEvents
 from .local import reader
 from .output import ago, console, duration, fitted_table, number, print_json, status, when
+
+# Seconds between reads of a followed log when no event came (one may have gone astray).
+RESYNC = 10.0
 
 
 def print_runs_table(
@@ -187,7 +193,10 @@ def show(run_id: int, as_json: bool) -> None:
 @click.argument("run_id", type=int)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option(
-    "--interval", default=1.0, show_default=True, help="Seconds between polls with --follow."
+    "--interval",
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls with --follow, where the server's event stream is not at hand.",
 )
 @click.option(
     "--attempt",
@@ -197,7 +206,14 @@ def show(run_id: int, as_json: bool) -> None:
 def logs(run_id: int, follow: bool, interval: float, attempt: int | None) -> None:
     """Print a run's log (each retried attempt's part starts with a `--- attempt N ---` line)."""
     offset = 0
-    with reader() as client:
+    with reader() as client, contextlib.ExitStack() as stack:
+        events = None
+        if follow and isinstance(client, Client):
+            # Subscribed before the first read, so no line written after it goes unseen.
+            events = RunEvents(client, [run_id])
+            stack.callback(events.close)
+            if not events.connect():
+                events = None
         while True:
             tail = client.logs(run_id, offset=offset, attempt=attempt)
             for entry in tail.entries:
@@ -207,7 +223,11 @@ def logs(run_id: int, follow: bool, interval: float, attempt: int | None) -> Non
                 continue
             if not follow or client.get_run(run_id).status.finished:
                 return
-            time.sleep(interval)
+            if events is not None and events.connected:
+                # New lines and the run's end both come as events; the timeout is a resync.
+                events.changes(RESYNC)
+            else:
+                time.sleep(interval)
 
 
 @click.command()

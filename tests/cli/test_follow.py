@@ -124,3 +124,33 @@ def test_submit_wait_follows_and_exits_with_the_run_status(
     assert (NO_STREAM in output) == (through != "direct"), output
     if through != "direct":
         assert "502" in output and "checking every 0.5 s" in output
+
+
+def test_logs_follow_prints_each_line_when_the_stream_brings_it(
+    labrun_server: LabrunServer,
+) -> None:
+    with Client(labrun_server.url, labrun_server.token) as client:
+        run = client.create_run(CreateRun(project="p", name="followed"))
+        client.append_logs(run.id, [LogEntryIn(text="first line\n")])
+    # Polls an hour apart: within the test's deadline only the stream can wake it.
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "labrun.cli", "logs", str(run.id), "--follow", "--interval", "3600"],
+        env={**labrun_server.env, "LABRUN_SERVER_URL": labrun_server.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(cli.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: "first line\n" in lines, 60, "the first log line")
+        with Client(labrun_server.url, labrun_server.token) as client:
+            client.append_logs(run.id, [LogEntryIn(text="second line\n")])
+            wait_for(lambda: "second line\n" in lines, 60, "the second log line")
+            client.update_run(run.id, UpdateRun(status=RunStatus.completed))
+        code = cli.wait(60)
+    finally:
+        cli.kill()
+        reader.join(10)
+    assert code == 0 and lines == ["first line\n", "second line\n"], lines
