@@ -21,6 +21,7 @@ from labrun.models import (
     CodeState,
     CreateQueue,
     DescribeQueue,
+    HostTelemetry,
     SubmitJob,
     SubmitSweep,
     SweepReport,
@@ -353,8 +354,9 @@ def create_queue(name: str, priority: int, max_gpus_per_user: int | None, descri
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def pool(as_json: bool) -> None:
-    """The pool: workers, their GPUs, and what each runs."""
-    state = Client().pool()
+    """The pool: workers, their CPU and memory, their GPUs, and what each runs."""
+    client = Client()
+    state = client.pool()
     if as_json:
         print_json(state)
         return
@@ -364,8 +366,10 @@ def pool(as_json: bool) -> None:
     )
     if state.message:
         console.print(f"[red]{state.message}[/]")
+    # Each worker's latest host sample (CPU and memory), sent with its heartbeats.
+    telemetry = {w.id: w.telemetry for w in client.workers().workers} if state.workers else {}
     table = Table(box=None, header_style="bold")
-    for column in ("worker", "threads", "GPU", "util", "memory", "run", "user"):
+    for column in ("worker", "threads", "CPU", "RAM", "GPU", "util", "memory", "run", "user"):
         table.add_column(column, no_wrap=True)
     for worker in state.workers:
         runs = {r.id: r for r in worker.runs}
@@ -387,7 +391,24 @@ def pool(as_json: bool) -> None:
         if not worker.gpus:
             for run in worker.runs or [None]:  # type: ignore[list-item]
                 rows.append(("-", "", "", str(run.id) if run else "", run.user if run else ""))
+        host = _host_columns(telemetry.get(worker.id))
         for i, row in enumerate(rows):
             first = i == 0
-            table.add_row(worker.id if first else "", str(worker.nthreads) if first else "", *row)
+            table.add_row(
+                worker.id if first else "",
+                str(worker.nthreads) if first else "",
+                *(host if first else ("", "")),
+                *row,
+            )
     console.print(table)
+
+
+def _host_columns(sample: HostTelemetry | None) -> tuple[str, str]:
+    """A worker's CPU use and memory, as `labrun pool` shows them ("" before a sample)."""
+    if sample is None:
+        return "", ""
+    cpu = f"{sample.cpu_percent:.0f}%" if sample.cpu_percent is not None else ""
+    ram = ""
+    if sample.ram_used is not None and sample.ram_total:
+        ram = f"{sample.ram_used / 2**30:.1f}/{sample.ram_total / 2**30:.0f} GiB"
+    return cpu, ram

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import socket
 from pathlib import Path
 
@@ -304,5 +305,13 @@ def test_queues_and_pool_commands(pool_server: LabrunServer) -> None:
     pool = json.loads(labrun_cli(pool_server, "pool", "--json").stdout)
     assert pool["state"] == "ready" and len(pool["workers"]) == 2
     assert all(w["alive"] for w in pool["workers"])
+    # Each worker's CPU and memory, once its heartbeat brought a host sample.
+    with Client(pool_server.url, pool_server.token) as client:
+        wait_for(
+            lambda: all(w.telemetry for w in client.workers().workers if w.alive),
+            60,
+            "a host sample from every worker",
+        )
     text = labrun_cli(pool_server, "pool").stdout
     assert "Pool ready" in text and pool["workers"][0]["id"] in text
+    assert len(re.findall(r"\d+% +\d+\.\d/\d+ GiB", text)) == 2, text
