@@ -232,9 +232,11 @@ def page(
     offset: int,
     limit: int,
     cursor: Cursor | None,
-) -> tuple[list[Run], Cursor | None, int]:
+    width: int = 1,
+) -> tuple[list[Any], Cursor | None, int]:
     """A page of runs, the cursor of the next page (None after the last) and the
-    position of the page's first row."""
+    position of the page's first row. A run is the first ``width`` columns of a row of
+    ``stmt``."""
     descending = sort.startswith("-")
     walks = phases(stmt, sort.lstrip("-+"))
     if walks is None:
@@ -270,7 +272,7 @@ def page(
             offset = max(0, offset - (session.scalar(counted) or 0))
         if len(rows) == limit:
             break
-    runs = [row[0] for row in rows]
+    runs = [row[:width] if width > 1 else row[0] for row in rows]
     if len(rows) < limit:
         return runs, None, start
-    return runs, Cursor(sort, start + len(rows), last_phase, list(rows[-1][1:])), start
+    return runs, Cursor(sort, start + len(rows), last_phase, list(rows[-1][width:])), start

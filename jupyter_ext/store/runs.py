@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm import Session
 
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.models import (
@@ -97,32 +97,46 @@ def numeric(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _duration(run: Run) -> float | None:
-    if run.started_at is None:
+def _duration(started: datetime | None, ended: datetime | None) -> float | None:
+    if started is None:
         return None
-    end = run.ended_at or utcnow()
-    return (end - run.started_at).total_seconds()
+    return ((ended or utcnow()) - started).total_seconds()
+
+
+# What a run's line in a listing shows: the rest (its environment, with every package, and
+# a job's notebook) is read only for the run's own page.
+SUMMARY_COLUMNS = (
+    Run.id,
+    Run.name,
+    Run.kind,
+    Run.status,
+    Run.user,
+    Run.queue,
+    Run.requested_gpus,
+    Run.worker,
+    Run.attempt,
+    Run.parent_id,
+    Run.tags,
+    Run.created_at,
+    Run.started_at,
+    Run.ended_at,
+    Project.name.label("project"),
+)
+SUMMARY_NAMES = tuple(column.key for column in SUMMARY_COLUMNS)
+
+
+def _summary(values: Any) -> dict[str, Any]:
+    """A run's summary fields from its row (or anything with the columns' names)."""
+    return {
+        **{name: values[name] for name in SUMMARY_NAMES},
+        "tags": values["tags"] or [],
+        "duration": _duration(values["started_at"], values["ended_at"]),
+    }
 
 
 def _summary_fields(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "project": run.project.name,
-        "name": run.name,
-        "kind": run.kind,
-        "status": run.status,
-        "user": run.user,
-        "queue": run.queue,
-        "requested_gpus": run.requested_gpus,
-        "worker": run.worker,
-        "attempt": run.attempt,
-        "parent_id": run.parent_id,
-        "tags": run.tags or [],
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "duration": _duration(run),
-    }
+    values = {name: getattr(run, name) for name in SUMMARY_NAMES if name != "project"}
+    return _summary({**values, "project": run.project.name})
 
 
 @dataclass
@@ -418,7 +432,8 @@ class RunStore:
     def list_runs(self, query: ListRunsQuery) -> RunList:
         with self.db.session() as session:
             where = conditions(query, self.db.dialect)
-            stmt = select(Run).join(Run.project).options(contains_eager(Run.project)).where(*where)
+            # Rows, not ORM objects: a page's runs are read as values, a third of the cost.
+            stmt = select(*SUMMARY_COLUMNS).join(Run.project).where(*where)
             # Counted without the join to projects: every run has one, and the join would
             # visit every run's project (a quarter of a second at a million runs).
             total = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
@@ -430,32 +445,38 @@ class RunStore:
                         "says where the page starts, so leave offset out"
                     )
                 cursor = Cursor.decode(query.cursor, query.sort)
-            runs, after, position = page(
+            rows, after, position = page(
                 session,
                 stmt,
                 query.sort,
                 offset=query.offset,
                 limit=query.limit,
                 cursor=cursor,
+                width=len(SUMMARY_COLUMNS),
             )
+            runs = [_summary(dict(zip(SUMMARY_NAMES, row, strict=True))) for row in rows]
             return RunList(
-                runs=self.summaries(session, runs),
+                runs=self._summaries(session, runs),
                 total=total,
                 offset=position,
                 limit=query.limit,
                 next_cursor=after.encode() if after is not None else None,
-                sparklines=self._sparklines(session, [r.id for r in runs], query.spark)
+                sparklines=self._sparklines(session, [r["id"] for r in runs], query.spark)
                 if query.spark
                 else {},
             )
 
     def summaries(self, session: Session, runs: Sequence[Run]) -> list[RunSummary]:
-        ids = [run.id for run in runs]
+        return self._summaries(session, [_summary_fields(run) for run in runs])
+
+    def _summaries(self, session: Session, fields: list[dict[str, Any]]) -> list[RunSummary]:
+        """Summaries with each run's parameters and latest metrics."""
+        ids = [run["id"] for run in fields]
         params = self.params_of(session, ids)
         metrics = self._metrics_of(session, ids)
         return [
-            RunSummary(**_summary_fields(run), params=params[run.id], metrics=metrics[run.id])
-            for run in runs
+            RunSummary(**run, params=params[run["id"]], metrics=metrics[run["id"]])
+            for run in fields
         ]
 
     def summaries_by_worker(self) -> dict[str, list[RunSummary]]:

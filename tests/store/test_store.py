@@ -375,7 +375,7 @@ def test_metric_sort_pages_through_runs_without_the_metric(store: Store, descend
     assert seen == [run_id for _, run_id in ranked] + sorted(without, reverse=descending)
 
 
-def test_sort_by_duration_counts_a_running_run_up_to_now(store: Store) -> None:
+def test_sort_by_duration_orders_finished_runs_then_the_others_by_id(store: Store) -> None:
     # Given finished runs of 10 s and 1000 s, and one running for an hour
     now = datetime.now(timezone.utc)
     ids = {}
@@ -391,9 +391,12 @@ def test_sort_by_duration_counts_a_running_run_up_to_now(store: Store) -> None:
         ids[name] = run.id
     never = store.runs.create(CreateRun(name="never", status=RunStatus.queued), "alice")
 
-    # Then sorting by duration orders them, and a run that never started comes last
+    # Then sorting by duration orders the finished ones by how long they took; the running
+    # one (its duration still grows, so no index can hold it) and the one that never
+    # started come after them, by id, as runs without a value do in every sort
     longest = store.runs.list_runs(ListRunsQuery(sort="-duration"))
-    assert [r.name for r in longest.runs] == ["running", "long", "short", "never"]
+    assert [r.name for r in longest.runs] == ["long", "short", "never", "running"]
+    assert longest.runs[-1].duration is not None and longest.runs[-1].duration >= 3600
     shortest = store.runs.list_runs(ListRunsQuery(sort="duration"))
     assert [r.id for r in shortest.runs] == [ids["short"], ids["long"], ids["running"], never.id]
 
