@@ -474,3 +474,30 @@ def test_without_the_server_extension_the_panel_says_how_to_fix_it(
     finally:
         page.close()
         lab.stop()
+
+
+# Last: its new run would be the newest in the lists the tests above read.
+def test_the_project_filter_offers_a_project_as_its_first_run_arrives(
+    page: Any, lab: JupyterLab
+) -> None:
+    show_panel(page, "Runs")
+    options = ".jp-labrun-project option"
+    page.wait_for_function(f"document.querySelectorAll('{options}').length > 1")
+    assert "brand-new" not in page.locator(options).all_inner_texts()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/v1/projects" in r.url else None)
+    # A run that changes in a known project: the list follows, the projects are not read
+    # again (counting a million runs' projects is work for the database).
+    run = lab.api("POST", "runs", json={"name": "renamed later", "project": "seg"})
+    lab.api("PATCH", f"runs/{run['id']}", json={"name": "renamed now"})
+    page.wait_for_function(
+        "[...document.querySelectorAll('.jp-labrun-body .jp-labrun-col-name')]"
+        ".some(e => e.textContent === 'renamed now')"
+    )
+    assert asked == []
+    # A run in a project the filter lacks: read once more, and offered
+    lab.api("POST", "runs", json={"name": "first of its project", "project": "brand-new"})
+    page.wait_for_function(
+        f"[...document.querySelectorAll('{options}')].some(o => o.value === 'brand-new')"
+    )
+    assert len(asked) == 1

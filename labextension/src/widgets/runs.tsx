@@ -48,6 +48,14 @@ export class RunsPanel extends LivePanel {
   }
 
   protected wants(event: IServerEvent): boolean {
+    if (event.type === 'run.created') {
+      // A run in a project the filter does not offer yet: read the projects again. Not on
+      // every event: counting a million runs' projects takes the database a while.
+      const project = event.data.project;
+      if (typeof project === 'string' && !this._projects.includes(project)) {
+        this._projectsStale = true;
+      }
+    }
     return event.type === 'run.created' || event.type === 'run.updated';
   }
 
@@ -58,10 +66,13 @@ export class RunsPanel extends LivePanel {
     } else {
       await this.pager.refresh();
     }
-    try {
-      this._projects = (await api.projects()).map(p => p.name);
-    } catch {
-      // The list still works without the project names; the next reload tries again.
+    if (this._projectsStale) {
+      try {
+        this._projects = (await api.projects()).map(p => p.name);
+        this._projectsStale = false;
+      } catch {
+        // The list still works without the project names; the next reload tries again.
+      }
     }
     this.update();
   }
@@ -136,6 +147,7 @@ export class RunsPanel extends LivePanel {
   private _metricPicked = new Signal<this, string>(this);
   private _started = false;
   private _projects: string[] = [];
+  private _projectsStale = true;
   private _metricKeys: string[] = [];
   private _selected = new Set<number>();
 }
