@@ -16,7 +16,7 @@ def test_a_worker_joins_without_importing_nbconvert_or_papermill() -> None:
     # The plugin is unpickled on the worker's event loop; nbformat's jsonschema alone takes
     # seconds to import on a busy machine. Its warm-up thread imports them afterwards.
     code = (
-        "import sys, labrun.executor.plugin\n"
+        "import sys, labrun.executor.worker\n"
         "heavy = [m for m in ('nbformat', 'nbconvert', 'papermill', 'jsonschema', 'IPython')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
