@@ -14,7 +14,6 @@ import logging
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,15 +23,16 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from labrun import environment, settings
-from labrun.client import Client
+from labrun import settings
 from labrun.delivery import AppendLogsOp, ArtifactOp, CreateReportOp, Outbox, UpdateRunOp
-from labrun.errors import Conflict, LabrunError, NotFound
+from labrun.errors import Conflict, NotFound
+from labrun.messages import JobSpec, RunError
 from labrun.models import ClaimRun, CreateReport, LogEntryIn, RunStatus, UpdateRun
 
 from .engine import ENGINE_NAME
 from .kernels import FLUSH_CODE, KernelPool, KernelUnavailable, setup_code
-from .plugin import LabrunWorkerPlugin, get_plugin
+from .plugins import Devices, Html, Kernels, ServerLink
+from .reruns import check_rerun
 
 logger = logging.getLogger("labrun.executor")
 
@@ -109,24 +109,28 @@ class NotebookJob:
 
     def __init__(
         self,
-        plugin: LabrunWorkerPlugin,
-        spec: dict[str, Any],
+        spec: JobSpec,
         devices: list[int],
         kernel: AsyncKernelManager,
         *,
+        link: ServerLink,
+        kernels: Kernels,
+        html: Html,
         packages: list[str] | None = None,
     ):
-        self.plugin = plugin
+        self.link = link
+        self.kernels = kernels
+        self.html = html
         self.spec = spec
-        self.run_id: int = spec["run_id"]
+        self.run_id = spec.run_id
         self.devices = devices
         self.kernel: AsyncKernelManager | None = kernel
         # The packages the claim recorded: what a re-run compares with its original's.
         self.packages = packages
         self.cancelled: str | None = None
         self.cells_started = 0
-        self.outbox = Outbox.of(plugin.client)
-        self.log = RunLog(self.outbox, self.run_id, attempt=spec.get("attempt"))
+        self.outbox = Outbox.of(link.client)
+        self.log = RunLog(self.outbox, self.run_id, attempt=spec.attempt)
         # Seconds each phase took, for the benchmarks and the worker's debug log.
         self.timings: dict[str, float] = {}
         self._mark = time.perf_counter()
@@ -138,7 +142,7 @@ class NotebookJob:
 
     @property
     def pool(self) -> KernelPool:
-        return self.plugin.pool
+        return self.kernels.pool
 
     def cancel(self, reason: str) -> None:
         """Stop the job: interrupt its kernel, then kill it if it does not stop."""
@@ -159,19 +163,19 @@ class NotebookJob:
     def _environ(self) -> dict[str, str]:
         environ = {
             settings.RUN_ID: str(self.run_id),
-            settings.PROJECT: self.spec.get("project") or "default",
+            settings.PROJECT: self.spec.project or "default",
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.devices)),
         }
-        if self.spec.get("token"):
+        if self.spec.token:
             # The job's own token, scoped to its run and acting as its owner: what
             # labrun.log and %%mlrun in the notebook use. The pool's stays with the worker.
-            environ[settings.TOKEN] = self.spec["token"]
+            environ[settings.TOKEN] = self.spec.token
         return environ
 
     def _cwd(self) -> str | None:
         # The submitter's folder when this worker shares its file system, so the notebook
         # finds files beside it; otherwise the kernel stays in its scratch folder.
-        cwd = self.spec.get("cwd")
+        cwd = self.spec.cwd
         return cwd if cwd and Path(cwd).is_dir() else None
 
     def _on_cell_start(self, cell: Any, cell_index: int) -> None:
@@ -181,18 +185,19 @@ class NotebookJob:
             self.log.system(f"[cell {cell_index}] {first}")
 
     def _execute(self, out_path: Path) -> Any:
-        nb = nbformat.from_dict(self.spec["content"])
+        assert self.spec.content is not None, "a notebook job's spec has its notebook"
+        nb = nbformat.from_dict(self.spec.content)
         nb.metadata.setdefault("kernelspec", {"name": "python3", "language": "python"})
         return papermill.execute_notebook(
             nb,
             str(out_path),
-            parameters=self.spec.get("parameters") or {},
+            parameters=self.spec.parameters,
             kernel_name=self.pool.kernel_name,
             progress_bar=False,
             request_save_on_cell_execute=False,
             stdout_file=self.log.stdout,
             stderr_file=self.log.stderr,
-            execution_timeout=self.spec.get("timeout"),
+            execution_timeout=self.spec.timeout,
             engine_name=ENGINE_NAME,
             km=self.kernel,
             on_cell_start=self._on_cell_start,
@@ -207,9 +212,9 @@ class NotebookJob:
         self._phase("flush")
 
     def run(self) -> dict[str, Any]:
-        workdir = Path(tempfile.mkdtemp(prefix=f"run-{self.run_id}-", dir=self.plugin.scratch))
+        workdir = Path(tempfile.mkdtemp(prefix=f"run-{self.run_id}-", dir=self.kernels.scratch))
         out_path = workdir / "executed.ipynb"
-        lines, error = check_rerun(self.plugin.client, self.spec, self.packages)
+        lines, error = check_rerun(self.link.client, self.spec, self.packages)
         for line in lines:
             self.log.system(line)
         if error is None:
@@ -224,7 +229,7 @@ class NotebookJob:
             status, error = RunStatus.cancelled, None
             self.log.system(f"cancelled: {self.cancelled}")
         elif error:
-            self.log.system(f"failed: {error['message']}")
+            self.log.system(f"failed: {error.message}")
         self._upload(out_path, report=status == RunStatus.completed and not error)
         self._phase("upload")
         self.log.close()
@@ -235,11 +240,11 @@ class NotebookJob:
         return {
             "run_id": self.run_id,
             "status": status.value,
-            "error": error,
+            "error": error.record() if error is not None else None,
             "timings": self.timings,
         }
 
-    def _attempts(self, out_path: Path) -> tuple[RunStatus, dict[str, Any] | None]:
+    def _attempts(self, out_path: Path) -> tuple[RunStatus, RunError | None]:
         """papermill on a kernel, another kernel if one dies before the first cell."""
         status, error = RunStatus.failed, None
         try:
@@ -257,15 +262,13 @@ class NotebookJob:
                     self._phase("execute")
                 except PapermillExecutionError as err:
                     status = RunStatus.failed
-                    error = {
-                        "type": err.ename,
-                        "message": f"cell {err.cell_index} raised {err.ename}: {err.evalue}",
-                        "cell_index": err.cell_index,
-                        "exec_count": err.exec_count,
-                        "ename": err.ename,
-                        "evalue": err.evalue,
-                        "traceback": err.traceback,
-                    }
+                    error = RunError.raised(
+                        err.ename,
+                        err.evalue,
+                        err.traceback,
+                        cell_index=err.cell_index,
+                        exec_count=err.exec_count,
+                    )
                 except (DeadKernelError, RuntimeError) as err:
                     if not self.cancelled and self.cells_started == 0 and attempt < KERNEL_TRIES:
                         # Died before the first cell: the kernel's fault, not the job's.
@@ -274,20 +277,16 @@ class NotebookJob:
                         self.kernel = None
                         continue
                     status = RunStatus.failed
-                    error = {"type": type(err).__name__, "message": f"the kernel died: {err}"}
-                if error is None or "cell_index" in error:
+                    error = RunError(type=type(err).__name__, message=f"the kernel died: {err}")
+                if error is None or error.cell_index is not None:
                     # The kernel lives (it ran to the end, or a cell raised): what labrun
                     # recorded in it goes out before it is shut down.
                     self._flush_kernel()
                 break
         except KernelUnavailable as err:
-            error = {"type": "KernelUnavailable", "message": str(err)}
+            error = RunError.of(err)
         except Exception as err:  # noqa: BLE001 - whatever broke, the run must say so
-            error = {
-                "type": type(err).__name__,
-                "message": str(err),
-                "traceback": traceback.format_exc().splitlines(),
-            }
+            error = RunError.of(err, with_traceback=True)
         finally:
             if self.kernel is not None:
                 kernel, self.kernel = self.kernel, None
@@ -297,15 +296,15 @@ class NotebookJob:
     def _upload(self, out_path: Path, *, report: bool = False) -> None:
         if not out_path.exists():
             return
-        stem = Path(self.spec.get("notebook") or "notebook.ipynb").stem
+        stem = Path(self.spec.notebook or "notebook.ipynb").stem
         try:
             text = out_path.read_text()
             self._artifact(f"{stem}.ipynb", text, "application/x-ipynb+json", "notebook")
             executed = nbformat.reads(text, as_version=4)
-            html = self.plugin.render_html(executed)
+            html = self.html.render(executed)
             self._phase("render_html")
             self._artifact(f"{stem}.html", html, "text/html", "html")
-            if report and self.spec.get("report"):
+            if report and self.spec.report:
                 self._record_report(nb=executed, notebook=f"{stem}.ipynb")
         except ValueError as err:
             self.log.system(f"could not read the executed notebook: {err}")
@@ -322,13 +321,13 @@ class NotebookJob:
 
     def _record_report(self, nb: Any, notebook: str) -> None:
         """A report job: its HTML for readers (no code unless asked), recorded as a report."""
-        options = self.spec["report"]
-        html = self.plugin.render_html(nb, code=bool(options.get("code")))
+        options = self.spec.report or {}
+        html = self.html.render(nb, code=bool(options.get("code")))
         self._artifact("report.html", html, "text/html", "report")
         report = CreateReport(
             name=options.get("name") or Path(notebook).stem,
-            notebook=self.spec.get("notebook") or notebook,
-            params=self.spec.get("parameters") or {},
+            notebook=self.spec.notebook or notebook,
+            params=self.spec.parameters,
             run_id=self.run_id,
             html_artifact="report.html",
             notebook_artifact=notebook,
@@ -336,10 +335,10 @@ class NotebookJob:
         self.outbox.put(CreateReportOp(body=report))
         self.log.system(f"recorded the report {options.get('name') or notebook!r}")
 
-    def _report(self, status: RunStatus, error: dict[str, Any] | None) -> None:
+    def _report(self, status: RunStatus, error: RunError | None) -> None:
         if status != RunStatus.cancelled:  # else the server cancelled it: nothing to add
             # A conflict (cancelled or declared lost meanwhile) leaves the server's word.
-            update = UpdateRun(status=status, error=error)
+            update = UpdateRun(status=status, error=error.record() if error is not None else None)
             self.outbox.put(UpdateRunOp(run_id=self.run_id, body=update))
         # The task ends once the run's record is on the server (or, with the server away,
         # waits in this worker's spool, which sends it once the server is back).
@@ -351,89 +350,46 @@ class NotebookJob:
             )
 
 
-def check_rerun(
-    client: Client, spec: dict[str, Any], packages: list[str] | None
-) -> tuple[list[str], dict[str, Any] | None]:
-    """A re-run's check, before it runs anything: this worker's ``packages`` against its
-    original's record. Returns lines for the run's log, naming every difference, and the
-    error that fails the run when it is strict and something differs (else None)."""
-    rerun = spec.get("rerun")
-    if not rerun:
-        return [], None
-    original, strict = rerun["of"], bool(rerun.get("strict"))
-    try:
-        recorded = client.get_run(original).environment.get("packages")
-    except LabrunError as err:
-        problem = f"could not read run {original}'s record to compare packages: {err}"
-        return [problem], ({"type": "PackageMismatch", "message": problem} if strict else None)
-    if not recorded:
-        return [f"run {original} recorded no packages; nothing to compare them with"], None
-    differences = environment.package_differences(recorded, packages or [])
-    if not differences:
-        return [f"packages: the same {len(recorded)} as run {original} recorded"], None
-    count = f"{len(differences)} package{'s' * (len(differences) > 1)}"
-    lines = [f"packages: {count} differ from run {original}'s record:"]
-    lines += [f"  {line}" for line in differences]
-    if not strict:
-        return lines, None
-    error = {
-        "type": "PackageMismatch",
-        "message": f"strict re-run of run {original}: {count} differ from its record, so "
-        f"nothing ran: {'; '.join(differences)}",
-        "differences": differences,
-    }
-    return lines, error
-
-
 def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """The Dask task of a notebook job: claim, run, report. Returns how it ended."""
-    plugin = get_plugin()
-    run_id = spec["run_id"]
-    devices = plugin.devices.allocate(run_id, spec.get("gpus", 0))
+    """The Dask task of a notebook job: claim, run, report. Returns how it ended.
+
+    ``spec`` is a :class:`~labrun.messages.JobSpec` as JSON (a worker of another labrun
+    version fails here, clearly).
+    """
+    job_spec = JobSpec.model_validate(spec)
+    link, devices, kernels = ServerLink.of(), Devices.of(), Kernels.of()
+    run_id = job_spec.run_id
+    held = devices.allocate(run_id, job_spec.gpus)
     try:
         # The kernel first: the run counts as running (and its GPUs as used) from the
         # moment it can run, not while it waits for a kernel.
-        kernel = plugin.pool.acquire()
-        machine = plugin.job_environment(devices)
+        kernel = kernels.pool.acquire()
+        machine = devices.job_environment(held)
         try:
-            plugin.client.claim_run(
+            link.client.claim_run(
                 run_id,
                 ClaimRun(
-                    attempt=spec["attempt"], worker=plugin.id, devices=devices, environment=machine
+                    attempt=job_spec.attempt, worker=link.id, devices=held, environment=machine
                 ),
             )
         except (Conflict, NotFound) as err:
             # Another attempt owns the run (this task was re-run after its worker died),
             # or it was cancelled meanwhile: do nothing, and keep the unused kernel.
-            plugin.pool.give_back(kernel)
-            return {"run_id": run_id, "status": "superseded", "error": {"message": str(err)}}
-        job = NotebookJob(plugin, spec, devices, kernel, packages=machine["packages"])
-        plugin.jobs[run_id] = job
+            kernels.pool.give_back(kernel)
+            return {"run_id": run_id, "status": "superseded", "error": RunError.of(err).record()}
+        job = NotebookJob(
+            job_spec,
+            held,
+            kernel,
+            link=link,
+            kernels=kernels,
+            html=Html.of(),
+            packages=machine["packages"],
+        )
+        kernels.jobs[run_id] = job
         try:
             return job.run()
         finally:
-            plugin.jobs.pop(run_id, None)
+            kernels.jobs.pop(run_id, None)
     finally:
-        plugin.devices.release(run_id)
-
-
-def stop_run(run_id: int, reason: str = "cancelled by request", *, dask_worker: Any) -> bool:
-    """Run on a worker by the server (``client.run``): stop ``run_id`` if it runs here."""
-    from .cells import stop_cell
-
-    plugin = get_plugin(dask_worker)
-    job = plugin.jobs.get(run_id)
-    if job is None:
-        # A %%mlrun cell (or a session's cell) cancelled from the sidebar or the CLI.
-        for reporter in list(plugin.cells.values()):
-            if reporter.run_id == run_id:
-                return stop_cell(reporter.key, reason)
-        return False
-    # Off the worker's event loop: stopping waits for the kernel.
-    threading.Thread(target=job.cancel, args=(reason,), daemon=True).start()
-    return True
-
-
-def describe_worker(*, dask_worker: Any) -> dict[str, Any]:
-    """This worker's devices, holders and jobs (``client.run`` from the server or tests)."""
-    return get_plugin(dask_worker).describe()
+        devices.release(run_id)

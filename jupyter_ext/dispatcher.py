@@ -168,7 +168,7 @@ class Dispatcher:
         from distributed import Client
 
         from labrun.executor.cluster import local_cluster
-        from labrun.executor.plugin import POOL_TOKEN_KEY, LabrunWorkerPlugin
+        from labrun.executor.worker import POOL_TOKEN_KEY, worker_plugins
 
         s = self.settings
         if s.scheduler:
@@ -192,14 +192,13 @@ class Dispatcher:
         # First where workers look for a newer token, then the plugin: a worker set up in
         # between finds the token it was given, or a newer one.
         await self.client.set_metadata(POOL_TOKEN_KEY, s.grant)
-        await self.client.register_plugin(
-            LabrunWorkerPlugin(s.server_url, s.grant, kernels=s.warm_kernels)
-        )
+        for plugin in worker_plugins(s.server_url, s.grant, kernels=s.warm_kernels):
+            await self.client.register_plugin(plugin)
 
     async def use_token(self, grant: dict[str, Any]) -> None:
         """The pool's new token: workers take it from the scheduler before theirs expires,
         and workers that join later find it there."""
-        from labrun.executor.plugin import POOL_TOKEN_KEY
+        from labrun.executor.worker import POOL_TOKEN_KEY
 
         self.settings.grant = grant
         if self.client is not None:
@@ -429,8 +428,8 @@ class Dispatcher:
         return min(positive) if positive else 0
 
     async def _submit(self, jobs: list[QueuedJob]) -> None:
-        from labrun.executor.cells import run_cell_job
         from labrun.executor.runner import run_notebook_job
+        from labrun.executor.tasks import run_cell_job
 
         assert self.client is not None
         functions = {"notebook": self.job_function or run_notebook_job, "cell": run_cell_job}
@@ -515,7 +514,7 @@ class Dispatcher:
 
     async def cancel(self, run_id: int) -> None:
         """Stop a job the store just marked cancelled: drop it, or stop it on its worker."""
-        from labrun.executor.runner import stop_run
+        from labrun.executor.tasks import stop_run
 
         if self._discard_queued(run_id):
             return

@@ -36,7 +36,7 @@ async def settle_orphan_cells(
     that ran it kept how it ended, and that is recorded now. A run no worker knows of is
     lost once ORPHAN_GIVE_UP has passed.
     """
-    from labrun.executor.cells import cell_outcomes
+    from labrun.executor.tasks import cell_outcomes
 
     assert client.scheduler is not None
     cells = await call(store.runs.unsettled_cells, ORPHAN_GRACE)

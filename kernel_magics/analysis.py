@@ -79,3 +79,9 @@ def cell_names(source: str) -> CellNames:
         reads=sorted(n for n in reads if not _IPYTHON_NAME.match(n)),
         assigns=[n for n in assigns if not _IPYTHON_NAME.match(n)],
     )
+
+
+def name_list(text: str) -> list[str]:
+    """``"model, losses"`` as Python names; empty when any part is not one (or none is given)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names if all(n.isidentifier() and n.isascii() for n in names) else []

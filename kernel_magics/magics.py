@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,31 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 from traitlets import Float, Int, Unicode
 
-from labrun import environment, settings, shipping, tracking
+from labrun import environment, settings, tracking
 from labrun.client import Client
-from labrun.datahash import hash_path, human_size
-from labrun.delivery import ArtifactOp, CreateRunOp, LinkDatasetOp
+from labrun.datahash import human_size
 from labrun.errors import Conflict, InvalidRequest, LabrunError, NotFound
-from labrun.models import (
-    CreateDatasetVersion,
-    CreateRun,
-    DescribeRun,
-    LinkDataset,
-    RunKind,
-    RunStatus,
-)
+from labrun.messages import CellPayload
+from labrun.models import LinkDataset, RunStatus
 
-from . import remote
-from .analysis import cell_names
+from .analysis import cell_names, name_list
+from .cell_run import (
+    CellRun,
+    interruptible,
+    local_cuda,
+    ship_inputs,
+    show_event,
+    stored_values,
+    stream_flush,
+)
+from .pool import Pool, QueuePriorities
+from .recording import record_cell, record_dataset
+from .sessions import SessionHandle, Sessions
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SESSION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# What a session never returned (so a notebook's value is always sent).
+_MISSING = object()
 
 
 class MagicError(Exception):
@@ -75,14 +80,13 @@ class LabrunMagics(Magics):
 
     def __init__(self, shell: Any, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
-        self._pool: remote.Pool | None = None
+        self._pool: Pool | None = None
         self._client: Client | None = None
         self.params: dict[str, Any] = {}
         self.datasets: dict[str, str] = {}
-        self.runs: list[remote.CellRun] = []
-        self.sessions: dict[str, remote.SessionHandle] = {}
-        self._said_gpus = False
-        self._queues: tuple[float, dict[str, int]] | None = None
+        self.runs: list[CellRun] = []
+        self.sessions = Sessions()
+        self._queues = QueuePriorities(lambda: self.client)
         self._capturer = environment.Capturer()
         shell.events.register("post_run_cell", self._follow_params)
 
@@ -103,30 +107,16 @@ class LabrunMagics(Magics):
         return self._client
 
     @property
-    def pool(self) -> remote.Pool:
+    def pool(self) -> Pool:
         if self._pool is None:
             try:
-                self._pool = remote.Pool(self.client)
+                self._pool = Pool(self.client)
             except LabrunError as err:
                 raise MagicError(str(err)) from None
         return self._pool
 
     def _project(self, given: str | None) -> str:
         return given or self.project or os.environ.get(settings.PROJECT) or "default"
-
-    def _queue_priority(self, name: str | None) -> int:
-        if name is None:
-            return 0
-        if self._queues is None or time.monotonic() - self._queues[0] > 30:
-            listed = self.client.queues().queues
-            self._queues = (time.monotonic(), {q.name: q.priority for q in listed})
-        queues = self._queues[1]
-        if name not in queues:
-            known = ", ".join(sorted(queues)) or "none"
-            raise UsageError(
-                f"--queue {name}: no such queue (queues: {known}); `labrun queues create` adds one"
-            )
-        return queues[name]
 
     def _current_run(self) -> tracking.Run | None:
         try:
@@ -174,15 +164,15 @@ class LabrunMagics(Magics):
             raise UsageError(
                 f"--session {args.session!r}: use letters, digits, '_', '.' or '-' (up to 64)"
             )
-        out = None
-        if args.out is not None:
-            out = [n.strip() for n in args.out.split(",") if n.strip()]
-            bad = [n for n in out if not NAME.match(n)]
-            if bad or not out:
-                raise UsageError(
-                    f"--out {args.out!r}: give Python names separated by commas, like --out model,losses"
-                )
-        priority = self._queue_priority(args.queue)
+        out = None if args.out is None else name_list(args.out)
+        if out is not None and not out:
+            raise UsageError(
+                f"--out {args.out!r}: give Python names separated by commas, like --out model,losses"
+            )
+        try:
+            priority = self._queues.priority(args.queue) if args.queue else 0
+        except LabrunError as err:
+            raise UsageError(str(err)) from None
         source = self.ip.transform_cell(cell)
         try:
             names = cell_names(source)
@@ -191,7 +181,7 @@ class LabrunMagics(Magics):
             self.ip.showsyntaxerror()
             return None
         pool = self.pool
-        gpus = self._gpus(args.gpus, pool)
+        gpus = pool.gpus_for(args.gpus)
         ns = self.ip.user_ns
         hidden = self.ip.user_ns_hidden
         values = {n: ns[n] for n in names.reads if n in ns and n not in hidden}
@@ -199,102 +189,78 @@ class LabrunMagics(Magics):
         if args.session:
             session = self._session(args.session, gpus, priority, args.project)
             # The session's own values are the truth: send only what the notebook changed.
-            values = {n: v for n, v in values.items() if session.returned.get(n, remote) is not v}
-        packed, failed = shipping.ship(values, local_roots=[str(Path.cwd())])
-        if failed:
-            lines = "\n".join(f"  {name} ({why})" for name, why in failed.items())
-            raise MagicError(
-                f"cannot send these values to the pool:\n{lines}\n"
-                "Create them inside the cell instead, pass what they are built from, or keep "
-                "them in a --session so they never leave the worker."
-            )
+            values = {n: v for n, v in values.items() if session.returned.get(n, _MISSING) is not v}
+        try:
+            packed = ship_inputs(values)
+        except LabrunError as err:
+            raise MagicError(str(err)) from None
         key = uuid.uuid4().hex
         label = f"cell {args.name}" if args.name else "the cell"
-        run = remote.CellRun(pool, key=key, label=label, namespace=ns, session=session)
+        run = CellRun(pool, key=key, label=label, namespace=ns, session=session)
         returns = out if out is not None else names.assigns
-        payload = {
-            "token": key,
-            "key": key,
-            "topic": pool.topic,
-            "source": cell,
-            "returns": returns,
-            "explicit": out is not None,
-            "cuda": _local_cuda(),
-            "gpus": gpus,
-        }
+        payload = CellPayload(
+            token=key,
+            key=key,
+            topic=pool.topic,
+            source=cell,
+            returns=returns,
+            explicit=out is not None,
+            cuda=local_cuda(),
+            gpus=gpus,
+        )
         if args.no_wait:
-            self._record(run, cell, args, gpus, packed, session, returns)
-            self._send(run, payload, packed, session, gpus, priority)
-            self._keep(run)
+            self._start(run, payload, packed, args, priority)
             run.follow_in_background(lambda event: None)
             return run
         # The record waits while the cell is in flight, unless the cell turns out long.
         with pool.bookkeeper.busy():
-            self._record(run, cell, args, gpus, packed, session, returns)
-            self._send(run, payload, packed, session, gpus, priority)
-            self._keep(run)
-            with remote.interruptible(run):
+            self._start(run, payload, packed, args, priority)
+            with interruptible(run):
                 try:
-                    outcome = run.pump(remote.show_event, args.timeout)
+                    outcome = run.pump(show_event, args.timeout)
                 except TimeoutError:
                     run.cancel()
                     raise MagicError(
                         f"{run.label} did not finish within --timeout {args.timeout:g} s "
                         "and was cancelled"
                     ) from None
-            remote.stream_flush()
+            stream_flush()
             run.settle(outcome)
         return None
 
-    def _keep(self, run: remote.CellRun) -> None:
+    def _start(
+        self, run: CellRun, payload: CellPayload, packed: dict[str, Any], args: Any, priority: int
+    ) -> None:
+        """Record the cell's run (off the cell's path), send the cell, keep its handle."""
+        fields = {
+            "project": self._project(args.project),
+            "name": args.name,
+            "params": dict(self.params),
+            "queue": args.queue,
+            "requested_gpus": payload.gpus,
+            "source": payload.source,
+            "parent_id": run.session.run_id if run.session else None,
+        }
+        record_cell(
+            run.pool.bookkeeper,
+            run.key,
+            fields,
+            capturer=self._capturer,
+            namespace=self.ip.user_ns,
+            packed=packed,
+            returns=payload.returns,
+            pool_client=run.pool.dask.id,
+            datasets=dict(self.datasets),
+            max_inputs=self.max_input_artifact,
+            created=run.recorded,
+        )
+        run.send(payload, packed, priority=priority)
         self.runs.append(run)
         self.ip.user_ns["_mlrun"] = run
 
-    @staticmethod
-    def _send(
-        run: remote.CellRun,
-        payload: dict[str, Any],
-        packed: dict[str, Any],
-        session: remote.SessionHandle | None,
-        gpus: int,
-        priority: int,
-    ) -> None:
-        if session is not None:
-            actor = session.actor
-            run.send(lambda: actor.run(payload, packed))
-        else:
-            from labrun.executor.cells import run_cell
-
-            run.send(
-                lambda: run.pool.dask.submit(
-                    run_cell,
-                    payload,
-                    packed,
-                    resources={"GPU": gpus} if gpus else None,
-                    priority=priority,
-                    pure=False,
-                    key=f"labrun-cell-{run.key}",
-                )
-            )
-
-    def _gpus(self, asked: int | None, pool: remote.Pool) -> int:
-        if asked is not None:
-            return int(asked)
-        if pool.has_gpus:
-            return 1
-        if not self._said_gpus:
-            print("labrun: the pool has no GPU workers; cells run on its CPU workers (--gpus 0)")
-            self._said_gpus = True
-        return 0
-
-    def _session(
-        self, name: str, gpus: int, priority: int, project: str | None
-    ) -> remote.SessionHandle:
-        found = self.sessions.get(name)
-        if found is not None:
-            return found
+    def _session(self, name: str, gpus: int, priority: int, project: str | None) -> SessionHandle:
         try:
-            handle = remote.start_session(
+            return self.sessions.open(
                 self.pool,
                 name,
                 gpus=gpus,
@@ -303,84 +269,7 @@ class LabrunMagics(Magics):
                 priority=priority,
             )
         except LabrunError as err:
-            raise MagicError(f"could not start session {name!r}: {err}") from None
-        self.sessions[name] = handle
-        where = f" on GPU {','.join(map(str, handle.devices))}" if handle.devices else ""
-        print(f"labrun: session {name!r} started on {handle.worker}{where}")
-        return handle
-
-    def _record(
-        self,
-        run: remote.CellRun,
-        cell: str,
-        args: Any,
-        gpus: int,
-        packed: dict[str, Any],
-        session: remote.SessionHandle | None,
-        returns: list[str],
-    ) -> None:
-        """Create the run and store its inputs from the outbox's thread, off the cell's path."""
-        pool = run.pool
-        params = dict(self.params)
-        datasets = dict(self.datasets)
-        project = self._project(args.project)
-        namespace = self.ip.user_ns
-        limit = self.max_input_artifact
-        capturer = self._capturer
-
-        def create() -> list[Any]:
-            import cloudpickle
-
-            # The outbox makes these after the cell (or 0.25 s into a long one): a short
-            # cell is over before its run is recorded, and the worker waits for the record.
-            try:
-                captured = capturer.capture(namespace)
-            except Exception as err:  # noqa: BLE001 - a partial record beats none
-                captured = {**environment.basic(), "capture_error": f"{type(err).__name__}: {err}"}
-            captured["inputs"] = shipping.digests(packed)
-            captured["outputs"] = list(returns)  # what a `labrun rerun` keeps
-            # The kernel's Dask client: while it is connected, the kernel records this cell
-            # itself; once it is gone, the server settles the run from what the worker kept.
-            captured["pool_client"] = pool.dask.id
-            ops: list[Any] = [
-                CreateRunOp(
-                    body=CreateRun(
-                        key=run.key,
-                        project=project,
-                        name=args.name,
-                        kind=RunKind.cell,
-                        status=RunStatus.queued,
-                        params=params,
-                        queue=args.queue,
-                        requested_gpus=gpus,
-                        source=cell,
-                        notebook=captured.get("notebook"),
-                        environment=captured,
-                        parent_id=session.run_id if session else None,
-                    )
-                )
-            ]
-            ops += [
-                LinkDatasetOp(run_key=run.key, body=LinkDataset(dataset=name, version=version))
-                for name, version in datasets.items()
-            ]
-            # Arrays count by their size, so a large one is never pickled just to be skipped.
-            raw = sum(int(getattr(v, "nbytes", 0)) for kind, v in packed.values() if kind == "raw")
-            if packed and raw <= limit:
-                blob = cloudpickle.dumps({"values": packed}, protocol=5)
-                if len(blob) <= limit:
-                    ops.append(
-                        ArtifactOp(
-                            run_key=run.key, name="inputs.pkl", data=blob, artifact_kind="inputs"
-                        )
-                    )
-            return ops
-
-        def created(answer: Any) -> None:
-            if isinstance(answer, DescribeRun):
-                run.run_id = answer.id
-
-        pool.bookkeeper.submit(create, on_sent=created)
+            raise MagicError(str(err)) from None
 
     # --- fetching and sessions ----------------------------------------------------------
 
@@ -410,38 +299,18 @@ class LabrunMagics(Magics):
         print(f"labrun: {run.label} brought back {names}")
         return None
 
-    def _find_run(self, run_id: int) -> remote.CellRun | None:
+    def _find_run(self, run_id: int) -> CellRun | None:
         if not self.runs:
             return None
         self.pool.bookkeeper.wait(10)
-        for run in self.runs:
-            if run._run_id == run_id:
-                return run
-        return None
+        return next((run for run in self.runs if run._run_id == run_id), None)
 
     def _fetch_stored(self, run_id: int) -> None:
         """The values a cell run left on the server (a rerun stores them as outputs.pkl)."""
-        import cloudpickle
-
-        client = self.pool.client
         try:
-            run = client.get_run(run_id)
-        except NotFound:
-            raise MagicError(f"there is no run {run_id}; `labrun runs` lists them") from None
-        if not run.status.finished:
-            raise MagicError(
-                f"run {run_id} is {run.status.value}; fetch its values once it has finished "
-                f"(`labrun logs {run_id} --follow` shows it run)"
-            )
-        try:
-            blob = client.download_artifact(run_id, "outputs.pkl")
-        except NotFound:
-            raise MagicError(
-                f"run {run_id} has no stored values: a cell's values live only with the kernel "
-                f"that ran it (and outlive neither it nor a restart), unless the run is a "
-                f"`labrun rerun`; `labrun show {run_id}` has its log"
-            ) from None
-        values, failed = shipping.unpack_all(cloudpickle.loads(blob)["values"])
+            values, failed = stored_values(self.pool.client, run_id)
+        except LabrunError as err:
+            raise MagicError(str(err)) from None
         self.ip.user_ns.update(values)
         names = ", ".join(sorted(values)) or "nothing"
         print(f"labrun: run {run_id} brought back {names}")
@@ -455,12 +324,10 @@ class LabrunMagics(Magics):
         name = line.strip()
         if not name:
             raise UsageError("%mlrun_release SESSION: name the session to release")
-        handle = self.sessions.pop(name, None)
-        if handle is None:
-            known = ", ".join(sorted(self.sessions)) or "none"
-            raise UsageError(f"no session named {name!r} in this kernel (sessions: {known})")
-        handle.release()
-        print(f"labrun: session {name!r} released")
+        try:
+            self.sessions.release(name)
+        except LabrunError as err:
+            raise UsageError(str(err)) from None
 
     # --- capture -------------------------------------------------------------------------
 
@@ -549,18 +416,7 @@ class LabrunMagics(Magics):
         if not path.exists():
             raise UsageError(f"%mldataset {args.name}: no file or folder at {args.path!r}")
         try:
-            digest = hash_path(path)
-            version = self.client.add_dataset_version(
-                args.name,
-                CreateDatasetVersion(
-                    content_hash=digest.content_hash,
-                    size=digest.size,
-                    file_count=digest.file_count,
-                    source_path=str(path.resolve()),
-                    manifest=digest.manifest,
-                    version=args.version,
-                ),
-            )
+            digest, version = record_dataset(self.client, args.name, path, args.version)
         except (Conflict, InvalidRequest) as err:
             raise MagicError(str(err)) from None
         self.datasets[args.name] = version.version
@@ -607,9 +463,7 @@ class LabrunMagics(Magics):
         display(HTML(runs_table(runs)))
 
     def close(self) -> None:
-        for handle in list(self.sessions.values()):
-            handle.release()
-        self.sessions.clear()
+        self.sessions.close()
         if self._pool is not None:
             self._pool.bookkeeper.wait(10)
             self._pool.close()
@@ -641,8 +495,3 @@ def _split_assignments(line: str) -> list[str]:
     if current:
         tokens.append("".join(current))
     return tokens
-
-
-def _local_cuda() -> bool:
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_available())

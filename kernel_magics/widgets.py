@@ -14,7 +14,7 @@ from labrun.errors import LabrunError
 from labrun.models import RunSummary
 
 if TYPE_CHECKING:
-    from .remote import CellRun
+    from .cell_run import CellRun
 
 LOG_TAIL_LINES = 12
 METRICS_INTERVAL = 2.0

@@ -38,6 +38,12 @@ class RunError(Message):
     traceback: list[str] | None = None
     cell_index: int | None = None
     exec_count: int | None = None
+    emodule: str | None = Field(
+        None, description="the exception type's module: the kernel raises the same type"
+    )
+    differences: list[str] | None = Field(
+        None, description="a strict re-run's package differences from its original's record"
+    )
 
     @classmethod
     def of(cls, err: BaseException, *, with_traceback: bool = False) -> RunError:
@@ -58,6 +64,7 @@ class RunError(Message):
         *,
         cell_index: int | None = None,
         exec_count: int | None = None,
+        emodule: str | None = None,
     ) -> RunError:
         """The user's code raised ``ename: evalue`` (in cell ``cell_index`` of a notebook)."""
         where = f"cell {cell_index} raised " if cell_index is not None else ""
@@ -69,11 +76,13 @@ class RunError(Message):
             traceback=traceback,
             cell_index=cell_index,
             exec_count=exec_count,
+            emodule=emodule,
         )
 
     def record(self) -> dict[str, Any]:
-        """The JSON a run stores (fields that are not set are left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The JSON a run stores (fields that are not set are left out; the module is only
+        for the kernel)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"emodule"})
 
 
 class CellOutcome(StrEnum):
@@ -136,5 +145,5 @@ class JobSpec(Message):
     parameters: dict[str, Any] = Field(default_factory=dict)
     report: dict[str, Any] | None = None
     token: str | None = Field(None, description="a notebook job's run-scoped token")
-    token_id: int | None = None
+    token_id: str | None = None
     rerun: RerunOf | None = None

@@ -14,7 +14,7 @@ from support.server import LabrunServer
 
 from labrun.client import Client
 from labrun.errors import InvalidRequest
-from labrun.executor.cells import KILL_GRACE
+from labrun.executor.execution import KILL_GRACE
 
 
 def _client(server: LabrunServer) -> Client:

@@ -16,6 +16,7 @@ from support.server import LabrunServer
 
 from labrun.client import Client
 from labrun.delivery import Outbox
+from labrun.messages import CellPayload
 from labrun.models import CreateRun, DescribeRun, RunKind, RunStatus
 
 
@@ -117,7 +118,7 @@ def test_a_cell_in_a_notebook_job_is_recorded(
 def test_the_server_settles_a_cell_whose_kernel_went_away(
     pool_server: LabrunServer, client: Client
 ) -> None:
-    from labrun.executor.cells import run_cell
+    from labrun.executor.tasks import run_cell
 
     # Given a "kernel" (a Dask client of the pool) that creates a cell's run and runs the
     # cell, as %%mlrun does
@@ -135,13 +136,12 @@ def test_the_server_settles_a_cell_whose_kernel_went_away(
                 environment={"pool_client": kernel.id},
             )
         )
-        payload = {
-            "token": key,
-            "key": key,
-            "topic": f"labrun-cell-{uuid.uuid4().hex}",
-            "source": "print('ran on the pool')",
-            "returns": [],
-        }
+        payload = CellPayload(
+            token=key,
+            key=key,
+            topic=f"labrun-cell-{uuid.uuid4().hex}",
+            source="print('ran on the pool')",
+        )
         future = kernel.submit(run_cell, payload, {}, pure=False, key=f"labrun-cell-{key}")
         outcome = future.result(timeout=120)
         # The worker handed the kernel the cell's record: the kernel would record it now.

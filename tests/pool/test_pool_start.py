@@ -16,7 +16,7 @@ def test_a_worker_joins_without_importing_nbconvert_or_papermill() -> None:
     # The plugin is unpickled on the worker's event loop; nbformat's jsonschema alone takes
     # seconds to import on a busy machine. Its warm-up thread imports them afterwards.
     code = (
-        "import sys, labrun.executor.plugin\n"
+        "import sys, labrun.executor.worker\n"
         "heavy = [m for m in ('nbformat', 'nbconvert', 'papermill', 'jsonschema', 'IPython')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -42,3 +42,13 @@ def test_the_local_pool_is_ready_with_one_worker_and_the_others_join(tmp_path: P
             assert all(w.alive for w in client.pool().workers)
     finally:
         server.stop()
+
+
+def test_the_worker_plugins_are_small_named_and_idempotent() -> None:
+    from labrun.executor.worker import worker_plugins
+
+    plugins = worker_plugins("http://127.0.0.1:1/", {"token": "t", "issued": 0, "expires": 1})
+    names = [plugin.name for plugin in plugins]  # type: ignore[attr-defined]
+    # Registering them again (a server restarting on the same scheduler) replaces nothing.
+    assert all(plugin.idempotent for plugin in plugins)
+    assert len(set(names)) == len(names) and "labrun" in names

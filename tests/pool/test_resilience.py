@@ -14,7 +14,8 @@ from support.pool import labrun_cli, wait_finished, wait_for, wait_for_pool
 from support.server import LabrunServer
 
 from labrun.client import Client
-from labrun.executor.runner import describe_worker
+from labrun.executor.plugins import Kernels
+from labrun.executor.tasks import describe_worker
 from labrun.jupyter_ext.store import Database, Store
 from labrun.models import RunStatus, SubmitJob
 
@@ -164,8 +165,8 @@ def test_a_warm_kernel_that_died_is_replaced_and_the_job_goes_on(
     pool_server: LabrunServer, notebooks: Path
 ) -> None:
     def kill_warm_kernels(dask_worker: object) -> int:
-        plugin = dask_worker.plugins["labrun"]  # type: ignore[attr-defined]
-        kernels = list(plugin.pool._ready.queue)
+        pool = Kernels.of(dask_worker).pool  # type: ignore[arg-type]
+        kernels = list(pool._ready.queue)
         for km in kernels:
             os.kill(km.provisioner.process.pid, signal.SIGKILL)
         return len(kernels)

@@ -1,9 +1,9 @@
-"""The kernel's side of ``%%mlrun``: ship a cell to the pool, show its output, bring values back.
+"""Sending a ``%%mlrun`` cell: ship it to the pool, show its output, bring its values back.
 
 The cell goes to Dask directly (the scheduler's address comes from the labrun server), so a
 trivial cell costs about one Dask round trip. Recording the run (environment, inputs,
-parameters, datasets) happens on a background thread while the cell travels; the worker
-finds the run by the key the kernel chose.
+parameters, datasets) happens on a background thread while the cell travels
+(:mod:`.recording`); the worker finds the run by the key the kernel chose.
 """
 
 from __future__ import annotations
@@ -14,19 +14,22 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
+from pathlib import Path
 from typing import Any
 
-from labrun import environment
+from labrun import shipping
 from labrun.client import Client
-from labrun.delivery import CancelRunOp, Outbox, UpdateRunOp
-from labrun.errors import LabrunError
-from labrun.executor.cells import CellSession, stop_cell
-from labrun.models import CreateRun, PoolStatus, RunKind, RunStatus, UpdateRun
+from labrun.delivery import CancelRunOp, UpdateRunOp
+from labrun.errors import LabrunError, NotFound
+from labrun.messages import CellOutcome, CellPayload, RunError, outcome_status
+from labrun.models import RunStatus, UpdateRun
 from labrun.records import CellRecord
-from labrun.shipping import unpack_all
+from labrun.shipping import Packed, unpack_all
+
+from .pool import Pool
+from .sessions import SessionHandle
 
 logger = logging.getLogger("labrun.magics")
 
@@ -42,11 +45,11 @@ class RemoteCellError(Exception):
     :func:`remote_error`.
     """
 
-    def __init__(self, run: CellRun, error: dict[str, Any]) -> None:
+    def __init__(self, run: CellRun, error: RunError) -> None:
         self.run = run
-        self.ename = error.get("ename") or "Error"
-        self.evalue = error.get("evalue") or ""
-        self.remote_traceback: list[str] = list(error.get("traceback") or [])
+        self.ename = error.ename or "Error"
+        self.evalue = error.evalue or ""
+        self.remote_traceback: list[str] = list(error.traceback or [])
         super().__init__(f"{self.ename}: {self.evalue}")
 
     def _render_traceback_(self) -> list[str]:
@@ -58,10 +61,10 @@ class RemoteCellError(Exception):
 _ERROR_TYPES: dict[tuple[str, type[BaseException] | None], type[RemoteCellError]] = {}
 
 
-def remote_error(run: CellRun, error: dict[str, Any]) -> RemoteCellError:
+def remote_error(run: CellRun, error: RunError) -> RemoteCellError:
     """The exception to raise in the notebook for a cell that raised ``error`` remotely."""
-    ename = str(error.get("ename") or "Error")
-    module = sys.modules.get(str(error.get("emodule") or "builtins"))
+    ename = error.ename or "Error"
+    module = sys.modules.get(error.emodule or "builtins")
     original = getattr(module, ename, None) if module is not None and ename.isidentifier() else None
     if not (isinstance(original, type) and issubclass(original, Exception)):
         original = None
@@ -76,143 +79,6 @@ def remote_error(run: CellRun, error: dict[str, Any]) -> RemoteCellError:
             cls = type(ename, (RemoteCellError,), {"__module__": __name__})
         _ERROR_TYPES[(ename, original)] = cls
     return cls(run, error)
-
-
-class Bookkeeper:
-    """When the kernel's records go out: they travel in the process's :class:`Outbox`, in
-    order, and are held while a short cell's round trip is in flight.
-
-    On a small machine the kernel, the server and the pool share the cores, and cells run
-    back to back ("Run All") would otherwise each pay for the previous cell's record.
-    """
-
-    # A record is sent once no cell has been in flight for this long,
-    QUIET = 0.03
-    # or once the cell in flight has taken this long (the kernel only waits for it),
-    LONG_CELL = 0.25
-    # and never later than this after it was put.
-    MAX_DEFER = 2.0
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._busy_since = 0.0
-        self._last_end = 0.0
-        outbox.hold = self.hold
-
-    def submit(self, item: Any, on_sent: Callable[[Any], None] | None = None) -> int:
-        """Queue an operation, or a function that makes operations once the hold is over."""
-        return self.outbox.put(item, on_sent)
-
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        """While a cell's round trip is in flight."""
-        with self._lock:
-            if self._in_flight == 0:
-                self._busy_since = time.monotonic()
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                self._last_end = time.monotonic()
-            self.outbox.wake()
-
-    def hold(self, submitted: float) -> float:
-        """Seconds a record put at ``submitted`` waits still (the outbox asks)."""
-        now = time.monotonic()
-        with self._lock:
-            if self._in_flight:
-                left = self.LONG_CELL - (now - self._busy_since)
-            else:
-                left = self.QUIET - (now - self._last_end)
-        return min(left, self.MAX_DEFER - (now - submitted))
-
-    def wait(self, timeout: float | None = 30.0) -> bool:
-        """Until everything submitted so far reached the server."""
-        return self.outbox.flush(timeout)
-
-
-# How long a first cell waits for a pool the server is still starting (a local pool takes
-# a few seconds; a team's scheduler may take longer to answer).
-POOL_START_TIMEOUT = 120.0
-
-
-def wait_until_started(client: Client, timeout: float = POOL_START_TIMEOUT) -> PoolStatus:
-    """The pool's status once it is no longer starting, or when ``timeout`` ran out.
-
-    A notebook opened right after ``jupyter lab`` starts would otherwise fail its first
-    ``%%mlrun`` cell on a pool that is ready seconds later.
-    """
-    status = client.pool()
-    if status.state != "starting":
-        return status
-    print("labrun: waiting for the pool to start...", flush=True)
-    deadline = time.monotonic() + timeout
-    while status.state == "starting" and time.monotonic() < deadline:
-        # A cell waits here only while the pool's first worker starts, seconds at most:
-        # a short wait hands it over sooner, and each poll is a cheap request.
-        time.sleep(0.1)
-        status = client.pool()
-    return status
-
-
-class Pool:
-    """This kernel's connection to the labrun server and the pool's Dask scheduler."""
-
-    def __init__(self, client: Client) -> None:
-        from distributed import Client as DaskClient
-
-        self.client = client
-        status = wait_until_started(client)
-        if status.state != "ready" or not status.scheduler:
-            raise LabrunError(
-                f"the pool is {status.state}"
-                + (f": {status.message}" if status.message else "")
-                + "; `labrun pool` shows it, and the server's log says why"
-            )
-        self.scheduler = status.scheduler
-        try:
-            # Direct to workers: a session's actor is called on its worker, not through the
-            # scheduler, and results come straight from the worker that holds them.
-            self.dask = DaskClient(
-                status.scheduler, set_as_default=False, timeout="10s", direct_to_workers=True
-            )
-        except OSError as err:
-            raise LabrunError(
-                f"cannot reach the pool's Dask scheduler at {status.scheduler}: {err}; is the "
-                "kernel on a machine that can reach it?"
-            ) from None
-        self.topic = f"labrun-cell-{uuid.uuid4().hex}"
-        self._routes: dict[str, queue.SimpleQueue[Any]] = {}
-        self.dask.subscribe_topic(self.topic, self._route)
-        self.has_gpus = any(w.gpus for w in status.workers)
-        self.bookkeeper = Bookkeeper(Outbox.of(client))
-
-    def _route(self, event: tuple[float, dict[str, Any]]) -> None:
-        _, msg = event
-        route = self._routes.get(msg.get("token", ""))
-        if route is not None:
-            route.put(msg)
-
-    def listen(self, token: str) -> queue.SimpleQueue[Any]:
-        route: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._routes[token] = route
-        return route
-
-    def forget(self, token: str) -> None:
-        self._routes.pop(token, None)
-
-    def stop(self, token: str) -> None:
-        """Interrupt the cell ``token`` wherever it runs."""
-        with contextlib.suppress(Exception):
-            self.dask.run(stop_cell, token, on_error="ignore")
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.dask.close()
 
 
 class CellRun:
@@ -268,9 +134,29 @@ class CellRun:
 
     # --- sending -------------------------------------------------------------------
 
-    def send(self, submit: Callable[[], Any]) -> None:
-        """Start the task; its end wakes whoever waits (or the widget's thread)."""
-        self.future = submit()
+    def recorded(self, run_id: int) -> None:
+        """The run was created on the server (the outbox says so)."""
+        self.run_id = run_id
+
+    def send(self, payload: CellPayload, packed: dict[str, Packed], *, priority: int) -> None:
+        """Start the cell's task (on its session, if any); its end wakes whoever waits (or
+        the widget's thread)."""
+        if self.session is not None:
+            self.future = self.session.actor.run(payload, packed)
+        else:
+            # The task function Dask pickles by reference: the one thing the kernel imports
+            # from the executor, and only once it sends a cell.
+            from labrun.executor.tasks import run_cell
+
+            self.future = self.pool.dask.submit(
+                run_cell,
+                payload,
+                packed,
+                resources={"GPU": payload.gpus} if payload.gpus else None,
+                priority=priority,
+                pure=False,
+                key=f"labrun-cell-{self.key}",
+            )
         if hasattr(self.future, "add_done_callback"):
             self.future.add_done_callback(lambda _: self.events.put(_DONE))
         else:  # an actor's future: no callbacks, so a thread waits on it
@@ -317,9 +203,10 @@ class CellRun:
         try:
             outcome = self.future.result()
         except CancelledError:  # dropped from the pool by a cancel (ours or the server's)
-            outcome = {"status": "cancelled", "error": {"ename": "Cancelled", "evalue": ""}}
+            outcome = {"status": CellOutcome.cancelled, "error": RunError.raised("Cancelled", "")}
         except Exception as err:  # noqa: BLE001 - any task failure becomes the run's error
-            outcome = {"status": "lost", "error": {"ename": type(err).__name__, "evalue": str(err)}}
+            lost = RunError.raised(type(err).__name__, str(err))
+            outcome = {"status": CellOutcome.lost, "error": lost}
         # Let the pool forget the task: while a future lives, the scheduler and the worker
         # keep the task with its inputs (100 MB of shipped array made the next cells 3x
         # slower), and the kernel keeps every cell's handle.
@@ -335,7 +222,7 @@ class CellRun:
         """Put the values into the notebook, or raise the cell's error."""
         self._outcome = outcome
         status = outcome.get("status")
-        if status == "ok":
+        if status == CellOutcome.ok:
             values, failed = unpack_all(outcome.get("outputs") or {})
             failed.update(outcome.get("unshippable") or {})
             self.namespace.update(values)
@@ -356,18 +243,14 @@ class CellRun:
                     file=sys.stderr,
                 )
             return values
-        error = outcome.get("error") or {}
-        if status == "cancelled":
-            self.status = "cancelled"
+        error: RunError = outcome.get("error") or RunError(type="Error", message="")
+        self.status = outcome_status(status or CellOutcome.error).value
+        if status == CellOutcome.cancelled:
             self.error = KeyboardInterrupt(f"{self.label} was cancelled")
-        elif status == "lost":
-            self.status = "failed"
-            self.error = LabrunError(
-                f"{self.label} failed on the pool: {error.get('ename')}: {error.get('evalue')}"
-            )
+        elif status == CellOutcome.lost:
+            self.error = LabrunError(f"{self.label} failed on the pool: {error.message}")
             self._record_failure(error)
         else:
-            self.status = "failed"
             self.error = remote_error(self, error)
         self._done.set()
         raise self.error
@@ -381,9 +264,8 @@ class CellRun:
         update = CellRecord.model_validate(record).update()
         self.pool.bookkeeper.submit(UpdateRunOp(run_key=self.key, body=update))
 
-    def _record_failure(self, error: dict[str, Any]) -> None:
-        message = f"{error.get('ename')}: {error.get('evalue')}"
-        update = UpdateRun(status=RunStatus.failed, error={"message": message, **error})
+    def _record_failure(self, error: RunError) -> None:
+        update = UpdateRun(status=RunStatus.failed, error=error.record())
         self.pool.bookkeeper.submit(UpdateRunOp(run_key=self.key, body=update))
 
     def cancel(self) -> None:
@@ -403,9 +285,7 @@ class CellRun:
 
         def follow() -> None:
             outcome = self.pump(show)
-            self.status = {"ok": "completed", "cancelled": "cancelled"}.get(
-                outcome.get("status", ""), "failed"
-            )
+            self.status = outcome_status(outcome["status"]).value
             self._outcome = outcome
             self._pumped.set()
             for observer in self._observers:
@@ -469,76 +349,6 @@ def stream_flush() -> None:
     sys.stderr.flush()
 
 
-class SessionHandle:
-    """A ``--session``: a :class:`CellSession` actor on one worker, with its run."""
-
-    def __init__(self, name: str, future: Any, actor: Any, run_id: int, key: str) -> None:
-        self.name = name
-        self.future = future
-        self.actor = actor
-        self.run_id = run_id
-        self.key = key
-        # What came back from the session, to tell the notebook's own changes from its copies.
-        self.returned: dict[str, Any] = {}
-        info = actor.describe().result()
-        self.worker: str = info["worker"]
-        self.devices: list[int] = info["devices"]
-
-    def release(self) -> None:
-        with contextlib.suppress(Exception):
-            self.actor.release("released by the notebook").result(timeout=30)
-        with contextlib.suppress(Exception):
-            self.future.release()
-
-
-def start_session(
-    pool: Pool, name: str, *, gpus: int, project: str, idle_timeout: float, priority: int
-) -> SessionHandle:
-    key = uuid.uuid4().hex
-    run = pool.client.create_run(
-        CreateRun(
-            key=key,
-            project=project,
-            name=f"session {name}",
-            kind=RunKind.session,
-            status=RunStatus.queued,
-            requested_gpus=gpus,
-            environment=environment.basic(),
-        )
-    )
-    future = pool.dask.submit(
-        CellSession,
-        name,
-        key,
-        gpus,
-        idle_timeout,
-        actor=True,
-        resources={"GPU": gpus} if gpus else None,
-        priority=priority,
-        pure=False,
-        key=f"labrun-session-{key}",
-    )
-    announced = False
-    while True:
-        try:
-            # The actor handle binds to the current client: ours is not the default one.
-            with pool.dask.as_current():
-                actor = future.result(timeout=2)
-            break
-        except TimeoutError:
-            if not announced:
-                print(
-                    f"labrun: waiting for a worker with {gpus} free GPU(s) for session {name!r}..."
-                )
-                announced = True
-        except KeyboardInterrupt:
-            future.cancel()
-            with contextlib.suppress(LabrunError):
-                pool.client.cancel_run(run.id)
-            raise
-    return SessionHandle(name, future, actor, run.id, key)
-
-
 @contextlib.contextmanager
 def interruptible(run: CellRun) -> Iterator[None]:
     """Ctrl-C (the kernel's interrupt) while waiting cancels the remote run."""
@@ -548,3 +358,47 @@ def interruptible(run: CellRun) -> Iterator[None]:
         run.cancel()
         print(f"labrun: {run.label} cancelled", file=sys.stderr)
         raise
+
+
+def ship_inputs(values: dict[str, Any]) -> dict[str, Packed]:
+    """The values a cell reads, packed for the worker; a LabrunError names any that cannot go."""
+    packed, failed = shipping.ship(values, local_roots=[str(Path.cwd())])
+    if failed:
+        lines = "\n".join(f"  {name} ({why})" for name, why in failed.items())
+        raise LabrunError(
+            f"cannot send these values to the pool:\n{lines}\n"
+            "Create them inside the cell instead, pass what they are built from, or keep "
+            "them in a --session so they never leave the worker."
+        )
+    return packed
+
+
+def local_cuda() -> bool:
+    """Whether this kernel can take CUDA tensors back."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
+
+
+def stored_values(client: Client, run_id: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values a cell run left on the server (a rerun stores them as outputs.pkl), and
+    those that could not be rebuilt here (why)."""
+    import cloudpickle
+
+    try:
+        run = client.get_run(run_id)
+    except NotFound:
+        raise LabrunError(f"there is no run {run_id}; `labrun runs` lists them") from None
+    if not run.status.finished:
+        raise LabrunError(
+            f"run {run_id} is {run.status.value}; fetch its values once it has finished "
+            f"(`labrun logs {run_id} --follow` shows it run)"
+        )
+    try:
+        blob = client.download_artifact(run_id, "outputs.pkl")
+    except NotFound:
+        raise LabrunError(
+            f"run {run_id} has no stored values: a cell's values live only with the kernel "
+            f"that ran it (and outlive neither it nor a restart), unless the run is a "
+            f"`labrun rerun`; `labrun show {run_id}` has its log"
+        ) from None
+    return shipping.unpack_all(cloudpickle.loads(blob)["values"])

@@ -1,0 +1,149 @@
+"""The telemetry plugin: the worker's heartbeat (its registration) and its GPU and host samples.
+
+What the server sees of a worker comes from here: every ``post_interval`` the worker's
+registration (its GPUs, resources and the runs it holds) and the samples taken every
+``sample_interval`` meanwhile; a last heartbeat says "closed" when the worker goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Literal
+
+import psutil
+
+from labrun.errors import LabrunError
+from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
+
+from .plugins import CellRuns, Devices, Kernels, LabrunPlugin, ServerLink
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+logger = logging.getLogger("labrun.executor")
+
+# Seconds between refreshes of the package list a job records.
+PACKAGES_EVERY = 60.0
+
+
+class Telemetry(LabrunPlugin):
+    """Samples GPUs and the host, posts them with a heartbeat; renews the pool token.
+
+    Parameters
+    ----------
+    sample_interval:
+        Seconds between GPU and host samples.
+    post_interval:
+        Seconds between posts of the samples gathered meanwhile (and heartbeats).
+    """
+
+    name = "labrun-telemetry"
+
+    def __init__(self, *, sample_interval: float = 1.0, post_interval: float = 2.0) -> None:
+        self.sample_interval = sample_interval
+        self.post_interval = post_interval
+
+    def setup(self, worker: Worker) -> None:
+        self._start(worker)
+        self.link = self.use(ServerLink)
+        self.devices = self.use(Devices)
+        self.cells = self.use(CellRuns)
+        self.kernels = self.use(Kernels)
+        self._stop = threading.Event()
+        self._packages_at = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._report_loop, name="labrun-telemetry", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            self.link.client.heartbeat(self.link.id, self.registration("closed"))
+        except (LabrunError, OSError):
+            pass  # the server may be gone first; its heartbeat timeout covers that
+
+    def registration(
+        self, status: Literal["running", "closing", "closed"] = "running"
+    ) -> RegisterWorker:
+        gpus = self.devices.gpus
+        listed = gpus.devices() if gpus is not None else []
+        owned = set(self.devices.indices)
+        return RegisterWorker(
+            host=socket.gethostname(),
+            address=self.worker.address,
+            resources=dict(self.worker.state.total_resources),
+            gpus=[
+                GpuInfo(index=d.index, name=d.name, uuid=d.uuid, memory_total=d.memory_total)
+                for d in listed
+                if d.index in owned
+            ],
+            status=status,
+            runs=sorted([*self.kernels.jobs, *self.cells.run_ids()]),
+            nthreads=self.worker.state.nthreads,
+        )
+
+    def sample(self) -> tuple[list[GpuSampleIn], HostSampleIn]:
+        now = time.time()
+        holders = self.devices.holders()
+        gpus = self.devices.gpus
+        gpu_samples = []
+        if gpus is not None:
+            for index in self.devices.indices:
+                reading = gpus.read(index)
+                gpu_samples.append(
+                    GpuSampleIn(
+                        worker_id=self.link.id,
+                        gpu_index=index,
+                        time=now,
+                        utilization=reading.utilization,
+                        memory_used=reading.memory_used,
+                        memory_total=reading.memory_total,
+                        temperature=reading.temperature,
+                        power=reading.power,
+                        run_id=self.cells.run_of(holders.get(index)),
+                    )
+                )
+        memory = psutil.virtual_memory()
+        net = psutil.net_io_counters()
+        host = HostSampleIn(
+            worker_id=self.link.id,
+            time=now,
+            cpu_percent=psutil.cpu_percent(interval=None),
+            ram_used=int(memory.total - memory.available),
+            ram_total=int(memory.total),
+            net_sent=int(net.bytes_sent) if net else None,
+            net_recv=int(net.bytes_recv) if net else None,
+        )
+        return gpu_samples, host
+
+    def _report_loop(self) -> None:
+        gpu_batch: list[GpuSampleIn] = []
+        host_batch: list[HostSampleIn] = []
+        last_post = 0.0
+        client = self.link.client
+        while not self._stop.is_set():
+            try:
+                self.link.renew()
+                if time.monotonic() - self._packages_at > PACKAGES_EVERY:
+                    self._packages_at = time.monotonic()
+                    self.devices.read_packages()
+                gpus, host = self.sample()
+                gpu_batch.extend(gpus)
+                host_batch.append(host)
+                if time.monotonic() - last_post >= self.post_interval:
+                    client.heartbeat(self.link.id, self.registration())
+                    client.post_samples(IngestSamples(gpus=gpu_batch, hosts=host_batch))
+                    gpu_batch, host_batch = [], []
+                    last_post = time.monotonic()
+            except (LabrunError, OSError) as err:
+                # The server restarting is normal: keep sampling, drop what cannot wait.
+                logger.info("labrun: telemetry post failed: %s", err)
+                gpu_batch, host_batch = gpu_batch[-600:], host_batch[-60:]
+            except Exception:
+                logger.exception("labrun: telemetry failed")
+            self._stop.wait(self.sample_interval)
