@@ -51,9 +51,12 @@ class WarmUp(LabrunPlugin):
         # Imported here, on this thread, not on the event loop that unpickles the plugin:
         # IPython, nbconvert and papermill take seconds to import on a busy machine.
         try:
-            from . import execution  # noqa: F401 - what a cell runs in: IPython's shell
+            from . import execution  # noqa: F401 - what a cell runs in
+            from .shell import shell
+
+            shell()  # IPython's shell, with labrun's magics loaded in it
         except Exception:  # the cell itself reports the same failure
-            logger.exception("labrun: could not import the cell runner")
+            logger.exception("labrun: could not prepare the cell runner")
         if self._stop.is_set():
             return  # torn down meanwhile
         self.kernels.pool.start()
