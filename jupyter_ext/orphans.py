@@ -10,7 +10,7 @@ from labrun.errors import Conflict
 from labrun.models import RunStatus, UpdateRun
 from labrun.records import CellRecord
 
-from .store.models import utcnow
+from .store.tables import utcnow
 
 if TYPE_CHECKING:
     from distributed import Client

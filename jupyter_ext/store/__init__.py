@@ -1,4 +1,4 @@
-"""The run store: SQLAlchemy models, migrations and the services over them."""
+"""The run store: SQLAlchemy tables (tables.py), migrations and the services over them."""
 
 from __future__ import annotations
 

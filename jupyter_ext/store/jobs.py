@@ -34,8 +34,8 @@ from labrun.params import check_notebook, check_parameters, expand_sweep
 
 from . import reruns
 from .database import Database
-from .models import Project, Queue, Run, RunLog, utcnow
 from .runs import RunStore
+from .tables import Project, Queue, Run, RunLog, utcnow
 from .tokens import TokenStore
 
 # More runs than this in one sweep is almost certainly a typo in a grid.

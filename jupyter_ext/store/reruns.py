@@ -18,8 +18,8 @@ from labrun.environment import code_only
 from labrun.errors import InvalidRequest
 from labrun.models import CreateRun, RunKind, RunStatus
 
-from .models import Artifact, Run, RunDataset
 from .runs import RunStore
+from .tables import Artifact, Run, RunDataset
 
 
 def rerun_spec(original: Run, strict: bool) -> dict[str, Any]:

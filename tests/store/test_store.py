@@ -14,7 +14,7 @@ from support.notebooks import make_notebook
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.jupyter_ext import auth
 from labrun.jupyter_ext.store import Store
-from labrun.jupyter_ext.store.models import MetricSummary
+from labrun.jupyter_ext.store.tables import MetricSummary
 from labrun.models import (
     CreateDatasetVersion,
     CreateQueue,
