@@ -203,7 +203,7 @@ def dispatch_overhead(notebook: Path, workdir: Path, count: int) -> dict[str, fl
     store = Store(db, artifact_root=str(workdir / "artifacts"))
     content = json.loads(notebook.read_text())
     start = time.perf_counter()
-    store.jobs.submit_sweep(
+    store.sweeps.submit(
         SubmitSweep(notebook=notebook.name, content=content, grid={"x": list(range(count))}),
         "bench",
     )

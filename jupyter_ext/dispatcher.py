@@ -2,13 +2,9 @@
 
 Jobs are rows first (``queued``), so nothing is lost when the server stops. The dispatcher
 keeps an index of the queued jobs in memory and, whenever a job is submitted or one ends
-(and once a second regardless), hands out the pool's free capacity:
-
-* queues by priority, highest first;
-* inside a queue, fair share: the user with the fewest slot-hours (a job's GPUs, or 1 for a
-  CPU job, times the hours it ran) over the last day goes next, a running job counting at
-  least a minute, so two users with fresh jobs alternate;
-* a per-user limit on GPUs held at once (``max_gpus_per_user`` of the server or the queue).
+(and once a second regardless), hands out the pool's free capacity as the scheduling
+policy (``scheduling.py``: queue priority, fair share, per-user GPU limits, job priority)
+chooses.
 
 Each dispatched attempt is counted in the store and may be claimed by a worker once. A job
 whose worker leaves the cluster (or stops sending heartbeats) is marked ``lost`` and queued
@@ -19,20 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from labrun.errors import InvalidRequest, ServerUnavailable
 from labrun.executor import worker_id as address_id
+from labrun.messages import JobSpec, RunError
 from labrun.models import PoolStatus, PoolWorker, RunStatus
 
+from . import scheduling
 from .orphans import settle_orphan_cells
-from .store.jobs import QueuedJob
+from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 
 if TYPE_CHECKING:
     from distributed import Client, Future, SpecCluster
@@ -43,10 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("labrun.dispatcher")
 
-USAGE_WINDOW = timedelta(days=1)
-# A running job weighs at least this many hours in fair share, so a user whose jobs just
-# started does not look idle.
-RUNNING_FLOOR_HOURS = 1 / 60
 # Seconds a job's worker must be missing before the job counts as lost.
 LOST_GRACE = 3.0
 # How often the dispatcher looks for %%mlrun cells whose kernel went away unrecorded.
@@ -74,22 +66,6 @@ class Inflight:
     worker: str | None = None  # the worker's id, once it claimed the run
     task: asyncio.Task[None] | None = None
     token_id: str | None = None  # the token its kernel holds, revoked once it ends
-
-
-@dataclass
-class _Backlog:
-    """The queued jobs of one user in one queue, by job priority, then age."""
-
-    heap: list[tuple[int, int, QueuedJob]] = field(default_factory=list)
-
-    def push(self, job: QueuedJob) -> None:
-        heapq.heappush(self.heap, (-job.priority, job.id, job))
-
-    def head(self) -> QueuedJob | None:
-        return self.heap[0][2] if self.heap else None
-
-    def pop(self) -> QueuedJob:
-        return heapq.heappop(self.heap)[2]
 
 
 @dataclass
@@ -139,9 +115,8 @@ class Dispatcher:
         self.cluster: SpecCluster | None = None
         self.workers: dict[str, PoolWorkerInfo] = {}
         self.inflight: dict[int, Inflight] = {}
-        self.backlog: dict[str, dict[str, _Backlog]] = {}
-        self.queued_ids: set[int] = set()
-        self.queues: dict[str, tuple[int, int | None]] = {}
+        self.backlog = Backlog()
+        self.queues: dict[str, QueueRule] = {}
         self.usage: dict[str, float] = {}
         self.dispatched = 0
         self._wake = asyncio.Event()
@@ -271,6 +246,11 @@ class Dispatcher:
             await close_cluster(self.cluster, timeout=max(left, 0.5))
 
     @property
+    def queued_ids(self) -> set[int]:
+        """The ids of the queued jobs waiting in the backlog."""
+        return self.backlog.ids
+
+    @property
     def scheduler_address(self) -> str | None:
         if self.cluster is not None:
             return self.cluster.scheduler_address
@@ -290,33 +270,18 @@ class Dispatcher:
     # --- the backlog ---------------------------------------------------------------
 
     async def _load_backlog(self) -> None:
-        for job in await self.call(self.store.jobs.queued):
+        for job in await self.call(self.store.dispatch.queued):
             self._push(job)
 
     def _push(self, job: QueuedJob) -> None:
-        if job.id in self.queued_ids or job.id in self.inflight:
-            return
-        self.queued_ids.add(job.id)
-        self.backlog.setdefault(job.queue, {}).setdefault(job.user, _Backlog()).push(job)
+        if job.id not in self.inflight:
+            self.backlog.push(job)
 
     def add(self, jobs: list[QueuedJob]) -> None:
         """Jobs just submitted: queue them and dispatch at once where the pool has room."""
         for job in jobs:
             self._push(job)
         self.wake()
-
-    def _discard_queued(self, run_id: int) -> bool:
-        if run_id not in self.queued_ids:
-            return False
-        self.queued_ids.discard(run_id)
-        for users in self.backlog.values():
-            for backlog in users.values():
-                for i, (_, _, job) in enumerate(backlog.heap):
-                    if job.id == run_id:
-                        backlog.heap.pop(i)
-                        heapq.heapify(backlog.heap)
-                        return True
-        return True
 
     # --- checks at submission -------------------------------------------------------
 
@@ -353,7 +318,7 @@ class Dispatcher:
         if await self._refresh_workers():
             await self._check_lost()
         if time.monotonic() - self._usage_at > 10:
-            self.usage = await self.call(self.store.jobs.usage, USAGE_WINDOW)
+            self.usage = await self.call(self.store.dispatch.usage, USAGE_WINDOW)
             self.queues = await self.call(self._queue_settings)
             self._usage_at = time.monotonic()
         chosen = self.choose()
@@ -363,70 +328,33 @@ class Dispatcher:
             self._orphans_at = time.monotonic()
             await settle_orphan_cells(self.client, self.store, self.call, self.publish)
 
-    def _queue_settings(self) -> dict[str, tuple[int, int | None]]:
+    def _queue_settings(self) -> dict[str, QueueRule]:
         return {
-            q.name: (q.priority, q.max_gpus_per_user) for q in self.store.pool.list_queues().queues
+            q.name: QueueRule(q.priority, q.max_gpus_per_user)
+            for q in self.store.pool.list_queues().queues
         }
 
     def choose(self) -> list[QueuedJob]:
-        """The jobs to start now, in order, within the pool's free capacity.
-
-        With ``adaptive_backlog``, that many jobs more go to Dask than the workers there
-        can take, so an adaptive cluster sees the demand and starts workers for them.
-        """
-        extra = self.settings.adaptive_backlog
-        slots = sum(w.nthreads for w in self.workers.values()) - len(self.inflight) + extra
-        free_gpus = sum(w.gpus for w in self.workers.values()) - sum(
-            e.job.gpus for e in self.inflight.values()
+        """The jobs to start now, in order, within the pool's free capacity, as the policy
+        chooses them; each has its slot reserved here until it is submitted."""
+        running = [entry.job for entry in self.inflight.values()]
+        free = scheduling.capacity(
+            ((w.nthreads, w.gpus) for w in self.workers.values()),
+            running,
+            adaptive_backlog=self.settings.adaptive_backlog,
         )
-        biggest = max((w.gpus for w in self.workers.values()), default=0)
-        if extra:
-            # Workers yet to start decide what fits; Dask places each job by its resources.
-            free_gpus = biggest = 10**6
-        held: dict[str, int] = {}
-        weight: dict[str, float] = dict(self.usage)
-        for entry in self.inflight.values():
-            held[entry.job.user] = held.get(entry.job.user, 0) + entry.job.gpus
-            weight[entry.job.user] = weight.get(entry.job.user, 0.0) + RUNNING_FLOOR_HOURS * max(
-                entry.job.gpus, 1
-            )
-        order = sorted(self.backlog, key=lambda q: (-self.queues.get(q, (0, None))[0], q))
-        chosen: list[QueuedJob] = []
-        while slots > 0:
-            pick: tuple[float, int, str, str] | None = None
-            for queue in order:
-                limit = self._limit(queue)
-                for user, backlog in self.backlog[queue].items():
-                    job = backlog.head()
-                    if job is None:
-                        continue
-                    if job.gpus > free_gpus or job.gpus > biggest:
-                        continue
-                    if job.gpus and limit and held.get(user, 0) + job.gpus > limit:
-                        continue
-                    key = (weight.get(user, 0.0), job.id, queue, user)
-                    if pick is None or key < pick:
-                        pick = key
-                if pick is not None:
-                    break  # a higher-priority queue had a job that fits
-            if pick is None:
-                break
-            _, _, queue, user = pick
-            job = self.backlog[queue][user].pop()
-            self.queued_ids.discard(job.id)
-            chosen.append(job)
-            slots -= 1
-            free_gpus -= job.gpus
-            held[user] = held.get(user, 0) + job.gpus
-            weight[user] = weight.get(user, 0.0) + RUNNING_FLOOR_HOURS * max(job.gpus, 1)
+        chosen = scheduling.choose(
+            self.backlog,
+            free,
+            running=running,
+            usage=self.usage,
+            rules=self.queues,
+            max_gpus_per_user=self.settings.max_gpus_per_user,
+        )
+        for job in chosen:
             # Reserve the slot now; the attempt number comes from the store below.
             self.inflight[job.id] = Inflight(job=job, attempt=0)
         return chosen
-
-    def _limit(self, queue: str) -> int:
-        limits = [self.settings.max_gpus_per_user, self.queues.get(queue, (0, None))[1] or 0]
-        positive = [n for n in limits if n > 0]
-        return min(positive) if positive else 0
 
     async def _submit(self, jobs: list[QueuedJob]) -> None:
         from labrun.executor.cells import run_cell_job
@@ -434,10 +362,12 @@ class Dispatcher:
 
         assert self.client is not None
         functions = {"notebook": self.job_function or run_notebook_job, "cell": run_cell_job}
-        specs = await self.call(
-            self.store.jobs.dispatch, [j.id for j in jobs], self.settings.job_token_lifetime
+        specs: list[JobSpec] = await self.call(
+            self.store.dispatch.next_attempts,
+            [j.id for j in jobs],
+            self.settings.job_token_lifetime,
         )
-        by_id = {spec["run_id"]: spec for spec in specs}
+        by_id = {spec.run_id: spec for spec in specs}
         # One graph update per (kind, GPUs, priority) group of the round, not one per job.
         groups: dict[tuple[str, int, int], list[QueuedJob]] = {}
         for job in jobs:
@@ -446,14 +376,16 @@ class Dispatcher:
             if spec is None:  # cancelled meanwhile
                 del self.inflight[job.id]
                 continue
-            entry.attempt = spec["attempt"]
-            entry.token_id = spec["token_id"]
-            priority = self.queues.get(job.queue, (0, None))[0]
-            groups.setdefault((spec["kind"], job.gpus, priority), []).append(job)
+            entry.attempt = spec.attempt
+            entry.token_id = spec.token_id
+            priority = self.queues.get(job.queue, QueueRule()).priority
+            groups.setdefault((spec.kind, job.gpus, priority), []).append(job)
         for (kind, gpus, priority), group in groups.items():
             futures = self.client.map(
                 functions[kind],
-                [by_id[job.id] for job in group],
+                # A plain dict, JSON-shaped as the REST API's: the task validates it as a
+                # JobSpec, so a worker of another labrun version says what it cannot take.
+                [by_id[job.id].model_dump(mode="json") for job in group],
                 key=[f"labrun-run-{job.id}-{self.inflight[job.id].attempt}" for job in group],
                 resources={"GPU": gpus} if gpus else None,
                 priority=priority,
@@ -494,7 +426,8 @@ class Dispatcher:
             outcome = "lost"
         except Exception as err:  # noqa: BLE001 - any task error fails the run with its text
             message = f"the job's task failed on the pool: {type(err).__name__}: {err}"
-            if await self.call(self.store.jobs.fail, run_id, message, type(err).__name__):
+            error = RunError(type=type(err).__name__, message=message)
+            if await self.call(self.store.dispatch.fail, run_id, error):
                 self._changed(run_id)
             outcome = "failed"
         finally:
@@ -513,12 +446,18 @@ class Dispatcher:
         if entry is not None:
             entry.worker = worker
 
-    async def cancel(self, run_id: int) -> None:
-        """Stop a job the store just marked cancelled: drop it, or stop it on its worker."""
+    async def cancel(self, run_ids: Collection[int]) -> None:
+        """Stop the jobs the store just marked cancelled (one run, or a sweep's unfinished
+        runs): drop the queued ones from the backlog in one pass, stop the others."""
+        dropped = self.backlog.discard(run_ids)
+        for run_id in run_ids:
+            if run_id not in dropped:
+                await self._stop(run_id)
+
+    async def _stop(self, run_id: int) -> None:
+        """Stop a cancelled run that is not queued here: on its worker, or wherever it is."""
         from labrun.executor.runner import stop_run
 
-        if self._discard_queued(run_id):
-            return
         entry = self.inflight.get(run_id)
         if self.client is None:
             return
@@ -590,7 +529,7 @@ class Dispatcher:
             for run_id, entry in self.inflight.items()
             if entry.worker is not None
         }
-        for job in await self.call(self.store.jobs.running):
+        for job in await self.call(self.store.dispatch.running):
             if job.id not in self.inflight and job.worker is not None:
                 holders[job.id] = (job.worker, None)
         now = time.monotonic()
@@ -625,11 +564,11 @@ class Dispatcher:
         if entry is not None:
             await self._retire_token(entry)
         status = await self.call(
-            self.store.jobs.lose, run_id, reason, max_attempts=self.settings.max_attempts
+            self.store.dispatch.lose, run_id, reason, max_attempts=self.settings.max_attempts
         )
         logger.warning("labrun: run %d lost (%s); now %s", run_id, reason, status)
         if status == RunStatus.queued:
-            for job in await self.call(self.store.jobs.queued, run_id):
+            for job in await self.call(self.store.dispatch.queued, run_id):
                 self._push(job)
         self._changed(run_id)
         await self._settle_sweep(run_id)
@@ -639,16 +578,16 @@ class Dispatcher:
         self.publish("run.updated", {"id": run_id})
 
     async def _settle_sweep(self, run_id: int) -> None:
-        parent = await self.call(self.store.jobs.parent_of, run_id)
+        parent = await self.call(self.store.sweeps.parent_of, run_id)
         if parent is not None:
-            status = await self.call(self.store.jobs.refresh_sweep, parent)
+            status = await self.call(self.store.sweeps.refresh, parent)
             if status is not None:
                 self._changed(parent)
             if status is not None and status.finished:
                 # The store queued the sweep's report, if it asked for one and earned it.
-                report = await self.call(self.store.jobs.sweep_report_run, parent)
+                report = await self.call(self.store.sweeps.report_run, parent)
                 if report is not None:
-                    self.add(await self.call(self.store.jobs.queued, report))
+                    self.add(await self.call(self.store.dispatch.queued, report))
                     self.publish("run.created", {"id": report})
 
     # --- status ---------------------------------------------------------------------

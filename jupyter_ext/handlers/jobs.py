@@ -19,7 +19,7 @@ from labrun.models import (
     SubmitSweep,
 )
 
-from ..store.jobs import QueuedJob
+from ..scheduling import QueuedJob
 from .base import LabrunHandler, operation
 
 
@@ -94,7 +94,7 @@ class SweepsHandler(JobSubmitHandler):
         if report is not None and report.environment is None:
             code = await self.code_state(report.notebook, report.content)
             body.report = report.model_copy(update={"environment": code})
-        sweep = await self.call(self.store.jobs.submit_sweep, body, self.username)
+        sweep = await self.call(self.store.sweeps.submit, body, self.username)
         self.app.dispatcher.add([_queued(run) for run in sweep.runs])
         self.events.publish("run.created", sweep.sweep)
         return sweep
@@ -103,7 +103,7 @@ class SweepsHandler(JobSubmitHandler):
 class SweepHandler(LabrunHandler):
     @operation("A sweep with its runs and their counts by status", response=DescribeSweep)
     async def get(self, run_id: int) -> DescribeSweep:
-        return await self.call(self.store.jobs.sweep, run_id)
+        return await self.call(self.store.sweeps.get, run_id)
 
 
 class RunRerunHandler(LabrunHandler):
@@ -136,12 +136,12 @@ class RunClaimHandler(LabrunHandler):
     )
     async def post(self, run_id: int, body: ClaimRun) -> DescribeRun:
         run = await self.call(
-            self.store.jobs.claim, run_id, body, max_attempts=self.app.max_attempts
+            self.store.dispatch.claim, run_id, body, max_attempts=self.app.max_attempts
         )
         self.app.dispatcher.claimed(run_id, body.worker)
         self.events.publish("run.updated", run)
         if run.parent_id is not None:
-            await self.call(self.store.jobs.refresh_sweep, run.parent_id)
+            await self.call(self.store.sweeps.refresh, run.parent_id)
         return run
 
 
