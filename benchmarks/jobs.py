@@ -243,8 +243,8 @@ async def _dispatch_all(store: Store, db: Database, address: str, count: int) ->
             dispatcher.job_function = noop_job
             await dispatcher._load_backlog()
             # Connected by hand: no labrun plugin (no kernels) for a no-op job.
-            dispatcher.client = await DaskClient(address, asynchronous=True)
-            dispatcher.state = "ready"
+            dispatcher.pool.client = await DaskClient(address, asynchronous=True)
+            dispatcher.pool.state = "ready"
             timing = {"in_ticks": 0.0, "ticks": 0}
             tick = dispatcher.tick
 

@@ -14,26 +14,23 @@ again until ``max_attempts``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from labrun.errors import InvalidRequest, ServerUnavailable
 from labrun.executor import worker_id as address_id
 from labrun.messages import JobSpec, RunError
 from labrun.models import PoolStatus, PoolWorker, RunStatus
 
 from . import scheduling
+from .dask_pool import DaskPool
 from .orphans import settle_orphan_cells
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 
 if TYPE_CHECKING:
-    from distributed import Client, Future, SpecCluster
-
-    from labrun.executor.cluster import PoolWorkerInfo
+    from distributed import Client, Future
 
     from .store import Store
 
@@ -46,14 +43,6 @@ ORPHAN_CHECK_EVERY = 5.0
 # Seconds a stop may spend closing the pool gracefully; its processes are killed after.
 # The server must exit within 10 s of a SIGTERM, on a starved CPU too.
 STOP_TIMEOUT = 5.0
-# Seconds a submission waits for a starting pool to check its GPUs: well inside the 30 s a
-# client waits for an answer.
-CHECK_GPUS_WAIT = 10.0
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("labrun: a worker of the local pool did not start: %r", task.exception())
 
 
 @dataclass
@@ -88,7 +77,7 @@ class DispatcherSettings:
 
 
 class Dispatcher:
-    """Owns the Dask client (and the local cluster, when it started one)."""
+    """Owns the pool (``dask_pool.DaskPool``), the backlog and the jobs in flight."""
 
     # The task a dispatched job runs as: the notebook runner. The dispatch benchmark swaps
     # in a no-op to measure the dispatcher alone.
@@ -107,99 +96,44 @@ class Dispatcher:
         self.publish = publish
         # Runs a store function on the database's threads: `await self.call(fn, *args)`.
         self.call = call
-        self.state: Literal["starting", "ready", "error", "disabled"] = (
-            "disabled" if not (settings.scheduler or settings.start_local) else "starting"
-        )
-        self.message: str | None = None
-        self.client: Client | None = None
-        self.cluster: SpecCluster | None = None
-        self.workers: dict[str, PoolWorkerInfo] = {}
+        self.pool = DaskPool(settings)
         self.inflight: dict[int, Inflight] = {}
         self.backlog = Backlog()
         self.queues: dict[str, QueueRule] = {}
         self.usage: dict[str, float] = {}
         self.dispatched = 0
         self._wake = asyncio.Event()
-        self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._workers_at = 0.0
         self._usage_at = 0.0
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
-        # A local pool's workers after its first, and the task that starts them.
-        self._later_workers: dict[str, dict[str, Any]] = {}
-        self._adding: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         await self._load_backlog()
         if self.state == "disabled":
-            self._ready.set()
+            self.pool.disabled()
             return
         self._task = asyncio.create_task(self._run())
 
-    async def _connect(self) -> None:
-        from distributed import Client
+    @property
+    def state(self) -> str:
+        return self.pool.state
 
-        from labrun.executor.cluster import local_cluster
-        from labrun.executor.plugin import POOL_TOKEN_KEY, LabrunWorkerPlugin
-
-        s = self.settings
-        if s.scheduler:
-            try:
-                self.client = await asyncio.wait_for(
-                    Client(s.scheduler, asynchronous=True, timeout=s.connect_timeout),
-                    s.connect_timeout + 5,
-                )
-            except (OSError, asyncio.TimeoutError) as err:
-                raise ServerUnavailable(
-                    f"cannot reach the Dask scheduler at {s.scheduler} ({err}); check that it "
-                    "runs and c.LabRun.dask_scheduler (or LABRUN_DASK_SCHEDULER)"
-                ) from err
-        else:
-            self.cluster, self._later_workers = local_cluster(
-                cpu_workers=s.local_workers or None, local_directory=s.local_directory
-            )
-            await self.cluster
-            self.client = await Client(self.cluster, asynchronous=True)
-        assert self.client is not None
-        # First where workers look for a newer token, then the plugin: a worker set up in
-        # between finds the token it was given, or a newer one.
-        await self.client.set_metadata(POOL_TOKEN_KEY, s.grant)
-        await self.client.register_plugin(
-            LabrunWorkerPlugin(s.server_url, s.grant, kernels=s.warm_kernels)
-        )
+    @property
+    def client(self) -> Client | None:
+        return self.pool.client
 
     async def use_token(self, grant: dict[str, Any]) -> None:
-        """The pool's new token: workers take it from the scheduler before theirs expires,
-        and workers that join later find it there."""
-        from labrun.executor.plugin import POOL_TOKEN_KEY
+        await self.pool.use_token(grant)
 
-        self.settings.grant = grant
-        if self.client is not None:
-            await self.client.set_metadata(POOL_TOKEN_KEY, grant)
+    async def check_gpus(self, gpus: int) -> None:
+        await self.pool.check_gpus(gpus)
 
     async def _run(self) -> None:
-        try:
-            await self._connect()
-        except Exception as err:  # noqa: BLE001 - reported in the pool's state and log
-            self.state = "error"
-            self.message = str(err) if isinstance(err, ServerUnavailable) else repr(err)
-            logger.error("labrun: the pool is unavailable: %s", self.message)
-            self._ready.set()
-            return
-        self.state = "ready"
-        self._ready.set()
-        logger.info("labrun: pool ready at %s", self.scheduler_address)
-        if self._later_workers and self.cluster is not None:
-            from labrun.executor.cluster import add_workers
-
-            # The local pool's other workers, now that one took the plugin: serving
-            # needs none of them.
-            self._adding = asyncio.create_task(add_workers(self.cluster, self._later_workers))
-            self._adding.add_done_callback(_log_failure)
-        await self.serve()
+        if await self.pool.open():
+            await self.serve()
 
     async def serve(self) -> None:
         """Dispatch rounds: when woken (a job submitted or ended), else once a second."""
@@ -226,46 +160,22 @@ class Dispatcher:
         local pool is closed, and what of it is still running after the time is killed.
         """
         deadline = asyncio.get_running_loop().time() + timeout
-        for task in (self._task, self._adding):
-            if task is not None:
-                # Also a pool still starting: what started of it is closed below.
-                task.cancel()
-                await asyncio.wait([task], timeout=1.0)
+        if self._task is not None:
+            # Also a pool still starting: what started of it is closed below.
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=1.0)
         for entry in self.inflight.values():
             if entry.task is not None:
                 entry.task.cancel()
-        if self.client is not None:
-            # The scheduler may be gone already (the same Ctrl-C reached it): no waiting
-            # on it beyond a moment.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.client.close(timeout=1), 1.5)
-        if self.cluster is not None:
-            from labrun.executor.cluster import close_cluster
-
-            left = deadline - asyncio.get_running_loop().time()
-            await close_cluster(self.cluster, timeout=max(left, 0.5))
+        await self.pool.close(deadline)
 
     @property
     def queued_ids(self) -> set[int]:
         """The ids of the queued jobs waiting in the backlog."""
         return self.backlog.ids
 
-    @property
-    def scheduler_address(self) -> str | None:
-        if self.cluster is not None:
-            return self.cluster.scheduler_address
-        return self.settings.scheduler or None
-
     def wake(self) -> None:
         self._wake.set()
-
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise ServerUnavailable(
-                f"the pool did not start within {timeout:.0f} s; see the server's log"
-            ) from None
 
     # --- the backlog ---------------------------------------------------------------
 
@@ -283,39 +193,10 @@ class Dispatcher:
             self._push(job)
         self.wake()
 
-    # --- checks at submission -------------------------------------------------------
-
-    async def check_gpus(self, gpus: int) -> None:
-        """Refuse a job no worker could ever run (Dask would leave it pending forever)."""
-        if self.state == "disabled":
-            return
-        try:
-            # A pool that is still starting (just after `jupyter lab`, on a busy machine) may
-            # take longer than a client waits for an answer; the job is queued durably
-            # either way, so it is accepted without the check rather than timing out.
-            await self.wait_ready(timeout=CHECK_GPUS_WAIT)
-        except ServerUnavailable:
-            if self.state == "starting":
-                return
-            raise
-        if self.state == "error":
-            raise ServerUnavailable(f"the pool is unavailable: {self.message}")
-        await self._refresh_workers(force=True)
-        if not self.workers or gpus == 0 or self.settings.adaptive_backlog:
-            return  # an adaptive cluster's next workers may be bigger than today's
-        best = max(w.gpus for w in self.workers.values())
-        if gpus > best:
-            listing = "; ".join(w.describe() for w in self.workers.values())
-            raise InvalidRequest(
-                f"no worker offers {gpus} GPU{'s' * (gpus > 1)} (the most is {best}); the "
-                f"workers are: {listing}. Ask for fewer with --gpus, or add a worker with "
-                "enough GPUs (`labrun worker SCHEDULER` on a GPU host)"
-            )
-
     # --- one round ------------------------------------------------------------------
 
     async def tick(self) -> None:
-        if await self._refresh_workers():
+        if await self.pool.refresh_workers():
             await self._check_lost()
         if time.monotonic() - self._usage_at > 10:
             self.usage = await self.call(self.store.dispatch.usage, USAGE_WINDOW)
@@ -339,7 +220,7 @@ class Dispatcher:
         chooses them; each has its slot reserved here until it is submitted."""
         running = [entry.job for entry in self.inflight.values()]
         free = scheduling.capacity(
-            ((w.nthreads, w.gpus) for w in self.workers.values()),
+            ((w.nthreads, w.gpus) for w in self.pool.workers.values()),
             running,
             adaptive_backlog=self.settings.adaptive_backlog,
         )
@@ -469,7 +350,7 @@ class Dispatcher:
             except Exception as err:  # noqa: BLE001 - the pool may be going away
                 logger.warning("labrun: could not stop run %d: %s", run_id, err)
             return
-        address = self._address_of(entry.worker)
+        address = self.pool.address_of(entry.worker)
         if address is not None:
             try:
                 await self.client.run(stop_run, run_id, workers=[address], on_error="ignore")
@@ -494,26 +375,6 @@ class Dispatcher:
         task: Future[Any] = Future(f"labrun-cell-{key}", self.client)
         await self.client.cancel([task], force=True, reason="labrun: the run was cancelled")
 
-    def _address_of(self, worker_id: str | None) -> str | None:
-        if worker_id is None:
-            return None
-        for address in self.workers:
-            if address_id(address) == worker_id:
-                return address
-        return None
-
-    async def _refresh_workers(self, force: bool = False) -> bool:
-        """Ask the scheduler for its workers, at most once a second; True when it did."""
-        from labrun.executor.cluster import workers_of
-
-        if self.client is None or (not force and time.monotonic() - self._workers_at < 1.0):
-            return False
-        assert self.client.scheduler is not None
-        identity = await self.client.scheduler.identity(n_workers=-1)
-        self.workers = workers_of(identity)
-        self._workers_at = time.monotonic()
-        return True
-
     async def _check_lost(self) -> None:
         """Lose the jobs whose worker left the cluster or stopped sending heartbeats.
 
@@ -521,7 +382,7 @@ class Dispatcher:
         before a restart, or by another server). A worker must stay missing for
         ``LOST_GRACE`` seconds, so one that joined since the last look is not mistaken.
         """
-        alive = {address_id(address) for address in self.workers}
+        alive = {address_id(address) for address in self.pool.workers}
         heartbeats = await self.call(self.store.pool.list_workers)
         silent = {w.id for w in heartbeats.workers if not w.alive}
         holders: dict[int, tuple[str, Inflight | None]] = {
@@ -593,12 +454,12 @@ class Dispatcher:
     # --- status ---------------------------------------------------------------------
 
     async def status(self) -> PoolStatus:
-        await self._refresh_workers()
+        await self.pool.refresh_workers()
         stored = {w.id: w for w in (await self.call(self.store.pool.list_workers)).workers}
         gpus = (await self.call(self.store.pool.gpus)).gpus
         running = await self.call(self.store.runs.summaries_by_worker)
         workers = []
-        for address, info in sorted(self.workers.items()):
+        for address, info in sorted(self.pool.workers.items()):
             wid = address_id(address)
             workers.append(
                 PoolWorker(
@@ -613,9 +474,9 @@ class Dispatcher:
                 )
             )
         return PoolStatus(
-            state=self.state,
-            scheduler=self.scheduler_address,
-            message=self.message,
+            state=self.pool.state,
+            scheduler=self.pool.scheduler_address,
+            message=self.pool.message,
             workers=workers,
             queued=len(self.queued_ids),
             running=len(self.inflight),
