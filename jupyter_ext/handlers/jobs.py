@@ -23,13 +23,13 @@ from ..scheduling import QueuedJob
 from .base import LabrunHandler, operation
 
 
-def _queued(run: RunSummary) -> QueuedJob:
+def _queued(run: RunSummary, priority: int) -> QueuedJob:
     return QueuedJob(
         id=run.id,
         user=run.user,
         queue=run.queue or "default",
         gpus=run.requested_gpus,
-        priority=0,
+        priority=priority,
         attempt=run.attempt,
     )
 
@@ -72,7 +72,7 @@ class JobsHandler(JobSubmitHandler):
             code = await self.code_state(body.notebook, body.content)
             body = body.model_copy(update={"environment": code})
         run = await self.call(self.store.jobs.submit, body, self.username)
-        self.app.dispatcher.add([_queued(run)])
+        self.app.dispatcher.add([_queued(run, body.priority)])
         self.events.publish("run.created", run)
         return run
 
@@ -95,7 +95,7 @@ class SweepsHandler(JobSubmitHandler):
             code = await self.code_state(report.notebook, report.content)
             body.report = report.model_copy(update={"environment": code})
         sweep = await self.call(self.store.sweeps.submit, body, self.username)
-        self.app.dispatcher.add([_queued(run) for run in sweep.runs])
+        self.app.dispatcher.add([_queued(run, body.priority) for run in sweep.runs])
         self.events.publish("run.created", sweep.sweep)
         return sweep
 
@@ -121,7 +121,8 @@ class RunRerunHandler(LabrunHandler):
         original = await self.call(self.store.runs.get, run_id)
         await self.app.dispatcher.check_gpus(original.requested_gpus)
         run = await self.call(self.store.jobs.rerun, run_id, self.username, strict=body.strict)
-        self.app.dispatcher.add([_queued(run)])
+        # As the store queued it: with the original's job priority.
+        self.app.dispatcher.add(await self.call(self.store.dispatch.queued, run.id))
         self.events.publish("run.created", run)
         return run
 

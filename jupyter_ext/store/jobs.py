@@ -90,6 +90,7 @@ class JobStore:
             environment=environment or {},
         )
         run = self.runs.insert(session, req, user)
+        run.priority = opts.priority
         # The parameters again, exactly: SQLite's numeric affinity reads a JSON 1.0 stored
         # alone in params.value back as 1, and papermill must inject what was asked.
         run.job = {

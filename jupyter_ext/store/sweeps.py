@@ -78,6 +78,7 @@ class SweepStore:
                 ),
                 user,
             )
+            sweep.priority = req.priority  # its report job's
             if req.report is not None:
                 report = req.report.model_dump(exclude={"environment"})
                 sweep.job = {
@@ -172,6 +173,7 @@ class SweepStore:
             content=spec["content"],
             queue=sweep.queue or "default",
             project=project.name if project else "default",
+            priority=sweep.priority,
         )
         params = check_parameters(job.content, {"sweep": sweep.id})
         report = self.jobs.create_job(

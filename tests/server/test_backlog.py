@@ -1,5 +1,5 @@
-"""What the dispatcher's backlog holds: none of a sweep once it is cancelled, however many
-runs it had."""
+"""What the dispatcher's backlog holds: the jobs submitted, in the order they are to start,
+and none of a sweep once it is cancelled, however many runs it had."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from support.api import Api
 from support.notebooks import make_notebook
 
+from labrun.jupyter_ext.scheduling import Capacity, choose
 from labrun.models import SubmitSweep
 
 JOB = {"notebook": "a.ipynb", "content": make_notebook("y = x", parameters="x = 0")}
@@ -39,3 +40,21 @@ async def test_cancelling_a_big_sweep_cancels_every_run_and_empties_the_backlog(
     after = await api("GET", f"sweeps/{sweep.sweep.id}")
     assert after["counts"] == {"cancelled": 2000}
     assert dispatcher.queued_ids == {other["id"]}
+
+
+async def test_a_jobs_priority_orders_its_users_jobs_in_the_backlog(
+    api: Api, jp_serverapp: Any
+) -> None:
+    # Given alice's job, then her more urgent one, and a re-run of that one
+    dispatcher = jp_serverapp.web_app.settings["labrun"].dispatcher
+    first = await api("POST", "jobs", body=JOB, status=201)
+    urgent = await api("POST", "jobs", body={**JOB, "priority": 5}, status=201)
+    again = await api("POST", f"runs/{urgent['id']}/rerun", status=201)
+
+    # Then the urgent one and its re-run start before her older job
+    order = choose(dispatcher.backlog, Capacity(slots=3, free_gpus=0, biggest=0))
+    assert [job.id for job in order] == [urgent["id"], again["id"], first["id"]]
+
+    # and a priority the store cannot hold is refused, naming the field
+    refused = await api("POST", "jobs", body={**JOB, "priority": 2**31}, status=400)
+    assert "body.priority" in refused["message"]

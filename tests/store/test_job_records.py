@@ -17,6 +17,7 @@ from labrun.models import (
     RunStatus,
     SubmitJob,
     SubmitSweep,
+    SweepReport,
     UpdateRun,
 )
 
@@ -92,3 +93,34 @@ def test_a_rerun_keeps_the_code_names_its_original_and_may_be_strict(store: Stor
     with pytest.raises(InvalidRequest, match=f"run {old} recorded no packages.*without --strict"):
         store.jobs.rerun(old, "bob", strict=True)
     assert store.jobs.rerun(old, "bob").environment == {"rerun_of": old}
+
+
+def test_a_jobs_priority_reaches_the_dispatcher_and_its_reruns_and_reports(store: Store) -> None:
+    # Given jobs of several priorities, a sweep with a report, and a re-run
+    plain, urgent = submit(store), submit(store, priority=5)
+    content = json.loads(json.dumps(make_notebook("print(x)", parameters="x = 1")))
+    report = json.loads(json.dumps(make_notebook("print(sweep)", parameters="sweep = 0")))
+    sweep = store.sweeps.submit(
+        SubmitSweep(
+            notebook="train.ipynb",
+            content=content,
+            grid={"x": [1]},
+            priority=-2,
+            report=SweepReport(notebook="report.ipynb", content=report),
+        ),
+        "alice",
+    )
+    (child,) = sweep.runs
+    rerun = store.jobs.rerun(urgent, "bob")
+
+    # Then the dispatcher reads each one's priority: a re-run's is its original's
+    queued = {job.id: job.priority for job in store.dispatch.queued()}
+    assert queued == {plain: 0, urgent: 5, child.id: -2, rerun.id: 5}
+
+    # and a sweep's report, queued once its runs ended, takes the sweep's
+    start(store, child.id, "w1", MACHINE)
+    store.runs.update(child.id, UpdateRun(status=RunStatus.completed))
+    store.sweeps.refresh(sweep.sweep.id)
+    report_run = store.sweeps.report_run(sweep.sweep.id)
+    assert report_run is not None
+    assert [job.priority for job in store.dispatch.queued(report_run)] == [-2]
