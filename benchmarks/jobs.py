@@ -46,7 +46,8 @@ from support.pool import wait_for_pool
 from support.server import LabrunServer
 
 from labrun.client import Client
-from labrun.jupyter_ext.dispatcher import Dispatcher, DispatcherSettings
+from labrun.jupyter_ext.dask_pool import DispatcherSettings
+from labrun.jupyter_ext.dispatcher import Dispatcher
 from labrun.jupyter_ext.store import Database, Store, check_schema
 from labrun.models import RunStatus, SubmitJob, SubmitSweep
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from labrun.errors import InvalidRequest, ServerUnavailable
@@ -21,13 +22,33 @@ if TYPE_CHECKING:
 
     from labrun.executor.cluster import PoolWorkerInfo
 
-    from .dispatcher import DispatcherSettings
 
 logger = logging.getLogger("labrun.dispatcher")
 
 # Seconds a submission waits for a starting pool to check its GPUs: well inside the 30 s a
 # client waits for an answer.
 CHECK_GPUS_WAIT = 10.0
+
+
+@dataclass
+class DispatcherSettings:
+    """The dispatcher's settings, the pool's among them (from ``c.LabRun``)."""
+
+    scheduler: str = ""
+    start_local: bool = True
+    local_workers: int = 0
+    local_directory: str = ""
+    server_url: str = ""
+    # The pool's token and its life (access.PoolToken.grant): what the workers use.
+    grant: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 3
+    max_gpus_per_user: int = 0
+    worker_timeout: float = 30.0
+    warm_kernels: int = 1
+    connect_timeout: float = 10.0
+    batch_window: float = 0.01
+    adaptive_backlog: int = 0
+    job_token_lifetime: float = 7 * 86400.0
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labrun.executor import worker_id as address_id
@@ -25,7 +25,7 @@ from labrun.messages import JobSpec, RunError
 from labrun.models import PoolStatus, PoolWorker, RunStatus
 
 from . import scheduling
-from .dask_pool import DaskPool
+from .dask_pool import DaskPool, DispatcherSettings
 from .orphans import settle_orphan_cells
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 
@@ -55,25 +55,6 @@ class Inflight:
     worker: str | None = None  # the worker's id, once it claimed the run
     task: asyncio.Task[None] | None = None
     token_id: str | None = None  # the token its kernel holds, revoked once it ends
-
-
-@dataclass
-class DispatcherSettings:
-    scheduler: str = ""
-    start_local: bool = True
-    local_workers: int = 0
-    local_directory: str = ""
-    server_url: str = ""
-    # The pool's token and its life (access.PoolToken.grant): what the workers use.
-    grant: dict[str, Any] = field(default_factory=dict)
-    max_attempts: int = 3
-    max_gpus_per_user: int = 0
-    worker_timeout: float = 30.0
-    warm_kernels: int = 1
-    connect_timeout: float = 10.0
-    batch_window: float = 0.01
-    adaptive_backlog: int = 0
-    job_token_lifetime: float = 7 * 86400.0
 
 
 class Dispatcher:
