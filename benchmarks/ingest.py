@@ -38,7 +38,7 @@ from support.server import LabrunServer
 import labrun
 from labrun.client import Client
 from labrun.jupyter_ext.store.database import make_engine, upgrade
-from labrun.jupyter_ext.store.models import Metric, MetricSummary, Param, Project, Run
+from labrun.jupyter_ext.store.tables import Metric, MetricSummary, Param, Project, Run
 
 KEYS = ("loss", "acc", "lr", "grad")
 MLFLOW_VERSION = "3.17.2"

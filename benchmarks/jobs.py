@@ -46,7 +46,8 @@ from support.pool import wait_for_pool
 from support.server import LabrunServer
 
 from labrun.client import Client
-from labrun.jupyter_ext.dispatcher import Dispatcher, DispatcherSettings
+from labrun.jupyter_ext.dask_pool import DispatcherSettings
+from labrun.jupyter_ext.dispatcher import Dispatcher
 from labrun.jupyter_ext.store import Database, Store, check_schema
 from labrun.models import RunStatus, SubmitJob, SubmitSweep
 
@@ -203,7 +204,7 @@ def dispatch_overhead(notebook: Path, workdir: Path, count: int) -> dict[str, fl
     store = Store(db, artifact_root=str(workdir / "artifacts"))
     content = json.loads(notebook.read_text())
     start = time.perf_counter()
-    store.jobs.submit_sweep(
+    store.sweeps.submit(
         SubmitSweep(notebook=notebook.name, content=content, grid={"x": list(range(count))}),
         "bench",
     )
@@ -243,8 +244,8 @@ async def _dispatch_all(store: Store, db: Database, address: str, count: int) ->
             dispatcher.job_function = noop_job
             await dispatcher._load_backlog()
             # Connected by hand: no labrun plugin (no kernels) for a no-op job.
-            dispatcher.client = await DaskClient(address, asynchronous=True)
-            dispatcher.state = "ready"
+            dispatcher.pool.client = await DaskClient(address, asynchronous=True)
+            dispatcher.pool.state = "ready"
             timing = {"in_ticks": 0.0, "ticks": 0}
             tick = dispatcher.tick
 

@@ -20,7 +20,8 @@ from labrun.executor import quick_exit
 from labrun.settings import API_PREFIX, data_dir
 
 from .access import PoolToken, RunAccess, TokenGuard
-from .dispatcher import Dispatcher, DispatcherSettings
+from .dask_pool import DispatcherSettings
+from .dispatcher import Dispatcher
 from .events import EventBus
 from .handlers.base import NoRouteHandler, tornado_pattern
 from .openapi import build_document

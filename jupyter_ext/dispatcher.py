@@ -2,13 +2,9 @@
 
 Jobs are rows first (``queued``), so nothing is lost when the server stops. The dispatcher
 keeps an index of the queued jobs in memory and, whenever a job is submitted or one ends
-(and once a second regardless), hands out the pool's free capacity:
-
-* queues by priority, highest first;
-* inside a queue, fair share: the user with the fewest slot-hours (a job's GPUs, or 1 for a
-  CPU job, times the hours it ran) over the last day goes next, a running job counting at
-  least a minute, so two users with fresh jobs alternate;
-* a per-user limit on GPUs held at once (``max_gpus_per_user`` of the server or the queue).
+(and once a second regardless), hands out the pool's free capacity as the scheduling
+policy (``scheduling.py``: queue priority, fair share, per-user GPU limits, job priority)
+chooses.
 
 Each dispatched attempt is counted in the store and may be claimed by a worker once. A job
 whose worker leaves the cluster (or stops sending heartbeats) is marked ``lost`` and queued
@@ -18,35 +14,28 @@ again until ``max_attempts``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from labrun.errors import InvalidRequest, ServerUnavailable
 from labrun.executor import worker_id as address_id
+from labrun.messages import JobSpec, RunError
 from labrun.models import PoolStatus, PoolWorker, RunStatus
 
+from . import scheduling
+from .dask_pool import DaskPool, DispatcherSettings
 from .orphans import settle_orphan_cells
-from .store.jobs import QueuedJob
+from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 
 if TYPE_CHECKING:
-    from distributed import Client, Future, SpecCluster
-
-    from labrun.executor.cluster import PoolWorkerInfo
+    from distributed import Client, Future
 
     from .store import Store
 
 logger = logging.getLogger("labrun.dispatcher")
 
-USAGE_WINDOW = timedelta(days=1)
-# A running job weighs at least this many hours in fair share, so a user whose jobs just
-# started does not look idle.
-RUNNING_FLOOR_HOURS = 1 / 60
 # Seconds a job's worker must be missing before the job counts as lost.
 LOST_GRACE = 3.0
 # How often the dispatcher looks for %%mlrun cells whose kernel went away unrecorded.
@@ -54,14 +43,6 @@ ORPHAN_CHECK_EVERY = 5.0
 # Seconds a stop may spend closing the pool gracefully; its processes are killed after.
 # The server must exit within 10 s of a SIGTERM, on a starved CPU too.
 STOP_TIMEOUT = 5.0
-# Seconds a submission waits for a starting pool to check its GPUs: well inside the 30 s a
-# client waits for an answer.
-CHECK_GPUS_WAIT = 10.0
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("labrun: a worker of the local pool did not start: %r", task.exception())
 
 
 @dataclass
@@ -76,43 +57,8 @@ class Inflight:
     token_id: str | None = None  # the token its kernel holds, revoked once it ends
 
 
-@dataclass
-class _Backlog:
-    """The queued jobs of one user in one queue, by job priority, then age."""
-
-    heap: list[tuple[int, int, QueuedJob]] = field(default_factory=list)
-
-    def push(self, job: QueuedJob) -> None:
-        heapq.heappush(self.heap, (-job.priority, job.id, job))
-
-    def head(self) -> QueuedJob | None:
-        return self.heap[0][2] if self.heap else None
-
-    def pop(self) -> QueuedJob:
-        return heapq.heappop(self.heap)[2]
-
-
-@dataclass
-class DispatcherSettings:
-    scheduler: str = ""
-    start_local: bool = True
-    local_workers: int = 0
-    local_directory: str = ""
-    server_url: str = ""
-    # The pool's token and its life (access.PoolToken.grant): what the workers use.
-    grant: dict[str, Any] = field(default_factory=dict)
-    max_attempts: int = 3
-    max_gpus_per_user: int = 0
-    worker_timeout: float = 30.0
-    warm_kernels: int = 1
-    connect_timeout: float = 10.0
-    batch_window: float = 0.01
-    adaptive_backlog: int = 0
-    job_token_lifetime: float = 7 * 86400.0
-
-
 class Dispatcher:
-    """Owns the Dask client (and the local cluster, when it started one)."""
+    """Owns the pool (``dask_pool.DaskPool``), the backlog and the jobs in flight."""
 
     # The task a dispatched job runs as: the notebook runner. The dispatch benchmark swaps
     # in a no-op to measure the dispatcher alone.
@@ -131,99 +77,44 @@ class Dispatcher:
         self.publish = publish
         # Runs a store function on the database's threads: `await self.call(fn, *args)`.
         self.call = call
-        self.state: Literal["starting", "ready", "error", "disabled"] = (
-            "disabled" if not (settings.scheduler or settings.start_local) else "starting"
-        )
-        self.message: str | None = None
-        self.client: Client | None = None
-        self.cluster: SpecCluster | None = None
-        self.workers: dict[str, PoolWorkerInfo] = {}
+        self.pool = DaskPool(settings)
         self.inflight: dict[int, Inflight] = {}
-        self.backlog: dict[str, dict[str, _Backlog]] = {}
-        self.queued_ids: set[int] = set()
-        self.queues: dict[str, tuple[int, int | None]] = {}
+        self.backlog = Backlog()
+        self.queues: dict[str, QueueRule] = {}
         self.usage: dict[str, float] = {}
         self.dispatched = 0
         self._wake = asyncio.Event()
-        self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._workers_at = 0.0
         self._usage_at = 0.0
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
-        # A local pool's workers after its first, and the task that starts them.
-        self._later_workers: dict[str, dict[str, Any]] = {}
-        self._adding: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         await self._load_backlog()
         if self.state == "disabled":
-            self._ready.set()
+            self.pool.disabled()
             return
         self._task = asyncio.create_task(self._run())
 
-    async def _connect(self) -> None:
-        from distributed import Client
+    @property
+    def state(self) -> str:
+        return self.pool.state
 
-        from labrun.executor.cluster import local_cluster
-        from labrun.executor.worker import POOL_TOKEN_KEY, worker_plugins
-
-        s = self.settings
-        if s.scheduler:
-            try:
-                self.client = await asyncio.wait_for(
-                    Client(s.scheduler, asynchronous=True, timeout=s.connect_timeout),
-                    s.connect_timeout + 5,
-                )
-            except (OSError, asyncio.TimeoutError) as err:
-                raise ServerUnavailable(
-                    f"cannot reach the Dask scheduler at {s.scheduler} ({err}); check that it "
-                    "runs and c.LabRun.dask_scheduler (or LABRUN_DASK_SCHEDULER)"
-                ) from err
-        else:
-            self.cluster, self._later_workers = local_cluster(
-                cpu_workers=s.local_workers or None, local_directory=s.local_directory
-            )
-            await self.cluster
-            self.client = await Client(self.cluster, asynchronous=True)
-        assert self.client is not None
-        # First where workers look for a newer token, then the plugin: a worker set up in
-        # between finds the token it was given, or a newer one.
-        await self.client.set_metadata(POOL_TOKEN_KEY, s.grant)
-        for plugin in worker_plugins(s.server_url, s.grant, kernels=s.warm_kernels):
-            await self.client.register_plugin(plugin)
+    @property
+    def client(self) -> Client | None:
+        return self.pool.client
 
     async def use_token(self, grant: dict[str, Any]) -> None:
-        """The pool's new token: workers take it from the scheduler before theirs expires,
-        and workers that join later find it there."""
-        from labrun.executor.worker import POOL_TOKEN_KEY
+        await self.pool.use_token(grant)
 
-        self.settings.grant = grant
-        if self.client is not None:
-            await self.client.set_metadata(POOL_TOKEN_KEY, grant)
+    async def check_gpus(self, gpus: int) -> None:
+        await self.pool.check_gpus(gpus)
 
     async def _run(self) -> None:
-        try:
-            await self._connect()
-        except Exception as err:  # noqa: BLE001 - reported in the pool's state and log
-            self.state = "error"
-            self.message = str(err) if isinstance(err, ServerUnavailable) else repr(err)
-            logger.error("labrun: the pool is unavailable: %s", self.message)
-            self._ready.set()
-            return
-        self.state = "ready"
-        self._ready.set()
-        logger.info("labrun: pool ready at %s", self.scheduler_address)
-        if self._later_workers and self.cluster is not None:
-            from labrun.executor.cluster import add_workers
-
-            # The local pool's other workers, now that one took the plugin: serving
-            # needs none of them.
-            self._adding = asyncio.create_task(add_workers(self.cluster, self._later_workers))
-            self._adding.add_done_callback(_log_failure)
-        await self.serve()
+        if await self.pool.open():
+            await self.serve()
 
     async def serve(self) -> None:
         """Dispatch rounds: when woken (a job submitted or ended), else once a second."""
@@ -250,53 +141,32 @@ class Dispatcher:
         local pool is closed, and what of it is still running after the time is killed.
         """
         deadline = asyncio.get_running_loop().time() + timeout
-        for task in (self._task, self._adding):
-            if task is not None:
-                # Also a pool still starting: what started of it is closed below.
-                task.cancel()
-                await asyncio.wait([task], timeout=1.0)
+        if self._task is not None:
+            # Also a pool still starting: what started of it is closed below.
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=1.0)
         for entry in self.inflight.values():
             if entry.task is not None:
                 entry.task.cancel()
-        if self.client is not None:
-            # The scheduler may be gone already (the same Ctrl-C reached it): no waiting
-            # on it beyond a moment.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.client.close(timeout=1), 1.5)
-        if self.cluster is not None:
-            from labrun.executor.cluster import close_cluster
-
-            left = deadline - asyncio.get_running_loop().time()
-            await close_cluster(self.cluster, timeout=max(left, 0.5))
+        await self.pool.close(deadline)
 
     @property
-    def scheduler_address(self) -> str | None:
-        if self.cluster is not None:
-            return self.cluster.scheduler_address
-        return self.settings.scheduler or None
+    def queued_ids(self) -> set[int]:
+        """The ids of the queued jobs waiting in the backlog."""
+        return self.backlog.ids
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise ServerUnavailable(
-                f"the pool did not start within {timeout:.0f} s; see the server's log"
-            ) from None
-
     # --- the backlog ---------------------------------------------------------------
 
     async def _load_backlog(self) -> None:
-        for job in await self.call(self.store.jobs.queued):
+        for job in await self.call(self.store.dispatch.queued):
             self._push(job)
 
     def _push(self, job: QueuedJob) -> None:
-        if job.id in self.queued_ids or job.id in self.inflight:
-            return
-        self.queued_ids.add(job.id)
-        self.backlog.setdefault(job.queue, {}).setdefault(job.user, _Backlog()).push(job)
+        if job.id not in self.inflight:
+            self.backlog.push(job)
 
     def add(self, jobs: list[QueuedJob]) -> None:
         """Jobs just submitted: queue them and dispatch at once where the pool has room."""
@@ -304,55 +174,13 @@ class Dispatcher:
             self._push(job)
         self.wake()
 
-    def _discard_queued(self, run_id: int) -> bool:
-        if run_id not in self.queued_ids:
-            return False
-        self.queued_ids.discard(run_id)
-        for users in self.backlog.values():
-            for backlog in users.values():
-                for i, (_, _, job) in enumerate(backlog.heap):
-                    if job.id == run_id:
-                        backlog.heap.pop(i)
-                        heapq.heapify(backlog.heap)
-                        return True
-        return True
-
-    # --- checks at submission -------------------------------------------------------
-
-    async def check_gpus(self, gpus: int) -> None:
-        """Refuse a job no worker could ever run (Dask would leave it pending forever)."""
-        if self.state == "disabled":
-            return
-        try:
-            # A pool that is still starting (just after `jupyter lab`, on a busy machine) may
-            # take longer than a client waits for an answer; the job is queued durably
-            # either way, so it is accepted without the check rather than timing out.
-            await self.wait_ready(timeout=CHECK_GPUS_WAIT)
-        except ServerUnavailable:
-            if self.state == "starting":
-                return
-            raise
-        if self.state == "error":
-            raise ServerUnavailable(f"the pool is unavailable: {self.message}")
-        await self._refresh_workers(force=True)
-        if not self.workers or gpus == 0 or self.settings.adaptive_backlog:
-            return  # an adaptive cluster's next workers may be bigger than today's
-        best = max(w.gpus for w in self.workers.values())
-        if gpus > best:
-            listing = "; ".join(w.describe() for w in self.workers.values())
-            raise InvalidRequest(
-                f"no worker offers {gpus} GPU{'s' * (gpus > 1)} (the most is {best}); the "
-                f"workers are: {listing}. Ask for fewer with --gpus, or add a worker with "
-                "enough GPUs (`labrun worker SCHEDULER` on a GPU host)"
-            )
-
     # --- one round ------------------------------------------------------------------
 
     async def tick(self) -> None:
-        if await self._refresh_workers():
+        if await self.pool.refresh_workers():
             await self._check_lost()
         if time.monotonic() - self._usage_at > 10:
-            self.usage = await self.call(self.store.jobs.usage, USAGE_WINDOW)
+            self.usage = await self.call(self.store.dispatch.usage, USAGE_WINDOW)
             self.queues = await self.call(self._queue_settings)
             self._usage_at = time.monotonic()
         chosen = self.choose()
@@ -362,70 +190,33 @@ class Dispatcher:
             self._orphans_at = time.monotonic()
             await settle_orphan_cells(self.client, self.store, self.call, self.publish)
 
-    def _queue_settings(self) -> dict[str, tuple[int, int | None]]:
+    def _queue_settings(self) -> dict[str, QueueRule]:
         return {
-            q.name: (q.priority, q.max_gpus_per_user) for q in self.store.pool.list_queues().queues
+            q.name: QueueRule(q.priority, q.max_gpus_per_user)
+            for q in self.store.pool.list_queues().queues
         }
 
     def choose(self) -> list[QueuedJob]:
-        """The jobs to start now, in order, within the pool's free capacity.
-
-        With ``adaptive_backlog``, that many jobs more go to Dask than the workers there
-        can take, so an adaptive cluster sees the demand and starts workers for them.
-        """
-        extra = self.settings.adaptive_backlog
-        slots = sum(w.nthreads for w in self.workers.values()) - len(self.inflight) + extra
-        free_gpus = sum(w.gpus for w in self.workers.values()) - sum(
-            e.job.gpus for e in self.inflight.values()
+        """The jobs to start now, in order, within the pool's free capacity, as the policy
+        chooses them; each has its slot reserved here until it is submitted."""
+        running = [entry.job for entry in self.inflight.values()]
+        free = scheduling.capacity(
+            ((w.nthreads, w.gpus) for w in self.pool.workers.values()),
+            running,
+            adaptive_backlog=self.settings.adaptive_backlog,
         )
-        biggest = max((w.gpus for w in self.workers.values()), default=0)
-        if extra:
-            # Workers yet to start decide what fits; Dask places each job by its resources.
-            free_gpus = biggest = 10**6
-        held: dict[str, int] = {}
-        weight: dict[str, float] = dict(self.usage)
-        for entry in self.inflight.values():
-            held[entry.job.user] = held.get(entry.job.user, 0) + entry.job.gpus
-            weight[entry.job.user] = weight.get(entry.job.user, 0.0) + RUNNING_FLOOR_HOURS * max(
-                entry.job.gpus, 1
-            )
-        order = sorted(self.backlog, key=lambda q: (-self.queues.get(q, (0, None))[0], q))
-        chosen: list[QueuedJob] = []
-        while slots > 0:
-            pick: tuple[float, int, str, str] | None = None
-            for queue in order:
-                limit = self._limit(queue)
-                for user, backlog in self.backlog[queue].items():
-                    job = backlog.head()
-                    if job is None:
-                        continue
-                    if job.gpus > free_gpus or job.gpus > biggest:
-                        continue
-                    if job.gpus and limit and held.get(user, 0) + job.gpus > limit:
-                        continue
-                    key = (weight.get(user, 0.0), job.id, queue, user)
-                    if pick is None or key < pick:
-                        pick = key
-                if pick is not None:
-                    break  # a higher-priority queue had a job that fits
-            if pick is None:
-                break
-            _, _, queue, user = pick
-            job = self.backlog[queue][user].pop()
-            self.queued_ids.discard(job.id)
-            chosen.append(job)
-            slots -= 1
-            free_gpus -= job.gpus
-            held[user] = held.get(user, 0) + job.gpus
-            weight[user] = weight.get(user, 0.0) + RUNNING_FLOOR_HOURS * max(job.gpus, 1)
+        chosen = scheduling.choose(
+            self.backlog,
+            free,
+            running=running,
+            usage=self.usage,
+            rules=self.queues,
+            max_gpus_per_user=self.settings.max_gpus_per_user,
+        )
+        for job in chosen:
             # Reserve the slot now; the attempt number comes from the store below.
             self.inflight[job.id] = Inflight(job=job, attempt=0)
         return chosen
-
-    def _limit(self, queue: str) -> int:
-        limits = [self.settings.max_gpus_per_user, self.queues.get(queue, (0, None))[1] or 0]
-        positive = [n for n in limits if n > 0]
-        return min(positive) if positive else 0
 
     async def _submit(self, jobs: list[QueuedJob]) -> None:
         from labrun.executor.runner import run_notebook_job
@@ -433,10 +224,12 @@ class Dispatcher:
 
         assert self.client is not None
         functions = {"notebook": self.job_function or run_notebook_job, "cell": run_cell_job}
-        specs = await self.call(
-            self.store.jobs.dispatch, [j.id for j in jobs], self.settings.job_token_lifetime
+        specs: list[JobSpec] = await self.call(
+            self.store.dispatch.next_attempts,
+            [j.id for j in jobs],
+            self.settings.job_token_lifetime,
         )
-        by_id = {spec["run_id"]: spec for spec in specs}
+        by_id = {spec.run_id: spec for spec in specs}
         # One graph update per (kind, GPUs, priority) group of the round, not one per job.
         groups: dict[tuple[str, int, int], list[QueuedJob]] = {}
         for job in jobs:
@@ -445,14 +238,16 @@ class Dispatcher:
             if spec is None:  # cancelled meanwhile
                 del self.inflight[job.id]
                 continue
-            entry.attempt = spec["attempt"]
-            entry.token_id = spec["token_id"]
-            priority = self.queues.get(job.queue, (0, None))[0]
-            groups.setdefault((spec["kind"], job.gpus, priority), []).append(job)
+            entry.attempt = spec.attempt
+            entry.token_id = spec.token_id
+            priority = self.queues.get(job.queue, QueueRule()).priority
+            groups.setdefault((spec.kind, job.gpus, priority), []).append(job)
         for (kind, gpus, priority), group in groups.items():
             futures = self.client.map(
                 functions[kind],
-                [by_id[job.id] for job in group],
+                # A plain dict, JSON-shaped as the REST API's: the task validates it as a
+                # JobSpec, so a worker of another labrun version says what it cannot take.
+                [by_id[job.id].model_dump(mode="json") for job in group],
                 key=[f"labrun-run-{job.id}-{self.inflight[job.id].attempt}" for job in group],
                 resources={"GPU": gpus} if gpus else None,
                 priority=priority,
@@ -493,7 +288,8 @@ class Dispatcher:
             outcome = "lost"
         except Exception as err:  # noqa: BLE001 - any task error fails the run with its text
             message = f"the job's task failed on the pool: {type(err).__name__}: {err}"
-            if await self.call(self.store.jobs.fail, run_id, message, type(err).__name__):
+            error = RunError(type=type(err).__name__, message=message)
+            if await self.call(self.store.dispatch.fail, run_id, error):
                 self._changed(run_id)
             outcome = "failed"
         finally:
@@ -512,12 +308,18 @@ class Dispatcher:
         if entry is not None:
             entry.worker = worker
 
-    async def cancel(self, run_id: int) -> None:
-        """Stop a job the store just marked cancelled: drop it, or stop it on its worker."""
+    async def cancel(self, run_ids: Collection[int]) -> None:
+        """Stop the jobs the store just marked cancelled (one run, or a sweep's unfinished
+        runs): drop the queued ones from the backlog in one pass, stop the others."""
+        dropped = self.backlog.discard(run_ids)
+        for run_id in run_ids:
+            if run_id not in dropped:
+                await self._stop(run_id)
+
+    async def _stop(self, run_id: int) -> None:
+        """Stop a cancelled run that is not queued here: on its worker, or wherever it is."""
         from labrun.executor.tasks import stop_run
 
-        if self._discard_queued(run_id):
-            return
         entry = self.inflight.get(run_id)
         if self.client is None:
             return
@@ -529,7 +331,7 @@ class Dispatcher:
             except Exception as err:  # noqa: BLE001 - the pool may be going away
                 logger.warning("labrun: could not stop run %d: %s", run_id, err)
             return
-        address = self._address_of(entry.worker)
+        address = self.pool.address_of(entry.worker)
         if address is not None:
             try:
                 await self.client.run(stop_run, run_id, workers=[address], on_error="ignore")
@@ -554,26 +356,6 @@ class Dispatcher:
         task: Future[Any] = Future(f"labrun-cell-{key}", self.client)
         await self.client.cancel([task], force=True, reason="labrun: the run was cancelled")
 
-    def _address_of(self, worker_id: str | None) -> str | None:
-        if worker_id is None:
-            return None
-        for address in self.workers:
-            if address_id(address) == worker_id:
-                return address
-        return None
-
-    async def _refresh_workers(self, force: bool = False) -> bool:
-        """Ask the scheduler for its workers, at most once a second; True when it did."""
-        from labrun.executor.cluster import workers_of
-
-        if self.client is None or (not force and time.monotonic() - self._workers_at < 1.0):
-            return False
-        assert self.client.scheduler is not None
-        identity = await self.client.scheduler.identity(n_workers=-1)
-        self.workers = workers_of(identity)
-        self._workers_at = time.monotonic()
-        return True
-
     async def _check_lost(self) -> None:
         """Lose the jobs whose worker left the cluster or stopped sending heartbeats.
 
@@ -581,7 +363,7 @@ class Dispatcher:
         before a restart, or by another server). A worker must stay missing for
         ``LOST_GRACE`` seconds, so one that joined since the last look is not mistaken.
         """
-        alive = {address_id(address) for address in self.workers}
+        alive = {address_id(address) for address in self.pool.workers}
         heartbeats = await self.call(self.store.pool.list_workers)
         silent = {w.id for w in heartbeats.workers if not w.alive}
         holders: dict[int, tuple[str, Inflight | None]] = {
@@ -589,7 +371,7 @@ class Dispatcher:
             for run_id, entry in self.inflight.items()
             if entry.worker is not None
         }
-        for job in await self.call(self.store.jobs.running):
+        for job in await self.call(self.store.dispatch.running):
             if job.id not in self.inflight and job.worker is not None:
                 holders[job.id] = (job.worker, None)
         now = time.monotonic()
@@ -624,11 +406,11 @@ class Dispatcher:
         if entry is not None:
             await self._retire_token(entry)
         status = await self.call(
-            self.store.jobs.lose, run_id, reason, max_attempts=self.settings.max_attempts
+            self.store.dispatch.lose, run_id, reason, max_attempts=self.settings.max_attempts
         )
         logger.warning("labrun: run %d lost (%s); now %s", run_id, reason, status)
         if status == RunStatus.queued:
-            for job in await self.call(self.store.jobs.queued, run_id):
+            for job in await self.call(self.store.dispatch.queued, run_id):
                 self._push(job)
         self._changed(run_id)
         await self._settle_sweep(run_id)
@@ -638,27 +420,27 @@ class Dispatcher:
         self.publish("run.updated", {"id": run_id})
 
     async def _settle_sweep(self, run_id: int) -> None:
-        parent = await self.call(self.store.jobs.parent_of, run_id)
+        parent = await self.call(self.store.sweeps.parent_of, run_id)
         if parent is not None:
-            status = await self.call(self.store.jobs.refresh_sweep, parent)
+            status = await self.call(self.store.sweeps.refresh, parent)
             if status is not None:
                 self._changed(parent)
             if status is not None and status.finished:
                 # The store queued the sweep's report, if it asked for one and earned it.
-                report = await self.call(self.store.jobs.sweep_report_run, parent)
+                report = await self.call(self.store.sweeps.report_run, parent)
                 if report is not None:
-                    self.add(await self.call(self.store.jobs.queued, report))
+                    self.add(await self.call(self.store.dispatch.queued, report))
                     self.publish("run.created", {"id": report})
 
     # --- status ---------------------------------------------------------------------
 
     async def status(self) -> PoolStatus:
-        await self._refresh_workers()
+        await self.pool.refresh_workers()
         stored = {w.id: w for w in (await self.call(self.store.pool.list_workers)).workers}
         gpus = (await self.call(self.store.pool.gpus)).gpus
         running = await self.call(self.store.runs.summaries_by_worker)
         workers = []
-        for address, info in sorted(self.workers.items()):
+        for address, info in sorted(self.pool.workers.items()):
             wid = address_id(address)
             workers.append(
                 PoolWorker(
@@ -673,9 +455,9 @@ class Dispatcher:
                 )
             )
         return PoolStatus(
-            state=self.state,
-            scheduler=self.scheduler_address,
-            message=self.message,
+            state=self.pool.state,
+            scheduler=self.pool.scheduler_address,
+            message=self.pool.message,
             workers=workers,
             queued=len(self.queued_ids),
             running=len(self.inflight),

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from labrun.errors import Conflict
+from labrun.messages import RunError
 from labrun.models import RunStatus, UpdateRun
 from labrun.records import CellRecord
 
-from .store.models import utcnow
+from .store.tables import utcnow
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -72,7 +73,8 @@ async def settle_orphan_cells(
             message = (
                 "its kernel went away before recording how it ended, and no worker remembers it"
             )
-            update = UpdateRun(status=RunStatus.lost, error={"type": "Lost", "message": message})
+            error = RunError(type="Lost", message=message).record()
+            update = UpdateRun(status=RunStatus.lost, error=error)
         else:
             continue
         try:

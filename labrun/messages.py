@@ -145,5 +145,7 @@ class JobSpec(Message):
     parameters: dict[str, Any] = Field(default_factory=dict)
     report: dict[str, Any] | None = None
     token: str | None = Field(None, description="a notebook job's run-scoped token")
-    token_id: str | None = None
+    token_id: str | None = Field(
+        None, description="the id of that token, revoked once the attempt ends"
+    )
     rerun: RerunOf | None = None

@@ -714,6 +714,11 @@ class JobOptions(Request):
         None, description="working directory for the notebook, used where a worker has it"
     )
     timeout: float | None = Field(None, gt=0, description="seconds a cell may run")
+    priority: Int32 = Field(
+        0,
+        description="among the submitter's own queued jobs in the queue, a higher one starts "
+        "first; it never overtakes another user's job (fair share decides between users)",
+    )
     environment: CodeState | None = Field(
         None,
         description="the notebook's git state and local modules, read where it was "

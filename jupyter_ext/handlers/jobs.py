@@ -19,17 +19,17 @@ from labrun.models import (
     SubmitSweep,
 )
 
-from ..store.jobs import QueuedJob
+from ..scheduling import QueuedJob
 from .base import LabrunHandler, operation
 
 
-def _queued(run: RunSummary) -> QueuedJob:
+def _queued(run: RunSummary, priority: int) -> QueuedJob:
     return QueuedJob(
         id=run.id,
         user=run.user,
         queue=run.queue or "default",
         gpus=run.requested_gpus,
-        priority=0,
+        priority=priority,
         attempt=run.attempt,
     )
 
@@ -72,7 +72,7 @@ class JobsHandler(JobSubmitHandler):
             code = await self.code_state(body.notebook, body.content)
             body = body.model_copy(update={"environment": code})
         run = await self.call(self.store.jobs.submit, body, self.username)
-        self.app.dispatcher.add([_queued(run)])
+        self.app.dispatcher.add([_queued(run, body.priority)])
         self.events.publish("run.created", run)
         return run
 
@@ -94,8 +94,8 @@ class SweepsHandler(JobSubmitHandler):
         if report is not None and report.environment is None:
             code = await self.code_state(report.notebook, report.content)
             body.report = report.model_copy(update={"environment": code})
-        sweep = await self.call(self.store.jobs.submit_sweep, body, self.username)
-        self.app.dispatcher.add([_queued(run) for run in sweep.runs])
+        sweep = await self.call(self.store.sweeps.submit, body, self.username)
+        self.app.dispatcher.add([_queued(run, body.priority) for run in sweep.runs])
         self.events.publish("run.created", sweep.sweep)
         return sweep
 
@@ -103,7 +103,7 @@ class SweepsHandler(JobSubmitHandler):
 class SweepHandler(LabrunHandler):
     @operation("A sweep with its runs and their counts by status", response=DescribeSweep)
     async def get(self, run_id: int) -> DescribeSweep:
-        return await self.call(self.store.jobs.sweep, run_id)
+        return await self.call(self.store.sweeps.get, run_id)
 
 
 class RunRerunHandler(LabrunHandler):
@@ -121,7 +121,8 @@ class RunRerunHandler(LabrunHandler):
         original = await self.call(self.store.runs.get, run_id)
         await self.app.dispatcher.check_gpus(original.requested_gpus)
         run = await self.call(self.store.jobs.rerun, run_id, self.username, strict=body.strict)
-        self.app.dispatcher.add([_queued(run)])
+        # As the store queued it: with the original's job priority.
+        self.app.dispatcher.add(await self.call(self.store.dispatch.queued, run.id))
         self.events.publish("run.created", run)
         return run
 
@@ -136,12 +137,12 @@ class RunClaimHandler(LabrunHandler):
     )
     async def post(self, run_id: int, body: ClaimRun) -> DescribeRun:
         run = await self.call(
-            self.store.jobs.claim, run_id, body, max_attempts=self.app.max_attempts
+            self.store.dispatch.claim, run_id, body, max_attempts=self.app.max_attempts
         )
         self.app.dispatcher.claimed(run_id, body.worker)
         self.events.publish("run.updated", run)
         if run.parent_id is not None:
-            await self.call(self.store.jobs.refresh_sweep, run.parent_id)
+            await self.call(self.store.sweeps.refresh, run.parent_id)
         return run
 
 

@@ -86,11 +86,13 @@ async def cancel_run(handler: LabrunHandler, run_id: int, change: UpdateRun | No
     if now_cancelled:
         dispatcher = handler.app.dispatcher
         if run.kind == RunKind.sweep:
-            for child in await handler.call(store.jobs.cancel_children, run_id):
-                await dispatcher.cancel(child)
+            children = await handler.call(store.sweeps.cancel_children, run_id)
+            # All at once: one pass over the backlog for a sweep of thousands.
+            await dispatcher.cancel(children)
+            for child in children:
                 handler.events.publish("run.updated", {"id": child})
         else:
-            await dispatcher.cancel(run_id)
+            await dispatcher.cancel([run_id])
     handler.events.publish("run.updated", run)
     return run
 

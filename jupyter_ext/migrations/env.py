@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from labrun.jupyter_ext.store.models import Base, in_models
+from labrun.jupyter_ext.store.tables import Base, in_models
 
 config = context.config
 engine = config.attributes.get("engine") or create_engine(

@@ -1,16 +1,18 @@
-"""The run store: SQLAlchemy models, migrations and the services over them."""
+"""The run store: SQLAlchemy tables (tables.py), migrations and the services over them."""
 
 from __future__ import annotations
 
 from .artifacts import ArtifactStore
 from .database import Database, check_schema
 from .datasets import DatasetStore
+from .dispatch import DispatchStore
 from .jobs import JobStore
 from .logs import LogStore
 from .metrics import MetricStore
 from .pool import PoolStore
 from .reports import ReportStore
 from .runs import RunStore
+from .sweeps import SweepStore
 from .tokens import TokenStore
 
 __all__ = ["Database", "Store", "check_schema"]
@@ -28,5 +30,7 @@ class Store:
         self.datasets = DatasetStore(db)
         self.pool = PoolStore(db, worker_timeout=worker_timeout)
         self.tokens = TokenStore(db)
-        self.jobs = JobStore(db, self.runs, self.tokens)
+        self.jobs = JobStore(db, self.runs)
+        self.dispatch = DispatchStore(db, self.runs, self.tokens)
+        self.sweeps = SweepStore(db, self.runs, self.jobs)
         self.reports = ReportStore(db)

@@ -21,8 +21,8 @@ from labrun.errors import InvalidRequest, NotFound
 from labrun.models import ArtifactList, DescribeArtifact
 
 from .database import Database
-from .models import Artifact, utcnow
 from .runs import RunStore
+from .tables import Artifact, utcnow
 
 # Types a browser should not guess at; notebooks are JSON to everything but Jupyter.
 mimetypes.add_type("application/x-ipynb+json", ".ipynb")

@@ -19,8 +19,8 @@ from labrun.models import (
 )
 
 from .database import Database
-from .models import Dataset, DatasetVersion, RunDataset
 from .runs import RunStore
+from .tables import Dataset, DatasetVersion, RunDataset
 
 
 def _version(

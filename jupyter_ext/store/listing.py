@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased
 from labrun.errors import InvalidRequest
 from labrun.models import INT64_MAX, ListRunsQuery
 
-from .models import MetricSummary, Param, Project, Run
+from .tables import MetricSummary, Param, Project, Run
 
 # The types of sort values a cursor carries.
 Id = Annotated[int, Field(ge=0, le=INT64_MAX)]

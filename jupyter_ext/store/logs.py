@@ -8,8 +8,8 @@ from labrun.errors import NotFound
 from labrun.models import AppendLogs, LogEntry, LogTail, LogTailQuery
 
 from .database import Database
-from .models import RunLog, utcnow
 from .runs import RunStore
+from .tables import RunLog, utcnow
 
 
 def _entry(row: RunLog) -> LogEntry:

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from labrun.models import LogMetrics, MetricSeries, MetricsIngested, MetricsQuery, RunMetrics
 
 from .database import Database
-from .models import SQLITE_NAN, Metric, MetricBatch, MetricSummary
 from .runs import RunStore
+from .tables import SQLITE_NAN, Metric, MetricBatch, MetricSummary
 
 METRICS = cast(Table, Metric.__table__)
 SUMMARIES = cast(Table, MetricSummary.__table__)

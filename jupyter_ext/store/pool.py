@@ -26,7 +26,7 @@ from labrun.models import (
 )
 
 from .database import Database
-from .models import GpuSample, HostSample, Queue, Run, Worker, utcnow
+from .tables import GpuSample, HostSample, Queue, Run, Worker, utcnow
 
 
 class PoolStore:

@@ -12,8 +12,8 @@ from labrun.errors import NotFound
 from labrun.models import CreateReport, DescribeReport, ListReportsQuery, ReportList
 
 from .database import Database
-from .models import Artifact, Report, Run
 from .runs import RunStore
+from .tables import Artifact, Report, Run
 
 
 def describe(report: Report) -> DescribeReport:

@@ -18,8 +18,8 @@ from labrun.environment import code_only
 from labrun.errors import InvalidRequest
 from labrun.models import CreateRun, RunKind, RunStatus
 
-from .models import Artifact, Run, RunDataset
 from .runs import RunStore
+from .tables import Artifact, Run, RunDataset
 
 
 def rerun_spec(original: Run, strict: bool) -> dict[str, Any]:
@@ -54,6 +54,7 @@ def rerun_notebook(runs: RunStore, session: Session, original: Run, user: str, s
         ),
         user,
     )
+    run.priority = original.priority
     run.job = {
         **job,
         "parameters": job.get("parameters", params),
@@ -101,6 +102,7 @@ def rerun_cell(runs: RunStore, session: Session, original: Run, user: str, stric
         ),
         user,
     )
+    run.priority = original.priority
     run.job = {
         "cell": {"returns": environment.get("outputs", []), "inputs": bool(inputs)},
         "rerun": rerun_spec(original, strict),

@@ -35,7 +35,7 @@ from labrun.models import (
 
 from .database import Database
 from .listing import Cursor, conditions, page
-from .models import (
+from .tables import (
     PARAM_TEXT,
     Metric,
     MetricSummary,

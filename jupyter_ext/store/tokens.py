@@ -17,8 +17,8 @@ from labrun.models import DescribeToken, IssuedToken, ListTokensQuery, TokenList
 
 from .. import auth
 from .database import Database
-from .models import ServerSetting, Token, utcnow
 from .runs import RunStore
+from .tables import ServerSetting, Token, utcnow
 
 
 def describe(row: Token, now: datetime | None = None) -> DescribeToken:

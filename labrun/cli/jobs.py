@@ -110,6 +110,13 @@ def job_options(f: Any) -> Any:
             "--gpus", default=0, show_default=True, type=click.IntRange(0, 64), help="GPUs."
         ),
         click.option("--queue", "-q", default="default", show_default=True, help="Queue."),
+        click.option(
+            "--priority",
+            default=0,
+            show_default=True,
+            type=click.IntRange(-(2**31), 2**31 - 1),
+            help="Among your own queued jobs in the queue, a higher one starts first.",
+        ),
         click.option("--project", default="default", show_default=True, help="Project."),
         click.option("--name", help="Run name (default: the notebook's name)."),
         click.option("--tag", "tags", multiple=True, help="A label (repeatable)."),
@@ -171,6 +178,7 @@ def submit(
     files: tuple[str, ...],
     gpus: int,
     queue: str,
+    priority: int,
     project: str,
     name: str | None,
     tags: tuple[str, ...],
@@ -181,9 +189,8 @@ def submit(
 ) -> None:
     """Run NOTEBOOK on the pool with papermill, as a tracked notebook job."""
     client = Client()
-    run = client.submit_job(
-        SubmitJob(**_job_fields(notebook, pairs, files, gpus, queue, project, name, tags, timeout))
-    )
+    fields = _job_fields(notebook, pairs, files, gpus, queue, project, name, tags, timeout)
+    run = client.submit_job(SubmitJob(**fields, priority=priority))
     if as_json and not wait:
         print_json(run)
         return
@@ -224,6 +231,7 @@ def sweep(
     files: tuple[str, ...],
     gpus: int,
     queue: str,
+    priority: int,
     project: str,
     name: str | None,
     tags: tuple[str, ...],
@@ -246,6 +254,7 @@ def sweep(
     result = client.submit_sweep(
         SubmitSweep(
             **_job_fields(notebook, pairs, files, gpus, queue, project, name, tags, timeout),
+            priority=priority,
             grid=grid,
             samples=samples,
             seed=seed,

@@ -42,7 +42,10 @@ pytestmark = pytest.mark.timeout(600)
 NOTEBOOK_JOBS = [
     "labrun queues create urgent --priority 10 --max-gpus-per-user 2",
     "labrun submit train.ipynb -p lr 0.01 -p epochs 3 --gpus 1 --wait",
-    "labrun submit train.ipynb -f params.yaml --queue urgent --project seg --name unet-lr-0.01",
+    (
+        "labrun submit train.ipynb -f params.yaml --queue urgent --priority 5 --project seg "
+        "--name unet-lr-0.01"
+    ),
     "labrun sweep train.ipynb -g lr 0.001,0.01,0.1 -g batch_size 32,64 --gpus 1 --wait -o executed/",
     'labrun sweep train.ipynb -g seed "[1, 2, 3, 4, 5, 6, 7, 8]" --samples 4 --seed 0',
     "labrun rerun 42 --wait",

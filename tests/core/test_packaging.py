@@ -41,7 +41,7 @@ def test_wheel_has_the_namespace_migrations_server_switch_and_labextension(tmp_p
         "labrun/__init__.py",
         "labrun/cli/__init__.py",
         "labrun/jupyter_ext/app.py",
-        "labrun/jupyter_ext/store/models.py",
+        "labrun/jupyter_ext/store/tables.py",
         "labrun/jupyter_ext/migrations/env.py",
         "labrun/jupyter_ext/migrations/script.py.mako",
         "labrun/jupyter_ext/migrations/versions/0001_initial_schema.py",

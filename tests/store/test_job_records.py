@@ -10,12 +10,14 @@ from support.notebooks import make_notebook
 
 from labrun.errors import InvalidRequest
 from labrun.jupyter_ext.store import Store
+from labrun.messages import RerunOf
 from labrun.models import (
     ClaimRun,
     CodeState,
     RunStatus,
     SubmitJob,
     SubmitSweep,
+    SweepReport,
     UpdateRun,
 )
 
@@ -43,10 +45,10 @@ def submit(store: Store, **fields: object) -> int:
 
 
 def start(store: Store, run_id: int, worker: str, machine: dict[str, object]) -> int:
-    (spec,) = store.jobs.dispatch([run_id], token_lifetime=3600)
-    claim = ClaimRun(attempt=spec["attempt"], worker=worker, environment=machine)
-    store.jobs.claim(run_id, claim, max_attempts=3)
-    return spec["attempt"]
+    (spec,) = store.dispatch.next_attempts([run_id], token_lifetime=3600)
+    claim = ClaimRun(attempt=spec.attempt, worker=worker, environment=machine)
+    store.dispatch.claim(run_id, claim, max_attempts=3)
+    return spec.attempt
 
 
 def test_a_job_records_its_code_then_each_claim_its_machine(store: Store) -> None:
@@ -59,7 +61,7 @@ def test_a_job_records_its_code_then_each_claim_its_machine(store: Store) -> Non
     assert env["packages"] == MACHINE["packages"] and env["gpus"][0]["driver"] == "550.54"
 
     # Its worker died: the next attempt's machine replaces the first's, the code stays.
-    store.jobs.lose(run_id, "its worker w1 left the pool", max_attempts=3)
+    store.dispatch.lose(run_id, "its worker w1 left the pool", max_attempts=3)
     start(store, run_id, "w2", {**MACHINE, "hostname": "gpu-2", "gpus": []})
     env = store.runs.get(run_id).environment
     assert (env["hostname"], env["gpus"], env["git"]["commit"]) == ("gpu-2", [], "abc123")
@@ -67,7 +69,7 @@ def test_a_job_records_its_code_then_each_claim_its_machine(store: Store) -> Non
 
 def test_a_sweep_records_its_code_once_for_every_run(store: Store) -> None:
     content = json.loads(json.dumps(make_notebook("print(x)", parameters="x = 1")))
-    sweep = store.jobs.submit_sweep(
+    sweep = store.sweeps.submit(
         SubmitSweep(notebook="train.ipynb", content=content, grid={"x": [1, 2]}, environment=CODE),
         "alice",
     )
@@ -83,11 +85,42 @@ def test_a_rerun_keeps_the_code_names_its_original_and_may_be_strict(store: Stor
     rerun = store.jobs.rerun(run_id, "bob", strict=True)
     # The code is the original's; the machine is recorded anew where the rerun runs.
     assert rerun.environment == {**CODE.model_dump(exclude_unset=True), "rerun_of": run_id}
-    (spec,) = store.jobs.dispatch([rerun.id], token_lifetime=3600)
-    assert spec["rerun"] == {"of": run_id, "strict": True}  # a reference: the spec stays small
+    (spec,) = store.dispatch.next_attempts([rerun.id], token_lifetime=3600)
+    assert spec.rerun == RerunOf(of=run_id, strict=True)  # a reference: the spec stays small
 
     # A run that recorded no packages cannot be checked strictly, and says so.
     old = submit(store)
     with pytest.raises(InvalidRequest, match=f"run {old} recorded no packages.*without --strict"):
         store.jobs.rerun(old, "bob", strict=True)
     assert store.jobs.rerun(old, "bob").environment == {"rerun_of": old}
+
+
+def test_a_jobs_priority_reaches_the_dispatcher_and_its_reruns_and_reports(store: Store) -> None:
+    # Given jobs of several priorities, a sweep with a report, and a re-run
+    plain, urgent = submit(store), submit(store, priority=5)
+    content = json.loads(json.dumps(make_notebook("print(x)", parameters="x = 1")))
+    report = json.loads(json.dumps(make_notebook("print(sweep)", parameters="sweep = 0")))
+    sweep = store.sweeps.submit(
+        SubmitSweep(
+            notebook="train.ipynb",
+            content=content,
+            grid={"x": [1]},
+            priority=-2,
+            report=SweepReport(notebook="report.ipynb", content=report),
+        ),
+        "alice",
+    )
+    (child,) = sweep.runs
+    rerun = store.jobs.rerun(urgent, "bob")
+
+    # Then the dispatcher reads each one's priority: a re-run's is its original's
+    queued = {job.id: job.priority for job in store.dispatch.queued()}
+    assert queued == {plain: 0, urgent: 5, child.id: -2, rerun.id: 5}
+
+    # and a sweep's report, queued once its runs ended, takes the sweep's
+    start(store, child.id, "w1", MACHINE)
+    store.runs.update(child.id, UpdateRun(status=RunStatus.completed))
+    store.sweeps.refresh(sweep.sweep.id)
+    report_run = store.sweeps.report_run(sweep.sweep.id)
+    assert report_run is not None
+    assert [job.priority for job in store.dispatch.queued(report_run)] == [-2]

@@ -14,8 +14,8 @@ from labrun.models import AppendLogs, ClaimRun, CreateRun, LogEntryIn, LogTailQu
 
 
 def start(store: Store, run_id: int, worker: str) -> None:
-    (spec,) = store.jobs.dispatch([run_id], token_lifetime=3600)
-    store.jobs.claim(run_id, ClaimRun(attempt=spec["attempt"], worker=worker), max_attempts=3)
+    (spec,) = store.dispatch.next_attempts([run_id], token_lifetime=3600)
+    store.dispatch.claim(run_id, ClaimRun(attempt=spec.attempt, worker=worker), max_attempts=3)
 
 
 def texts(store: Store, run_id: int, attempt: int | None = None) -> list[str]:
@@ -30,7 +30,7 @@ def test_each_attempt_has_its_part_of_the_log_and_a_retry_starts_with_a_marker(
     run_id = store.jobs.submit(SubmitJob(notebook="train.ipynb", content=content), "alice").id
     start(store, run_id, "w1")
     store.logs.append(run_id, AppendLogs(entries=[LogEntryIn(text="epoch 1\n")], attempt=1))
-    store.jobs.lose(run_id, "its worker w1 left the pool", max_attempts=3)
+    store.dispatch.lose(run_id, "its worker w1 left the pool", max_attempts=3)
     start(store, run_id, "w2")
     # A line the worker does not label belongs to the run's latest attempt.
     store.logs.append(run_id, AppendLogs(entries=[LogEntryIn(text="epoch 1 again\n")]))

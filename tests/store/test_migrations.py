@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from labrun.errors import SchemaMismatch
 from labrun.jupyter_ext.store import database
-from labrun.jupyter_ext.store.models import Base, in_models
+from labrun.jupyter_ext.store.tables import Base, in_models
 
 
 def test_migrations_build_exactly_the_models(db_url: str) -> None:

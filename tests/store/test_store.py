@@ -14,7 +14,7 @@ from support.notebooks import make_notebook
 from labrun.errors import Conflict, InvalidRequest, NotFound
 from labrun.jupyter_ext import auth
 from labrun.jupyter_ext.store import Store
-from labrun.jupyter_ext.store.models import MetricSummary
+from labrun.jupyter_ext.store.tables import MetricSummary
 from labrun.models import (
     CreateDatasetVersion,
     CreateQueue,
@@ -438,13 +438,13 @@ def test_a_dispatched_notebook_job_gets_a_token_of_its_own_run(store: Store) -> 
     # The store's first token: its secret is made on the way, outside the dispatch's write
     job = SubmitJob(notebook="a.ipynb", content=make_notebook("y = x", parameters="x = 0"))
     run = store.jobs.submit(job, "alice")
-    (spec,) = store.jobs.dispatch([run.id], 600)
-    claims = auth.verify(store.tokens.secret, spec["token"])
+    (spec,) = store.dispatch.next_attempts([run.id], 600)
+    claims = auth.verify(store.tokens.secret, spec.token)
     caller = auth.caller_of(claims) if claims else None
     assert caller is not None and (caller.user, caller.scope, caller.run_id) == (
         "alice",
         "run",
         run.id,
     )
-    assert spec["token_id"] == caller.token_id
+    assert spec.token_id == caller.token_id
     assert caller.expires == pytest.approx(caller.issued + 600, abs=1)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
-import labrun.jupyter_ext.store.models
+import labrun.jupyter_ext.store.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_datasets")),
         sa.UniqueConstraint("name", name=op.f("uq_datasets_name")),
@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_projects")),
         sa.UniqueConstraint("name", name=op.f("uq_projects_name")),
@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("max_gpus_per_user", sa.Integer(), nullable=True),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_queues")),
     )
@@ -100,11 +100,11 @@ def upgrade() -> None:
         sa.Column("gpus", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column(
-            "started_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "started_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.Column(
             "last_heartbeat",
-            labrun.jupyter_ext.store.models.UTCDateTime(timezone=True),
+            labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True),
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workers")),
@@ -120,7 +120,7 @@ def upgrade() -> None:
         sa.Column("source_path", sa.String(length=2048), nullable=True),
         sa.Column("manifest", sa.JSON(), nullable=False),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["dataset_id"],
@@ -152,19 +152,19 @@ def upgrade() -> None:
         sa.Column("environment", sa.JSON(), nullable=False),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.Column(
-            "queued_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=True
+            "queued_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column(
-            "started_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=True
+            "started_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column(
-            "ended_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=True
+            "ended_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column(
-            "updated_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "updated_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(["parent_id"], ["runs.id"], name=op.f("fk_runs_parent_id_runs")),
         sa.ForeignKeyConstraint(
@@ -189,7 +189,7 @@ def upgrade() -> None:
         sa.Column("content_type", sa.String(length=128), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_artifacts_run_id_runs"), ondelete="CASCADE"
@@ -227,7 +227,7 @@ def upgrade() -> None:
         sa.Column("points", sa.Integer(), nullable=False),
         sa.Column(
             "received_at",
-            labrun.jupyter_ext.store.models.UTCDateTime(timezone=True),
+            labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True),
             nullable=False,
         ),
         sa.ForeignKeyConstraint(
@@ -297,7 +297,7 @@ def upgrade() -> None:
         sa.Column("notebook_uri", sa.String(length=2048), nullable=True),
         sa.Column("user", sa.String(length=128), nullable=False),
         sa.Column(
-            "created_at", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "created_at", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_reports_run_id_runs"), ondelete="SET NULL"
@@ -327,7 +327,7 @@ def upgrade() -> None:
         sa.Column("stream", sa.String(length=8), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column(
-            "time", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "time", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_run_logs_run_id_runs"), ondelete="CASCADE"
@@ -343,7 +343,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column(
-            "time", labrun.jupyter_ext.store.models.UTCDateTime(timezone=True), nullable=False
+            "time", labrun.jupyter_ext.store.tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.Column("message", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from labrun.jupyter_ext.store.models import UTCDateTime
+from labrun.jupyter_ext.store.tables import UTCDateTime
 
 revision: str = "0005"
 down_revision: str | None = "0004"
