@@ -125,6 +125,12 @@ def discover(timeout: float = 2.0) -> tuple[str, str]:
     raise ServerUnavailable(f"no labrun server found: {HOW_TO_CONNECT}")
 
 
+# Called with (url, old token, new token) when a client takes a renewed token. The background
+# outboxes (labrun.delivery, which builds on this module) register here, so what waits in
+# them is sent with the new token.
+TOKEN_RENEWED: list[Callable[[str, str, str], None]] = []
+
+
 class Client:
     """A connection to one labrun server.
 
@@ -166,11 +172,10 @@ class Client:
         The process's outbox for the old token takes the new one too: what waits in it is
         sent with a token that is still valid.
         """
-        from labrun.delivery.outbox import Outbox  # the outbox builds on this module
-
         old, self.token = self.token, token
         self._http.headers["Authorization"] = f"token {token}"
-        Outbox.renew_token(self.url, old, token)
+        for renewed in TOKEN_RENEWED:
+            renewed(self.url, old, token)
 
     def close(self) -> None:
         self._http.close()

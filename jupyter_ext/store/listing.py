@@ -5,6 +5,9 @@ the order of an index, then the runs without it by id (they come last either way
 by offset skips rows of the walks; a page by cursor starts the walk right after the last
 row of the previous page (keyset pagination), so a page deep in the list costs what the
 first page costs. The cursor carries the phase, that row's sort values and its id.
+
+A listed run is a row of its summary columns (not an ORM object: no environment, no job's
+notebook), with its metric's sparkline read by a short index walk per run.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
-from sqlalchemy import column, func, literal_column, select, table, tuple_
+from sqlalchemy import bindparam, column, func, literal_column, select, table, tuple_, union_all
 from sqlalchemy.orm import Session, aliased
 
 from labrun.errors import InvalidRequest
 from labrun.models import INT64_MAX, ListRunsQuery
 
-from .tables import MetricSummary, Param, Project, Run
+from .tables import Metric, MetricSummary, Param, Project, Run, utcnow
 
 # The types of sort values a cursor carries.
 Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
@@ -276,3 +279,96 @@ def page(
     if len(rows) < limit:
         return runs, None, start
     return runs, Cursor(sort, start + len(rows), last_phase, list(rows[-1][width:])), start
+
+
+# --- what a listed run shows ----------------------------------------------------------
+
+# Values per run in the Runs panel's sparklines.
+SPARK_POINTS = 30
+# Runs whose sparklines one statement reads: a UNION ALL of that many index walks.
+SPARK_BATCH = 20
+
+
+@functools.cache
+def _newest_points(runs: int) -> Any:
+    """Each of ``runs`` runs' newest points of a metric (bound as run_0, run_1... and key),
+    each a walk down the (run_id, key, step) index; one statement, compiled once."""
+    return union_all(
+        *(
+            select(Metric.run_id, Metric.step, Metric.id, Metric.value)
+            .where(Metric.run_id == bindparam(f"run_{i}"), Metric.key == bindparam("key"))
+            .order_by(Metric.step.desc(), Metric.id.desc())
+            .limit(bindparam("points"))
+            .subquery()
+            .select()
+            for i in range(runs)
+        )
+    )
+
+
+def _duration(started: datetime | None, ended: datetime | None) -> float | None:
+    if started is None:
+        return None
+    return ((ended or utcnow()) - started).total_seconds()
+
+
+# What a run's line in a listing shows: the rest (its environment, with every package, and
+# a job's notebook) is read only for the run's own page.
+SUMMARY_COLUMNS = (
+    Run.id,
+    Run.name,
+    Run.kind,
+    Run.status,
+    Run.user,
+    Run.queue,
+    Run.requested_gpus,
+    Run.worker,
+    Run.attempt,
+    Run.parent_id,
+    Run.tags,
+    Run.created_at,
+    Run.started_at,
+    Run.ended_at,
+    Project.name.label("project"),
+)
+SUMMARY_NAMES = tuple(column.key for column in SUMMARY_COLUMNS)
+
+
+def summary(values: Any) -> dict[str, Any]:
+    """A run's summary fields from its row (or anything with the columns' names)."""
+    return {
+        **{name: values[name] for name in SUMMARY_NAMES},
+        "tags": values["tags"] or [],
+        "duration": _duration(values["started_at"], values["ended_at"]),
+    }
+
+
+def sparklines(
+    session: Session, run_ids: list[int], key: str, points: int = SPARK_POINTS
+) -> dict[int, list[float | None]]:
+    """Each run's last ``points`` values of a metric, oldest first.
+
+    One short walk down the (run_id, key, step) index per run: the cost is that of
+    ``points`` rows a run, however many the run has (a window over every point of the
+    page's runs took 0.38 s with 692k points stored). The walks go SPARK_BATCH to a
+    statement: a statement per run cost 80 to 190 ms a page of 100 at 1,000,000 runs,
+    five statements 15 to 40 ms. A short last batch repeats a run, so every statement
+    has one shape, compiled once.
+    """
+    rows: list[Any] = []
+    connection = session.connection()  # Core: none of the ORM's per-statement work
+    for start in range(0, len(run_ids), SPARK_BATCH):
+        batch = run_ids[start : start + SPARK_BATCH]
+        batch += batch[-1:] * (SPARK_BATCH - len(batch))
+        params = {f"run_{i}": run_id for i, run_id in enumerate(batch)}
+        rows += connection.execute(
+            _newest_points(SPARK_BATCH), {**params, "key": key, "points": points}
+        ).all()
+    out: dict[int, list[float | None]] = {}
+    seen: set[tuple[int, int]] = set()
+    # Oldest first; a repeated run's points come twice.
+    for run_id, _step, point_id, value in sorted(rows, key=lambda row: row[:3]):
+        if (run_id, point_id) not in seen:
+            seen.add((run_id, point_id))
+            out.setdefault(run_id, []).append(value)
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -10,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, union_all
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,10 +33,17 @@ from labrun.models import (
 )
 
 from .database import Database
-from .listing import Cursor, conditions, page
+from .listing import (
+    SUMMARY_COLUMNS,
+    SUMMARY_NAMES,
+    Cursor,
+    conditions,
+    page,
+    sparklines,
+    summary,
+)
 from .tables import (
     PARAM_TEXT,
-    Metric,
     MetricSummary,
     Param,
     Project,
@@ -63,28 +69,6 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.cancelled: frozenset(),
 }
 
-# Values per run in the Runs panel's sparklines.
-SPARK_POINTS = 30
-# Runs whose sparklines one statement reads: a UNION ALL of that many index walks.
-SPARK_BATCH = 20
-
-
-@functools.cache
-def _newest_points(runs: int) -> Any:
-    """Each of ``runs`` runs' newest points of a metric (bound as run_0, run_1... and key),
-    each a walk down the (run_id, key, step) index; one statement, compiled once."""
-    return union_all(
-        *(
-            select(Metric.run_id, Metric.step, Metric.id, Metric.value)
-            .where(Metric.run_id == bindparam(f"run_{i}"), Metric.key == bindparam("key"))
-            .order_by(Metric.step.desc(), Metric.id.desc())
-            .limit(bindparam("points"))
-            .subquery()
-            .select()
-            for i in range(runs)
-        )
-    )
-
 
 def numeric(value: Any) -> float | None:
     """The number a parameter value sorts by, or None for non-numbers."""
@@ -97,46 +81,9 @@ def numeric(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _duration(started: datetime | None, ended: datetime | None) -> float | None:
-    if started is None:
-        return None
-    return ((ended or utcnow()) - started).total_seconds()
-
-
-# What a run's line in a listing shows: the rest (its environment, with every package, and
-# a job's notebook) is read only for the run's own page.
-SUMMARY_COLUMNS = (
-    Run.id,
-    Run.name,
-    Run.kind,
-    Run.status,
-    Run.user,
-    Run.queue,
-    Run.requested_gpus,
-    Run.worker,
-    Run.attempt,
-    Run.parent_id,
-    Run.tags,
-    Run.created_at,
-    Run.started_at,
-    Run.ended_at,
-    Project.name.label("project"),
-)
-SUMMARY_NAMES = tuple(column.key for column in SUMMARY_COLUMNS)
-
-
-def _summary(values: Any) -> dict[str, Any]:
-    """A run's summary fields from its row (or anything with the columns' names)."""
-    return {
-        **{name: values[name] for name in SUMMARY_NAMES},
-        "tags": values["tags"] or [],
-        "duration": _duration(values["started_at"], values["ended_at"]),
-    }
-
-
 def _summary_fields(run: Run) -> dict[str, Any]:
     values = {name: getattr(run, name) for name in SUMMARY_NAMES if name != "project"}
-    return _summary({**values, "project": run.project.name})
+    return summary({**values, "project": run.project.name})
 
 
 @dataclass
@@ -454,14 +401,14 @@ class RunStore:
                 cursor=cursor,
                 width=len(SUMMARY_COLUMNS),
             )
-            runs = [_summary(dict(zip(SUMMARY_NAMES, row, strict=True))) for row in rows]
+            runs = [summary(dict(zip(SUMMARY_NAMES, row, strict=True))) for row in rows]
             return RunList(
                 runs=self._summaries(session, runs),
                 total=total,
                 offset=position,
                 limit=query.limit,
                 next_cursor=after.encode() if after is not None else None,
-                sparklines=self._sparklines(session, [r["id"] for r in runs], query.spark)
+                sparklines=sparklines(session, [r["id"] for r in runs], query.spark)
                 if query.spark
                 else {},
             )
@@ -489,37 +436,6 @@ class RunStore:
             for run, summary in zip(runs, self.summaries(session, runs), strict=True):
                 out.setdefault(run.worker or "", []).append(summary)
             return out
-
-    @staticmethod
-    def _sparklines(
-        session: Session, run_ids: list[int], key: str, points: int = SPARK_POINTS
-    ) -> dict[int, list[float | None]]:
-        """Each run's last ``points`` values of a metric, oldest first.
-
-        One short walk down the (run_id, key, step) index per run: the cost is that of
-        ``points`` rows a run, however many the run has (a window over every point of the
-        page's runs took 0.38 s with 692k points stored). The walks go SPARK_BATCH to a
-        statement: a statement per run cost 80 to 190 ms a page of 100 at 1,000,000 runs,
-        five statements 15 to 40 ms. A short last batch repeats a run, so every statement
-        has one shape, compiled once.
-        """
-        rows: list[Any] = []
-        connection = session.connection()  # Core: none of the ORM's per-statement work
-        for start in range(0, len(run_ids), SPARK_BATCH):
-            batch = run_ids[start : start + SPARK_BATCH]
-            batch += batch[-1:] * (SPARK_BATCH - len(batch))
-            params = {f"run_{i}": run_id for i, run_id in enumerate(batch)}
-            rows += connection.execute(
-                _newest_points(SPARK_BATCH), {**params, "key": key, "points": points}
-            ).all()
-        out: dict[int, list[float | None]] = {}
-        seen: set[tuple[int, int]] = set()
-        # Oldest first; a repeated run's points come twice.
-        for run_id, _step, point_id, value in sorted(rows, key=lambda row: row[:3]):
-            if (run_id, point_id) not in seen:
-                seen.add((run_id, point_id))
-                out.setdefault(run_id, []).append(value)
-        return out
 
     def compare(self, run_ids: Iterable[int]) -> Comparison:
         ids = list(dict.fromkeys(run_ids))

@@ -31,7 +31,7 @@ from labrun.models import PoolStatus, SubmitSweep, SweepReport
 from labrun.settings import data_dir
 
 from .follow import follow
-from .jobs import code_state, read_notebook
+from .job_options import code_state, read_notebook
 from .output import console
 from .reports import wait_for_sweep_report
 from .runs import print_runs_table

@@ -18,7 +18,7 @@ from labrun.models import DescribeReport, ReportOptions, SubmitJob
 from labrun.settings import API_PREFIX
 
 from .follow import follow
-from .jobs import _job_fields, parameter_options
+from .job_options import job_fields, parameter_options
 from .local import reader, report_location
 from .output import console, print_json
 
@@ -92,7 +92,7 @@ def report(
     no_wait: bool,
 ) -> None:
     """Run the report NOTEBOOK on the pool and record its HTML as a report."""
-    fields = _job_fields(notebook, pairs, files, 0, queue, project, name, (), None)
+    fields = job_fields(notebook, pairs, files, 0, queue, project, name, (), None)
     client = Client()
     run = client.submit_job(
         SubmitJob(**fields, report=ReportOptions(name=name or fields["name"], code=code))

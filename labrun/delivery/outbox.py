@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from labrun import client as _client
 from labrun import settings
 from labrun.client import Client
 from labrun.errors import (
@@ -484,3 +485,6 @@ class Outbox:
             shown,
             more,
         )
+
+
+_client.TOKEN_RENEWED.append(Outbox.renew_token)

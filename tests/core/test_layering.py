@@ -1,4 +1,4 @@
-"""The worker and kernel packages import one way: no circle, not even inside a function.
+"""labrun's modules import one way: no circle, not even inside a function; none is too long.
 
 A function-level import that closes a circle still ties the modules together (and hides it);
 a function-level import is for deferring what is heavy or what Dask pickles by reference.
@@ -15,16 +15,30 @@ from pathlib import Path
 
 import pytest
 
-PACKAGES = ["labrun.executor", "labrun.kernel_magics"]
+PACKAGES = [
+    "labrun",
+    "labrun.cli",
+    "labrun.delivery",
+    "labrun.jupyter_ext",
+    "labrun.jupyter_ext.handlers",
+    "labrun.jupyter_ext.store",
+    "labrun.executor",
+    "labrun.kernel_magics",
+]
+# A module longer than this does more than one job; the wire schema is one long list.
+MAX_LINES = 500
+LONG_BY_NATURE = {"labrun.models"}
 
 
 def modules(package: str) -> dict[str, Path]:
     spec = importlib.util.find_spec(package)
     assert spec is not None and spec.submodule_search_locations is not None
     (folder,) = spec.submodule_search_locations
-    found = {package: Path(folder) / "__init__.py"}
+    init = Path(folder) / "__init__.py"
+    found = {package: init} if init.exists() else {}
     for info in pkgutil.iter_modules([folder]):
-        found[f"{package}.{info.name}"] = Path(folder) / f"{info.name}.py"
+        if not info.ispkg:  # a subpackage is a package of PACKAGES (or migrations)
+            found[f"{package}.{info.name}"] = Path(folder) / f"{info.name}.py"
     return found
 
 
@@ -59,9 +73,13 @@ def imported(module: str, path: Path) -> set[str]:
     return names
 
 
+def all_modules() -> dict[str, Path]:
+    return {name: path for p in PACKAGES for name, path in modules(p).items()}
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_circle(package: str) -> None:
-    found = {name: path for p in PACKAGES for name, path in modules(p).items()}
+    found = all_modules()
     # A module's own packages are imported before it, whatever it says: not an edge.
     graph = {
         name: {
@@ -76,3 +94,28 @@ def test_no_import_circle(package: str) -> None:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as err:
         pytest.fail(f"an import circle: {' -> '.join(err.args[1])}")
+
+
+def test_no_import_circle_across_the_packages() -> None:
+    found = all_modules()
+    graph = {
+        name: {
+            other
+            for other in imported(name, path)
+            if other in found and not name.startswith(f"{other}.") and other != name
+        }
+        for name, path in found.items()
+    }
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as err:
+        pytest.fail(f"an import circle: {' -> '.join(err.args[1])}")
+
+
+def test_no_module_is_longer_than_one_job_needs() -> None:
+    long = {
+        name: length
+        for name, path in all_modules().items()
+        if (length := len(path.read_text().splitlines())) > MAX_LINES and name not in LONG_BY_NATURE
+    }
+    assert long == {}, f"split these modules (over {MAX_LINES} lines): {long}"
