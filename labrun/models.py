@@ -733,6 +733,25 @@ class SubmitJob(JobOptions):
     report: ReportOptions | None = Field(None, description="record the result as a report")
 
 
+class CheckParams(Request):
+    """Parameters as typed into a form, for the server to read (and check) as a job would."""
+
+    text: str = Field(
+        max_length=1_000_000,
+        description="`name = value` lines, as a parameters cell writes them; each value read "
+        "as `labrun submit -p` reads it (true/True, null/None, numbers, quoted strings, lists)",
+    )
+    content: dict[str, Any] | None = Field(
+        None,
+        description="the notebook (nbformat 4 JSON): the values are also checked against its "
+        "parameters cell, as a job submission checks them",
+    )
+
+
+class CheckedParams(Response):
+    parameters: dict[str, Any] = Field(description="the values read, by name")
+
+
 class SweepReport(Request):
     """The report notebook a sweep runs once all its runs ended, with ``sweep`` set."""
 

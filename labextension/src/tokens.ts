@@ -264,6 +264,18 @@ export interface ISubmitJob {
   name?: string;
 }
 
+/** `name = value` lines for the server to read as a job's parameters. */
+export interface ICheckParams {
+  text: string;
+  /** The notebook (nbformat 4 JSON) whose parameters cell the values are checked against. */
+  content?: unknown;
+}
+
+/** The values the server read. */
+export interface ICheckedParams {
+  parameters: Record<string, unknown>;
+}
+
 /** One message of the server's event stream. */
 export interface IServerEvent {
   type: string;

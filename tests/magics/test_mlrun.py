@@ -208,7 +208,7 @@ def test_bad_options_and_values_get_clear_errors(kernel: Kernel) -> None:
         "%%mlrun --timeout 0\nx = 1": "--timeout 0",
         "%%mlrun --out 1x\nx = 1": "--out '1x'",
         "%%mlrun --session 'a b'\nx = 1": "--session",
-        "%mlparams lr=fast": "not a literal value",
+        "%mlparams lr=fast()": "not a literal value",
         "%mlparams lr": "is not NAME=VALUE",
         "%mldataset only-a-name": "the following arguments are required: path",
         "%mldataset data /no/such/place": "no file or folder",
