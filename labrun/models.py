@@ -67,7 +67,14 @@ class Response(BaseModel):
     read back as floats.
     """
 
-    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings", defer_build=True)
+    # Every field is in every response (defaults included), so the OpenAPI document (the
+    # serialization schema) marks them all required: generated clients need no `?`.
+    model_config = ConfigDict(
+        extra="ignore",
+        ser_json_inf_nan="strings",
+        defer_build=True,
+        json_schema_serialization_defaults_required=True,
+    )
 
 
 class RunStatus(str, Enum):

@@ -8,14 +8,15 @@ import * as React from 'react';
 import { api } from '../api';
 import { Empty, StatusBadge } from '../components/common';
 import { LabrunContext } from '../context';
-import { IQueue, IRunSummary, IServerEvent } from '../tokens';
+import { IQueue, IRunSummary, IServerEvent, ISubmitJob } from '../tokens';
 import { age, canCancel, queuePositions } from '../view';
 import { LivePanel } from './live';
 
 /** The notebook a job would be made from: the one in focus. */
 export interface INotebookSource {
   path: string;
-  content: unknown;
+  /** The notebook (nbformat 4 JSON), as a job submission sends it. */
+  content: ISubmitJob['content'];
 }
 
 /** The Queues panel of the sidebar. */
