@@ -83,6 +83,12 @@ test: install
 	cd $(LABEXT) && $(JLPM) test
 	LABRUN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
+# The fast tier: the pure-logic tests (tests/unit: parsers, parameters, models, shipping;
+# vitest: the sidebar's view logic), with no server, kernel, Dask or browser. Seconds.
+test-fast: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
+	cd $(LABEXT) && $(JLPM) test
+	$(BIN)/python -m pytest tests/unit -q
+
 lint: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

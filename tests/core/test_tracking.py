@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -17,7 +16,6 @@ from support.server import LabrunServer
 import labrun
 from labrun.client import Client
 from labrun.errors import InvalidRequest, ServerUnavailable
-from labrun.models import CreateRun, LogMetrics, MetricPoint
 
 
 @pytest.fixture
@@ -94,23 +92,6 @@ def test_log_refuses_numbers_written_as_text(client: Client) -> None:
     with pytest.raises(InvalidRequest, match=r"metric 'loss' must be a number, got str 'nan'"):
         run.log({"loss": "nan"})
     run.finish()
-
-
-def test_the_client_writes_nan_metrics_as_json_constants_and_nan_elsewhere_as_null() -> None:
-    # Metric values go as the constants the server reads; PostgreSQL's JSON has no NaN
-    # for a parameter.
-    batch = LogMetrics(
-        rows=[("loss", math.nan, 0, None)],
-        points=[MetricPoint(key="grad", value=-math.inf)],
-    )
-    assert json.loads(batch.model_dump_json()) == {
-        "batch_id": None,
-        "points": [{"key": "grad", "value": -math.inf, "step": 0, "time": None}],
-        "rows": [["loss", pytest.approx(math.nan, nan_ok=True), 0, None]],
-    }
-    assert json.loads(CreateRun(params={"lr": math.nan}).model_dump_json())["params"] == {
-        "lr": None
-    }
 
 
 def test_nan_and_infinity_come_back_as_logged(client: Client) -> None:
