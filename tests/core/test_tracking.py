@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 import labrun
 from labrun.client import Client
@@ -172,9 +172,7 @@ def test_points_spooled_by_an_ended_process_are_sent_by_the_next(
     child = subprocess.Popen(
         [sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 60
-    while not attached.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(attached.exists, what="the script to attach to the run")
     labrun_server.stop()
     go.touch()
     _, stderr = child.communicate(timeout=60)
@@ -256,9 +254,7 @@ def test_a_status_the_server_missed_at_finish_is_delivered_by_the_next_process(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not created.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(created.exists, what="the script to create its run")
     run_id = int(created.read_text())
     labrun_server.stop()
     created.unlink()
