@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install labextension lint format clean
+.PHONY: demo test test-fast install labextension api-types api-types-check lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,28 @@ $(LABEXT_OUT): $(LABEXT_SOURCES) $(LABEXT)/.jlpm-installed
 
 labextension: $(LABEXT_OUT)
 
+# The sidebar's API types: openapi-typescript over the OpenAPI document the server serves
+# (the route table builds it, so no server runs), written to src/api-types.ts, which is
+# committed; tokens.ts names its types. api-types-check regenerates into a temporary file
+# and fails when the committed one differs: labrun/models.py changed without `make api-types`.
+API_TYPES := $(LABEXT)/src/api-types.ts
+OPENAPI_DOC = $(abspath $(BIN))/python -c "import json, sys; \
+	from labrun.jupyter_ext.openapi import build_document; \
+	from labrun.jupyter_ext.routes import ROUTES; json.dump(build_document(ROUTES), sys.stdout)"
+# Request fields with a default may be left out; responses list every field as required.
+OPENAPI_TS = cd $(LABEXT) && $(JLPM) openapi-typescript --default-non-nullable false
+
+api-types: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
+	tmp=$$(mktemp -d) && $(OPENAPI_DOC) > $$tmp/openapi.json \
+	  && ($(OPENAPI_TS) $$tmp/openapi.json -o $(abspath $(API_TYPES))) ; rc=$$?; rm -rf $$tmp; exit $$rc
+
+api-types-check: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
+	tmp=$$(mktemp -d) && $(OPENAPI_DOC) > $$tmp/openapi.json \
+	  && ($(OPENAPI_TS) $$tmp/openapi.json -o $$tmp/api-types.ts) \
+	  && diff -u $(API_TYPES) $$tmp/api-types.ts; rc=$$?; rm -rf $$tmp; \
+	  [ $$rc = 0 ] || echo "$(API_TYPES) is not what the served OpenAPI document makes: run make api-types"; \
+	  exit $$rc
+
 install: $(VENV)/.installed-dev $(LABEXT_OUT)
 
 # One environment for the demo and the tests: the dev install has everything the example
@@ -61,6 +83,12 @@ test: install
 	cd $(LABEXT) && $(JLPM) test
 	LABRUN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
+# The fast tier: the pure-logic tests (tests/unit: parsers, parameters, models, shipping;
+# vitest: the sidebar's view logic), with no server, kernel, Dask or browser. Seconds.
+test-fast: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
+	cd $(LABEXT) && $(JLPM) test
+	$(BIN)/python -m pytest tests/unit -q
+
 lint: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -68,6 +96,7 @@ lint: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/nbqa "ruff format" notebooks --check
 	$(BIN)/mypy
 	cd $(LABEXT) && $(JLPM) lint
+	$(MAKE) api-types-check
 
 format: $(VENV)/.installed-dev $(LABEXT)/.jlpm-installed
 	$(BIN)/ruff format .

@@ -6,9 +6,10 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from labrun import __version__
-from labrun.models import ErrorBody
+from labrun.models import ErrorBody, Response
 from labrun.settings import API_PREFIX
 
 from .handlers.base import METHODS, PATH_PARAMS, Operation, operation_of
@@ -22,7 +23,10 @@ class _Schemas:
 
     def ref(self, model: type[BaseModel]) -> dict[str, str]:
         if model.__name__ not in self.components:
-            schema = model.model_json_schema(ref_template=REF)
+            # What a response holds is what the server writes (every field); what a request
+            # holds is what the server reads (fields with defaults may be left out).
+            mode: JsonSchemaMode = "serialization" if issubclass(model, Response) else "validation"
+            schema = model.model_json_schema(ref_template=REF, mode=mode)
             self.components.update(schema.pop("$defs", {}))
             self.components[model.__name__] = schema
         return {"$ref": REF.format(model=model.__name__)}

@@ -28,6 +28,7 @@ from .handlers.meta import (
     TokensHandler,
     VersionHandler,
 )
+from .handlers.params import ParamsCheckHandler
 from .handlers.pool import (
     GpuHistoryHandler,
     GpusHandler,
@@ -85,6 +86,7 @@ ROUTES: list[tuple[str, Any]] = [
     ("/datasets/{name}/versions/{version}", DatasetVersionHandler),
     ("/jobs", JobsHandler),
     ("/sweeps", SweepsHandler),
+    ("/params/check", ParamsCheckHandler),
     ("/sweeps/{run_id}", SweepHandler),
     ("/pool", PoolHandler),
     ("/queues", QueuesHandler),

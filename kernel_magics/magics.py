@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import os
 import re
@@ -24,6 +23,7 @@ from labrun.datahash import human_size
 from labrun.errors import Conflict, InvalidRequest, LabrunError, NotFound
 from labrun.messages import CellPayload
 from labrun.models import LinkDataset, RunStatus
+from labrun.params import parse_assignments, parse_line
 
 from .analysis import cell_names, name_list
 from .cell_run import (
@@ -50,16 +50,6 @@ class MagicError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         return [f"labrun: {self}"]
-
-
-def _literal(text: str, where: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise UsageError(
-            f"{where}: {text!r} is not a literal value; use numbers, strings in quotes, "
-            "True/False/None, lists, tuples or dicts of those"
-        ) from None
 
 
 @magics_class
@@ -338,39 +328,21 @@ class LabrunMagics(Magics):
         Sets the names in the notebook and records them as the run's parameters: on the
         current run (a job, or ``labrun.init()``), and on every ``%%mlrun`` cell after.
         """
-        found: dict[str, Any] = {}
-        if cell is None:
-            tokens = _split_assignments(line)
-            if not tokens:
-                raise UsageError(
-                    "%mlparams NAME=VALUE ...: give at least one, like %mlparams lr=0.01"
-                )
-            for token in tokens:
-                name, sep, text = token.partition("=")
-                if not sep or not NAME.match(name):
-                    raise UsageError(f"%mlparams: {token!r} is not NAME=VALUE (like lr=0.01)")
-                found[name] = _literal(text, f"%mlparams {name}")
-        else:
-            if line.strip():
-                raise UsageError("%%mlparams takes no options; put name = value lines in the cell")
-            try:
-                tree = ast.parse(cell)
-            except SyntaxError as err:
-                raise UsageError(f"%%mlparams: line {err.lineno}: {err.msg}") from None
-            for node in tree.body:
-                target: ast.expr | None = None
-                value: ast.expr | None = None
-                if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                    target, value = node.targets[0], node.value
-                elif isinstance(node, ast.AnnAssign):
-                    target, value = node.target, node.value
-                if not isinstance(target, ast.Name) or value is None:
+        try:
+            if cell is None:
+                found = parse_line(line)
+                if not found:
                     raise UsageError(
-                        f"%%mlparams: line {node.lineno} is not `name = value`; keep other code "
-                        "in another cell"
+                        "%mlparams NAME=VALUE ...: give at least one, like %mlparams lr=0.01"
                     )
-                segment = ast.get_source_segment(cell, value) or ""
-                found[target.id] = _literal(segment, f"%%mlparams line {node.lineno}")
+            else:
+                if line.strip():
+                    raise UsageError(
+                        "%%mlparams takes no options; put name = value lines in the cell"
+                    )
+                found = parse_assignments(cell)
+        except InvalidRequest as err:
+            raise UsageError(f"{'%%' if cell is not None else '%'}mlparams: {err}") from None
         self.ip.user_ns.update(found)
         self.params.update(found)
         self._log_params(found)
@@ -467,31 +439,3 @@ class LabrunMagics(Magics):
         if self._pool is not None:
             self._pool.bookkeeper.wait(10)
             self._pool.close()
-
-
-def _split_assignments(line: str) -> list[str]:
-    """``a=1 b='x y' c=[1, 2]`` into its assignments: spaces split outside quotes and brackets."""
-    tokens: list[str] = []
-    current: list[str] = []
-    quote: str | None = None
-    depth = 0
-    for char in line:
-        if quote:
-            quote = None if char == quote and (not current or current[-1] != "\\") else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char.isspace() and depth == 0:
-            if current:
-                tokens.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if quote or depth:
-        raise UsageError(f"%mlparams: unbalanced quotes or brackets in {line!r}")
-    if current:
-        tokens.append("".join(current))
-    return tokens

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import psutil
 from jupyter_core.paths import jupyter_runtime_dir
 from pydantic import BaseModel
 from typing_extensions import Self
@@ -74,16 +75,6 @@ HOW_TO_CONNECT = (
 )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_jupyter_servers() -> Iterator[dict[str, Any]]:
     """The Jupyter servers of this user on this machine, newest first.
 
@@ -97,7 +88,7 @@ def running_jupyter_servers() -> Iterator[dict[str, Any]]:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(info, dict) and "url" in info and _pid_alive(int(info.get("pid", 0))):
+        if isinstance(info, dict) and "url" in info and psutil.pid_exists(int(info.get("pid", 0))):
             yield info
 
 

@@ -67,7 +67,14 @@ class Response(BaseModel):
     read back as floats.
     """
 
-    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings", defer_build=True)
+    # Every field is in every response (defaults included), so the OpenAPI document (the
+    # serialization schema) marks them all required: generated clients need no `?`.
+    model_config = ConfigDict(
+        extra="ignore",
+        ser_json_inf_nan="strings",
+        defer_build=True,
+        json_schema_serialization_defaults_required=True,
+    )
 
 
 class RunStatus(str, Enum):
@@ -736,6 +743,25 @@ class ReportOptions(Request):
 class SubmitJob(JobOptions):
     parameters: dict[str, Any] = Field(default_factory=dict)
     report: ReportOptions | None = Field(None, description="record the result as a report")
+
+
+class CheckParams(Request):
+    """Parameters as typed into a form, for the server to read (and check) as a job would."""
+
+    text: str = Field(
+        max_length=1_000_000,
+        description="`name = value` lines, as a parameters cell writes them; each value read "
+        "as `labrun submit -p` reads it (true/True, null/None, numbers, quoted strings, lists)",
+    )
+    content: dict[str, Any] | None = Field(
+        None,
+        description="the notebook (nbformat 4 JSON): the values are also checked against its "
+        "parameters cell, as a job submission checks them",
+    )
+
+
+class CheckedParams(Response):
+    parameters: dict[str, Any] = Field(description="the values read, by name")
 
 
 class SweepReport(Request):

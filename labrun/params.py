@@ -2,7 +2,9 @@
 
 The server checks a job's parameters against the notebook before it queues anything, so a
 misspelt name or a value of the wrong type fails at submission, not an hour later on a GPU.
-The CLI parses ``-p NAME VALUE`` the way papermill's own command line does.
+One reader of a parameter's value (:func:`parse_value`) serves the CLI's ``-p NAME VALUE``,
+``%mlparams`` and the sidebar's form (through the server's ``/params/check``), so a value
+means the same wherever it is typed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import ast
 import itertools
 import json
 import random
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 from labrun.errors import InvalidRequest
 
 PARAMETERS_TAG = "parameters"
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def check_notebook(nb: Any, *, where: str = "the notebook") -> None:
 
 def _source(cell: Mapping[str, Any]) -> str:
     source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
+    return "".join(map(str, source)) if isinstance(source, list) else str(source)
 
 
 def as_python(source: str) -> str:
@@ -71,38 +75,42 @@ def code_sources(nb: Mapping[str, Any]) -> list[str]:
 
 
 def notebook_parameters(nb: Mapping[str, Any]) -> dict[str, NotebookParameter] | None:
-    """The names the ``parameters`` cell assigns, or None when the notebook has no such cell."""
+    """The names the ``parameters`` cell assigns, or None when the notebook has no such cell.
+
+    papermill's own reader of that cell (what ``papermill --help-notebook`` and
+    ``papermill.inspect_notebook`` use) finds the names, their annotations and defaults;
+    the notebook is already in memory here, so its Python translator reads the cell directly
+    rather than ``inspect_notebook`` loading a file. labrun runs Python notebooks only.
+    """
     for cell in nb.get("cells", []):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if cell.get("cell_type") == "code" and PARAMETERS_TAG in tags:
+        # A request's notebook is whatever JSON was sent: what is not a cell is no cell.
+        metadata = cell.get("metadata") if isinstance(cell, Mapping) else None
+        tags = metadata.get("tags") if isinstance(metadata, Mapping) else None
+        if isinstance(tags, list) and cell.get("cell_type") == "code" and PARAMETERS_TAG in tags:
             return _parse_parameters_cell(_source(cell))
     return None
 
 
 def _parse_parameters_cell(source: str) -> dict[str, NotebookParameter]:
+    # papermill (the server's and the pool's) is imported here, not with the module: the CLI
+    # and the kernel read values with this module and should not pay papermill's seconds.
+    from papermill.translators import PythonTranslator
+
+    python = as_python(source)
     try:
-        tree = ast.parse(as_python(source))
-    except SyntaxError as err:
+        ast.parse(python)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise InvalidRequest(f"the notebook's parameters cell is not valid Python: {err}") from err
     found: dict[str, NotebookParameter] = {}
-    for node in tree.body:
-        targets: list[ast.expr]
-        if isinstance(node, ast.Assign):
-            targets, value, annotation = node.targets, node.value, None
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value, annotation = [node.target], node.value, node.annotation
-        else:
-            continue
+    for param in PythonTranslator.inspect({"source": python}):
         try:
-            default = ast.literal_eval(value)
+            default = ast.literal_eval(param.default)
             type_name = "None" if default is None else type(default).__name__
-        except ValueError:
-            default, type_name = None, "None"
-        if isinstance(annotation, ast.Name) and annotation.id in _CHECKS:
-            type_name = annotation.id
-        for target in targets:
-            if isinstance(target, ast.Name):
-                found[target.id] = NotebookParameter(target.id, default, type_name)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            default, type_name = None, "None"  # not a literal: any value is accepted
+        if param.inferred_type_name in _CHECKS:
+            type_name = param.inferred_type_name
+        found[param.name] = NotebookParameter(param.name, default, type_name)
     return found
 
 
@@ -154,26 +162,153 @@ def check_parameters(nb: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
     return checked
 
 
+# Python's and JSON's spellings of the constants: `-p flag true` and `flag=True` are the same.
+_CONSTANTS: dict[str, Any] = {
+    "True": True,
+    "true": True,
+    "False": False,
+    "false": False,
+    "None": None,
+    "null": None,
+}
+# Text that was meant as a literal (a quote or a bracket first) or is code (a call): an error
+# rather than a string nobody meant.
+_NOT_TEXT = re.compile(r"""^[\[{('"]|\w\s*\(""")
+_LITERAL_HINT = (
+    "use numbers, true/false/null (or True/False/None), strings (in quotes where they hold spaces "
+    "or brackets), or lists and dicts of those (Python or JSON)"
+)
+
+
 def parse_value(text: str) -> Any:
-    """A command-line value as papermill's ``-p`` reads it: numbers, booleans, None, JSON
-    lists and objects; anything else stays a string."""
-    if text in ("True", "true"):
-        return True
-    if text in ("False", "false"):
-        return False
-    if text in ("None", "null"):
-        return None
+    """A parameter's value, the one reading for ``-p NAME VALUE``, ``%mlparams NAME=VALUE``,
+    ``%%mlparams`` lines and the sidebar's form.
+
+    As papermill's ``-p`` reads it (booleans, None, numbers), then a Python literal or JSON
+    (``'unet'``, ``[1, 2]``, ``{"a": true}``); any other text stays a string (``-p name unet``),
+    except text that looks like a broken literal or code (``[1,``, ``compute()``).
+
+    Raises:
+        InvalidRequest: the text is neither a value nor plain text.
+    """
+    text = text.strip()
+    if text in _CONSTANTS:
+        return _CONSTANTS[text]
     for convert in (int, float):
         try:
             return convert(text)
         except ValueError:
             pass
-    if text[:1] in "[{":
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
+    try:
+        return _plain(ast.literal_eval(text), text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    if not text or _NOT_TEXT.search(text):
+        raise InvalidRequest(f"{text!r} is not a literal value; {_LITERAL_HINT}")
     return text
+
+
+def _plain(value: Any, text: str) -> Any:
+    """``value`` when JSON can record it (tuples as lists); sets, bytes, complex are refused."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        for item in value:
+            _plain(item, text)
+        return value
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        for item in value.values():
+            _plain(item, text)
+        return value
+    raise InvalidRequest(
+        f"{text!r} is a {type(value).__name__}, which a run's parameters cannot record; "
+        f"{_LITERAL_HINT}"
+    )
+
+
+def split_assignments(line: str) -> list[str]:
+    """``a=1 b='x y' c=[1, 2]`` into its assignments: spaces split outside quotes and brackets."""
+    tokens: list[str] = []
+    current: list[str] = []
+    quote: str | None = None
+    depth = 0
+    for char in line:
+        if quote:
+            quote = None if char == quote and (not current or current[-1] != "\\") else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char.isspace() and depth == 0:
+            if current:
+                tokens.append("".join(current))
+                current = []
+            continue
+        current.append(char)
+    if quote or depth:
+        raise InvalidRequest(f"unbalanced quotes or brackets in {line!r}")
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """``lr=0.01 epochs=3 name='small model'``: ``%mlparams``'s one line of assignments."""
+    found: dict[str, Any] = {}
+    for token in split_assignments(line):
+        name, sep, text = token.partition("=")
+        if not sep or not NAME.match(name):
+            raise InvalidRequest(f"{token!r} is not NAME=VALUE (like lr=0.01)")
+        found[name] = _value(text, name)
+    return found
+
+
+def parse_assignments(source: str) -> dict[str, Any]:
+    """``name = value`` lines, as a parameters cell writes them (``# comments``, annotations,
+    values over several lines): ``%%mlparams`` and the sidebar's form.
+
+    Raises:
+        InvalidRequest: naming the line that is not ``name = value`` or has no value.
+    """
+    try:
+        tree = ast.parse(source)
+    except (ValueError, RecursionError, MemoryError):  # a NUL byte; brackets nested too deep
+        raise InvalidRequest(
+            "the lines are not `name = value` lines: they hold a NUL byte or nest too deep"
+        ) from None
+    except SyntaxError as err:
+        said = f" ({err.text.strip()!r})" if err.text and err.text.strip() else ""
+        raise InvalidRequest(
+            f"line {err.lineno}{said}: {err.msg}; write one `name = value` per line"
+        ) from None
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        target: ast.expr | None = None
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        if not isinstance(target, ast.Name) or value is None:
+            raise InvalidRequest(
+                f"line {node.lineno} is not `name = value`; keep other code in another cell"
+            )
+        text = ast.get_source_segment(source, value) or ""
+        found[target.id] = _value(text, f"line {node.lineno}")
+    return found
+
+
+def _value(text: str, where: str) -> Any:
+    try:
+        return parse_value(text)
+    except InvalidRequest as err:
+        raise InvalidRequest(f"{where}: {err}") from None
 
 
 def expand_sweep(

@@ -25,6 +25,7 @@ for _name, _sub in {
 for _name in ("LABRUN_SERVER_URL", "LABRUN_TOKEN", "LABRUN_RUN_ID", "LABRUN_DB_URL"):
     os.environ.pop(_name, None)
 
+from support.pool import wait_for_pool
 from support.postgres import PostgresServer
 from support.server import LabrunServer
 
@@ -77,5 +78,16 @@ def labrun_server(tmp_path: Path) -> Iterator[LabrunServer]:
     """``labrun server`` in its own process, on a free port, with its own database."""
     server = LabrunServer(tmp_path / "server")
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabrunServer]:
+    """``labrun server`` with its local pool (two CPU workers where there are two CPUs), every
+    worker joined; one per test module, shared by its tests."""
+    server = LabrunServer(tmp_path_factory.mktemp("pool-server"), pool=True)
+    server.start()
+    wait_for_pool(server, workers=min(2, os.cpu_count() or 1))
     yield server
     server.stop()

@@ -80,14 +80,7 @@ def content_type_of(name: str) -> str:
 
 
 def describe(a: Artifact) -> DescribeArtifact:
-    return DescribeArtifact(
-        name=a.name,
-        size=a.size,
-        sha256=a.sha256,
-        content_type=a.content_type,
-        kind=a.kind,
-        created_at=a.created_at,
-    )
+    return DescribeArtifact.model_validate(a, from_attributes=True)
 
 
 class ArtifactStore:

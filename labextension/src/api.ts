@@ -9,6 +9,8 @@ import { ServerConnection } from '@jupyterlab/services';
 
 import {
   IArtifact,
+  ICheckedParams,
+  ICheckParams,
   IComparison,
   IGpu,
   IGpuSample,
@@ -157,7 +159,10 @@ export const api = {
   /** Any JSON the API serves, by path (a notebook artifact, a report's notebook). */
   json: (path: string) => request<unknown>(path),
   reports: () => request<{ reports: IReport[] }>('reports').then(r => r.reports),
-  submitJob: (job: ISubmitJob) => request<IRun>('jobs', { method: 'POST', body: job })
+  submitJob: (job: ISubmitJob) => request<IRun>('jobs', { method: 'POST', body: job }),
+  /** Read a form's `name = value` lines as a job's parameters; a 400 names the bad line. */
+  checkParams: (check: ICheckParams) =>
+    request<ICheckedParams>('params/check', { method: 'POST', body: check })
 };
 
 /** URL that downloads one of a run's artifacts. */

@@ -12,7 +12,7 @@ import { api, reportUrl } from './api';
 import { LabrunContext } from './context';
 import { ServerEvents } from './events';
 import { RestorableTabs } from './restore';
-import { CommandIDs } from './tokens';
+import { CommandIDs, ISubmitJob } from './tokens';
 import { CompareView, compareId } from './widgets/compare';
 import { RunDetail } from './widgets/detail';
 import { GpusPanel } from './widgets/gpus';
@@ -97,7 +97,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       if (!panel || !panel.context.model) {
         return null;
       }
-      return { path: panel.context.path, content: panel.context.model.toJSON() };
+      // A notebook model's JSON is the nbformat notebook, an object.
+      const content = panel.context.model.toJSON() as ISubmitJob['content'];
+      return { path: panel.context.path, content };
     };
     const queues = new QueuesPanel(ctx, currentNotebook);
     const runs = new RunsPanel(ctx);

@@ -409,45 +409,6 @@ export function serverProblem(version: IServerVersion | null, error: unknown): s
   return null;
 }
 
-/** Python's spellings of JSON's constants, as a notebook's parameters cell writes them. */
-const PYTHON_CONSTANTS: Record<string, unknown> = { True: true, False: false, None: null };
-
-/**
- * Parameters typed into the submit form, one `name=value` per line, as in a parameters
- * cell. Values are read as JSON where they parse (`0.01`, `true`, `[1, 2]`), as Python's
- * `True`, `False`, `None` and quoted strings (`'unet'`), otherwise kept as text.
- *
- * @throws Error naming the line that has no `=` or no name.
- */
-export function parseParameters(text: string): Record<string, unknown> {
-  const params: Record<string, unknown> = {};
-  text.split('\n').forEach((line, i) => {
-    const trimmed = line.trim();
-    if (!trimmed || trimmed.startsWith('#')) {
-      return;
-    }
-    const at = trimmed.indexOf('=');
-    const name = at > 0 ? trimmed.slice(0, at).trim() : '';
-    if (!name) {
-      throw new Error(`line ${i + 1} (${JSON.stringify(trimmed)}) is not name=value`);
-    }
-    const raw = trimmed.slice(at + 1).trim();
-    const quoted = /^'(.*)'$/.exec(raw);
-    if (raw in PYTHON_CONSTANTS) {
-      params[name] = PYTHON_CONSTANTS[raw];
-    } else if (quoted) {
-      params[name] = quoted[1];
-    } else {
-      try {
-        params[name] = JSON.parse(raw);
-      } catch {
-        params[name] = raw;
-      }
-    }
-  });
-  return params;
-}
-
 /**
  * A run's installed packages as name and version rows. They are recorded as a list of
  * `name==version` strings (an object of name to version is read as such).

@@ -20,7 +20,6 @@ import {
   noGpus,
   packageRows,
   pagesFor,
-  parseParameters,
   queuePositions,
   runQuery,
   serverProblem,
@@ -292,29 +291,6 @@ describe('a pool without GPUs', () => {
     expect(noGpus(1, 0)).toBe('No GPUs in this pool: 1 worker, CPU only.');
     expect(noGpus(0, 0)).toBe('No GPUs: no live workers.');
     expect(noGpus(2, 2)).toBeNull();
-  });
-});
-
-describe('the submit form', () => {
-  it('reads name=value lines as JSON where they parse', () => {
-    expect(parseParameters('lr=0.01\nname = unet\n\n# a comment\nsizes=[1, 2]')).toEqual({
-      lr: 0.01,
-      name: 'unet',
-      sizes: [1, 2]
-    });
-  });
-
-  it("reads Python's spellings as a parameters cell writes them", () => {
-    expect(parseParameters('who = \'world\'\nloud = True\nseed = None\nq = "a"')).toEqual({
-      who: 'world',
-      loud: true,
-      seed: null,
-      q: 'a'
-    });
-  });
-
-  it('names the line that is not name=value', () => {
-    expect(() => parseParameters('lr=0.1\nepochs 3')).toThrow('line 2 ("epochs 3")');
   });
 });
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from support.demo import Demo, run_demo
-from support.pool import wait_for
 from support.server import stop_group
+from support.waiting import wait_for
 
 from labrun.cli.output import number
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from support.notebooks import write_notebook
-from support.pool import wait_for
 from support.proxy import http_only_proxy
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.cli.follow import RunEvents, follow
 from labrun.client import Client

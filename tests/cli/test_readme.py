@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 import sqlalchemy
 from support.notebooks import write_notebook
-from support.pool import wait_for, wait_for_pool
+from support.pool import wait_for_pool
 from support.postgres import PostgresServer, free_port
 from support.server import LabrunServer, labrun_answers, stop_group, wait_started
+from support.waiting import wait_for
 
 from labrun.client import Client
 from labrun.models import CreateRun

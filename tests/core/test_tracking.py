@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 import labrun
 from labrun.client import Client
 from labrun.errors import InvalidRequest, ServerUnavailable
-from labrun.models import CreateRun, LogMetrics, MetricPoint
 
 
 @pytest.fixture
@@ -94,23 +92,6 @@ def test_log_refuses_numbers_written_as_text(client: Client) -> None:
     with pytest.raises(InvalidRequest, match=r"metric 'loss' must be a number, got str 'nan'"):
         run.log({"loss": "nan"})
     run.finish()
-
-
-def test_the_client_writes_nan_metrics_as_json_constants_and_nan_elsewhere_as_null() -> None:
-    # Metric values go as the constants the server reads; PostgreSQL's JSON has no NaN
-    # for a parameter.
-    batch = LogMetrics(
-        rows=[("loss", math.nan, 0, None)],
-        points=[MetricPoint(key="grad", value=-math.inf)],
-    )
-    assert json.loads(batch.model_dump_json()) == {
-        "batch_id": None,
-        "points": [{"key": "grad", "value": -math.inf, "step": 0, "time": None}],
-        "rows": [["loss", pytest.approx(math.nan, nan_ok=True), 0, None]],
-    }
-    assert json.loads(CreateRun(params={"lr": math.nan}).model_dump_json())["params"] == {
-        "lr": None
-    }
 
 
 def test_nan_and_infinity_come_back_as_logged(client: Client) -> None:
@@ -191,9 +172,7 @@ def test_points_spooled_by_an_ended_process_are_sent_by_the_next(
     child = subprocess.Popen(
         [sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 60
-    while not attached.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(attached.exists, what="the script to attach to the run")
     labrun_server.stop()
     go.touch()
     _, stderr = child.communicate(timeout=60)
@@ -275,9 +254,7 @@ def test_a_status_the_server_missed_at_finish_is_delivered_by_the_next_process(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not created.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(created.exists, what="the script to create its run")
     run_id = int(created.read_text())
     labrun_server.stop()
     created.unlink()

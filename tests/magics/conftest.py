@@ -1,4 +1,4 @@
-"""A real labrun server with a local pool, and a real kernel with the magics loaded."""
+"""A real kernel with the magics loaded, talking to tests/conftest.py's pool_server."""
 
 from __future__ import annotations
 
@@ -6,17 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.kernel import Kernel
-from support.pool import wait_for_pool
 from support.server import LabrunServer
-
-
-@pytest.fixture(scope="module")
-def pool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabrunServer]:
-    server = LabrunServer(tmp_path_factory.mktemp("magics-server"), pool=True)
-    server.start()
-    wait_for_pool(server, workers=2)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

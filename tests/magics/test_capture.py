@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
+from support import param_cases
 from support.kernel import Kernel
 from support.pool import labrun_cli, wait_finished
 from support.server import LabrunServer
@@ -30,6 +32,22 @@ def test_mlparams_sets_and_records_parameters(kernel: Kernel, pool_server: Labru
     }
     done = kernel.execute("%%mlparams\nlr = compute()")
     assert not done.ok and "not a literal value" in done.text("stderr")
+
+
+@param_cases.values
+def test_a_value_reads_the_same_in_mlparams(kernel: Kernel, text: str, value: Any) -> None:
+    kernel.ok(f"%mlparams read_x={text} read_y=1")
+    kernel.ok(f"%%mlparams\nread_z = {text}")
+    assert kernel.value("(read_x, read_y, read_z)") == (value, 1, value)
+
+
+@param_cases.refused
+def test_what_is_not_a_value_is_refused_by_mlparams(
+    kernel: Kernel, text: str, message: str
+) -> None:
+    for code in (f"%mlparams read_x={text}", f"%%mlparams\nread_x = {text}"):
+        done = kernel.execute(code)
+        assert not done.ok and message in done.text("stderr"), code
 
 
 def test_mlparams_in_a_job_records_the_injected_values(

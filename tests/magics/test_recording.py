@@ -11,8 +11,9 @@ import pytest
 from distributed import Client as DaskClient
 from support.kernel import Kernel
 from support.notebooks import make_notebook, write_notebook
-from support.pool import labrun_cli, wait_finished, wait_for
+from support.pool import labrun_cli, wait_finished
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.client import Client
 from labrun.delivery import Outbox

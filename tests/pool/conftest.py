@@ -1,24 +1,11 @@
-"""Real labrun servers with real local Dask pools, and helpers to drive them."""
+"""The test notebooks the pool's jobs run (the pool_server fixture is tests/conftest.py's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.notebooks import write_notebook
-from support.pool import wait_for_pool
-from support.server import LabrunServer
-
-
-@pytest.fixture(scope="module")
-def pool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabrunServer]:
-    """One server with a local pool of two CPU workers, shared by a module's tests."""
-    server = LabrunServer(tmp_path_factory.mktemp("pool-server"), pool=True)
-    server.start()
-    wait_for_pool(server)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from distributed import LocalCluster
-from support.pool import labrun_cli, wait_finished, wait_for
+from support.pool import labrun_cli, wait_finished
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.client import Client
 from labrun.models import RunStatus

@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 from jupyter_client.manager import AsyncKernelManager
-from support.pool import wait_for
+from support.waiting import wait_for
 
 from labrun.executor.forking import ForkingProvisioner, ipykernel_arguments
 from labrun.executor.kernels import KernelPool

@@ -9,10 +9,12 @@ import socket
 from pathlib import Path
 
 import nbformat
+import pytest
 from support.git import commit_all
 from support.notebooks import write_notebook
-from support.pool import labrun_cli, wait_finished, wait_for
+from support.pool import labrun_cli, wait_finished
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.client import Client
 from labrun.models import RunStatus, UpdateRun
@@ -269,32 +271,35 @@ def test_a_rerun_names_every_package_that_differs_and_strict_refuses_to_run(
         assert f"packages: the same {count} as run {run_id} recorded" in same.stdout
 
 
+# (labrun's arguments, what its error says); {params}: the parameterized test notebook,
+# {tmp}: a folder of the test's own.
+BAD_INPUT = [
+    (["submit", "{tmp}/missing.ipynb"], "no notebook at"),
+    (["submit", "{tmp}/broken.ipynb"], "is not valid JSON"),
+    (["submit", "{params}", "--queue", "nope"], "no queue named 'nope'; the queues are: default"),
+    (["submit", "{params}", "-p", "epochs", "3"], "unknown parameter epochs"),
+    (["submit", "{params}", "-p", "x", "abc"], "parameter x expects int"),
+    # The GPU error names the workers there are, so the user sees what to ask for.
+    (["submit", "{params}", "--gpus", "2"], "no worker offers 2 GPUs"),
+    (["submit", "{params}", "--gpus", "2"], "the workers are: tcp://127.0.0.1:"),
+    (["sweep", "{params}", "-g", "x", "1,oops"], "parameter x expects int"),
+    (["submit", "{params}", "-f", "{tmp}/none.yaml"], "cannot read parameters file"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[m for _, m in BAD_INPUT])
 def test_bad_input_gets_a_clear_error_and_queues_nothing(
-    pool_server: LabrunServer, notebooks: Path, tmp_path: Path
+    pool_server: LabrunServer, notebooks: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
     (tmp_path / "broken.ipynb").write_text("{not json")
-    params = str(notebooks / "params.ipynb")
-    cases = [
-        (["submit", str(tmp_path / "missing.ipynb")], "no notebook at"),
-        (["submit", str(tmp_path / "broken.ipynb")], "is not valid JSON"),
-        (["submit", params, "--queue", "nope"], "no queue named 'nope'; the queues are: default"),
-        (["submit", params, "-p", "epochs", "3"], "unknown parameter epochs"),
-        (["submit", params, "-p", "x", "abc"], "parameter x expects int"),
-        (["submit", params, "--gpus", "2"], "no worker offers 2 GPUs"),
-        (["sweep", params, "-g", "x", "1,oops"], "parameter x expects int"),
-        (["submit", params, "-f", str(tmp_path / "none.yaml")], "cannot read parameters file"),
-    ]
+    args = [a.format(tmp=tmp_path, params=notebooks / "params.ipynb") for a in args]
     with Client(pool_server.url, pool_server.token) as client:
         before = client.list_runs().total
-        for args, message in cases:
-            result = labrun_cli(pool_server, *args)
-            assert result.returncode == 1, (args, result.stdout)
-            assert message in result.stderr, (args, result.stderr)
-            assert "Traceback" not in result.stderr
+        result = labrun_cli(pool_server, *args)
+        assert result.returncode == 1, (args, result.stdout)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
         assert client.list_runs().total == before
-        # The GPU error names the workers there are, so the user sees what to ask for.
-        too_many = labrun_cli(pool_server, "submit", params, "--gpus", "2")
-        assert "the workers are: tcp://127.0.0.1:" in too_many.stderr
 
 
 def test_queues_and_pool_commands(pool_server: LabrunServer) -> None:

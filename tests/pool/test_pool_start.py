@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.pool import wait_for, wait_for_pool
+from support.pool import wait_for_pool
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.client import Client
 

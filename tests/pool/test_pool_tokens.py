@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from distributed import Client as DaskClient
 from support.notebooks import write_notebook
-from support.pool import labrun_cli, wait_for, wait_for_pool
+from support.pool import labrun_cli, wait_for_pool
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.client import Client
 from labrun.models import DescribeToken, RunStatus, UpdateRun

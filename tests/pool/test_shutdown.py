@@ -21,9 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 from support.lab import JupyterLab
-from support.pool import labrun_cli, wait_for, wait_for_pool
+from support.pool import labrun_cli, wait_for_pool
 from support.processes import STOPS, cpu_hog, descendants, describe, left_running, stop
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.client import Client
 from labrun.models import RunStatus

@@ -43,26 +43,35 @@ async def test_integers_beyond_the_store_are_400s_naming_the_field(
     assert fragment in error["message"] and error["code"] == "invalid_request"
 
 
-async def test_a_cursor_the_server_did_not_make_is_a_400(api: Api) -> None:
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"cursor": "%%%"}, "is not one this server made"),
+        ({"cursor": "{next}", "sort": "user"}, "is for sort 'name', not 'user'"),
+        ({"cursor": "{next}", "sort": "name", "offset": "2"}, "leave offset out"),
+    ],
+    ids=["garbled", "another sort", "with an offset"],
+)
+async def test_a_cursor_the_server_did_not_make_is_a_400(
+    api: Api, params: dict[str, str], message: str
+) -> None:
     for _ in range(3):
         await api("POST", "runs", body={}, status=201)
     page = await api("GET", "runs", params={"sort": "name", "limit": "2"})
     following = await api("GET", "runs", params={"sort": "name", "cursor": page["next_cursor"]})
     assert following["offset"] == 2 and len(following["runs"]) == 1
     assert following["next_cursor"] is None
-    for params, message in [
-        ({"cursor": "%%%"}, "is not one this server made"),
-        ({"cursor": page["next_cursor"], "sort": "user"}, "is for sort 'name', not 'user'"),
-        ({"cursor": page["next_cursor"], "sort": "name", "offset": "2"}, "leave offset out"),
-    ]:
-        error = await api("GET", "runs", params=params, status=400)
-        assert message in error["message"] and error["code"] == "invalid_request"
+    params = {k: page["next_cursor"] if v == "{next}" else v for k, v in params.items()}
+    error = await api("GET", "runs", params=params, status=400)
+    assert message in error["message"] and error["code"] == "invalid_request"
 
 
-async def test_ids_no_row_can_have_are_404s(api: Api) -> None:
-    for path in (f"runs/{BIG}", "runs/-1", f"reports/{BIG}/html", f"sweeps/{2**64}"):
-        error = await api("GET", path, status=404)
-        assert error["message"].startswith("no "), error
+@pytest.mark.parametrize(
+    "path", [f"runs/{BIG}", "runs/-1", f"reports/{BIG}/html", f"sweeps/{2**64}"]
+)
+async def test_ids_no_row_can_have_are_404s(api: Api, path: str) -> None:
+    error = await api("GET", path, status=404)
+    assert error["message"].startswith("no "), error
 
 
 async def test_an_integer_parameter_beyond_any_float_is_no_error(api: Api) -> None:
@@ -157,10 +166,13 @@ async def test_a_unicode_artifact_name_downloads_under_that_name(api: Api) -> No
     assert unquote(disposition.split("filename*=utf-8''")[1]) == 'Verlust "über" 模型.png'
 
 
-async def test_paths_that_match_no_route_are_json_404s(api: Api) -> None:
-    for path in ("nope", "runs/abc", "runs/1/nope", "datasets/x/versions/v1/more"):
-        error = await api("GET", path, status=404)
-        assert error["code"] == "not_found" and "no API route GET" in error["message"]
+@pytest.mark.parametrize("path", ["nope", "runs/abc", "runs/1/nope", "datasets/x/versions/v1/more"])
+async def test_paths_that_match_no_route_are_json_404s(api: Api, path: str) -> None:
+    error = await api("GET", path, status=404)
+    assert error["code"] == "not_found" and "no API route GET" in error["message"]
+
+
+async def test_a_post_to_no_route_points_to_the_openapi_document(api: Api) -> None:
     error = await api("POST", "nope/deeper", body={}, status=404)
     assert "openapi.json lists the routes" in error["message"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 from support.api import Api, Mint, bearer
-from support.pool import wait_for
 from support.server import LabrunServer
+from support.waiting import wait_for
 
 from labrun.jupyter_ext import auth
 

@@ -26,7 +26,8 @@ from support.lab import (
     show_panel,
 )
 from support.notebooks import make_notebook, write_notebook
-from support.pool import wait_for, wait_for_pool
+from support.pool import wait_for_pool
+from support.waiting import wait_for
 
 pytestmark = [
     pytest.mark.timeout(300),

@@ -84,9 +84,9 @@ class Kernel:
                 done.reply = reply["content"]
                 return done
 
-    def ok(self, code: str, timeout: float = 120) -> Executed:
+    def ok(self, code: str, timeout: float = 120, on_output: Any = None) -> Executed:
         """Execute, and fail the test with the kernel's error if it raised."""
-        done = self.execute(code, timeout)
+        done = self.execute(code, timeout, on_output)
         assert done.ok, done.error or done.outputs
         return done
 

@@ -123,7 +123,7 @@ class JupyterLab:
                 self.log_path,
                 timeout,
             )
-        except RuntimeError:
+        except (RuntimeError, TimeoutError):
             self.stop()
             raise
 

@@ -4,39 +4,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from labrun.client import Client
 from labrun.models import DescribeRun
 
 from .server import LabrunServer
+from .waiting import wait_for
 
 
 def wait_for_pool(server: LabrunServer, workers: int = 1, timeout: float = 90) -> None:
+    """Until the server's pool is ready with ``workers`` workers."""
     with Client(server.url, server.token) as client:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def failed() -> str | None:
             state = client.pool()
-            if state.state == "error":
-                raise RuntimeError(state.message)
-            if state.state == "ready" and len(state.workers) >= workers:
-                return
-            time.sleep(0.2)
-    raise TimeoutError(f"the pool did not start: {server.log_path.read_text()[-3000:]}")
+            return f"the pool failed: {state.message}" if state.state == "error" else None
 
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 60, what: str = "condition"
-) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
+        wait_for(
+            lambda: (state := client.pool()).state == "ready" and len(state.workers) >= workers,
+            timeout,
+            f"the pool to start with {workers} worker(s)",
+            interval=0.2,
+            gone=failed,
+            context=lambda: server.log_path.read_text()[-3000:],
+        )
 
 
 def wait_finished(client: Client, run_id: int, timeout: float = 90) -> DescribeRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psutil
+
+from .waiting import wait_for
 
 # How a stop arrives: a SIGTERM to the main process (`kill PID`, a service manager), a
 # terminal's Ctrl-C (a SIGINT to every process of its process group), and a SIGTERM to
@@ -75,9 +78,8 @@ def stop(process: subprocess.Popen[bytes], how: str, timeout: float = 60) -> tup
 def left_running(processes: list[psutil.Process], timeout: float = 60) -> list[psutil.Process]:
     """Those of ``processes`` still running after waiting up to ``timeout`` for them to
     go (none, normally, in well under a second); each is killed so none outlives the test."""
-    deadline = time.monotonic() + timeout
-    while any(running(p) for p in processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not any(running(p) for p in processes), timeout, "processes to end")
     left = [p for p in processes if running(p)]
     for process in left:
         try:

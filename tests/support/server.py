@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from .postgres import free_port
+from .waiting import wait_for
 
 
 def stop_group(process: subprocess.Popen[bytes] | None, grace: float = 20) -> None:
@@ -43,17 +43,15 @@ def wait_started(
 ) -> None:
     """Until ``ready()`` is true; fails with the log's tail if ``process`` exits first or
     ``timeout`` runs out. A ``ready`` that cannot connect yet counts as not ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited: {log_path.read_text()[-3000:]}")
-        try:
-            if ready():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not start in {timeout:.0f} s: {log_path.read_text()[-3000:]}")
+    wait_for(
+        ready,
+        timeout,
+        what,
+        interval=0.2,
+        retry_on=(httpx.HTTPError, OSError),
+        gone=lambda: f"{what} exited" if process.poll() is not None else None,
+        context=lambda: log_path.read_text()[-3000:],
+    )
 
 
 class LabrunServer:
@@ -122,7 +120,7 @@ class LabrunServer:
                 self.log_path,
                 timeout,
             )
-        except RuntimeError:
+        except (RuntimeError, TimeoutError):
             self.stop()
             raise
 

@@ -8,14 +8,15 @@ import * as React from 'react';
 import { api } from '../api';
 import { Empty, StatusBadge } from '../components/common';
 import { LabrunContext } from '../context';
-import { IQueue, IRunSummary, IServerEvent } from '../tokens';
-import { age, canCancel, parseParameters, queuePositions } from '../view';
+import { IQueue, IRunSummary, IServerEvent, ISubmitJob } from '../tokens';
+import { age, canCancel, queuePositions } from '../view';
 import { LivePanel } from './live';
 
 /** The notebook a job would be made from: the one in focus. */
 export interface INotebookSource {
   path: string;
-  content: unknown;
+  /** The notebook (nbformat 4 JSON), as a job submission sends it. */
+  content: ISubmitJob['content'];
 }
 
 /** The Queues panel of the sidebar. */
@@ -191,14 +192,13 @@ function SubmitForm(props: {
   }
   const notebook = props.notebook;
   const submit = async () => {
-    let parameters: Record<string, unknown>;
     try {
-      parameters = parseParameters(params);
-    } catch (error) {
-      setMessage((error as Error).message);
-      return;
-    }
-    try {
+      // The server reads the lines as `labrun submit -p` and %mlparams read a value, and
+      // checks them against the notebook's parameters cell.
+      const { parameters } = await api.checkParams({
+        text: params,
+        content: notebook.content
+      });
       const run = await api.submitJob({
         notebook: notebook.path,
         content: notebook.content,
