@@ -1577,6 +1577,12 @@ export interface components {
              */
             timeout?: number | null;
             /**
+             * Priority
+             * @description among the submitter's own queued jobs in the queue, a higher one starts first; it never overtakes another user's job (fair share decides between users)
+             * @default 0
+             */
+            priority?: number;
+            /**
              * @description the notebook's git state and local modules, read where it was submitted; without it, the server reads them from the notebook under its root dir
              * @default null
              */
@@ -1664,6 +1670,12 @@ export interface components {
              * @default null
              */
             timeout?: number | null;
+            /**
+             * Priority
+             * @description among the submitter's own queued jobs in the queue, a higher one starts first; it never overtakes another user's job (fair share decides between users)
+             * @default 0
+             */
+            priority?: number;
             /**
              * @description the notebook's git state and local modules, read where it was submitted; without it, the server reads them from the notebook under its root dir
              * @default null
