@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from support import param_cases
 
-from labrun.cli.jobs import read_parameters
+from labrun.cli.job_options import read_parameters
 from labrun.errors import InvalidRequest
 from labrun.params import (
     check_parameters,
