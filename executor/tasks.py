@@ -121,13 +121,23 @@ def stop_cell(token: str, reason: str = "interrupted", *, dask_worker: Any = Non
     return execution.stop(reason) if execution is not None else False
 
 
-def stop_run(run_id: int, reason: str = "cancelled by request", *, dask_worker: Any) -> bool:
-    """Run on a worker by the server (``client.run``): stop ``run_id`` if it runs here."""
+def stop_run(
+    run_id: int,
+    reason: str = "cancelled by request",
+    *,
+    key: str | None = None,
+    dask_worker: Any,
+) -> bool:
+    """Run on a worker by the server (``client.run``): stop ``run_id`` if it runs here.
+
+    A ``%%mlrun`` cell is found by its run's ``key`` too: a cell learns its run's id only
+    when it first reports (half a second in), and a cancel may come before that.
+    """
     job = Kernels.of(dask_worker).jobs.get(run_id)
     if job is None:
         # A %%mlrun cell (or a session's cell) cancelled from the sidebar or the CLI.
         for cell in list(CellRuns.of(dask_worker).cells.values()):
-            if cell.run_id == run_id:
+            if cell.run_id == run_id or (key is not None and cell.key == key):
                 return stop_cell(cell.key, reason)
         return False
     # Off the worker's event loop: stopping waits for the kernel.

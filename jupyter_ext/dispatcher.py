@@ -88,6 +88,9 @@ class Dispatcher:
         self._usage_at = 0.0
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
+        # Tokens of attempts that ended, revoked together (see _retire_token).
+        self._retiring: list[str] = []
+        self._revoking: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class Dispatcher:
         for entry in self.inflight.values():
             if entry.task is not None:
                 entry.task.cancel()
+        if self._revoking is not None:
+            await asyncio.wait([self._revoking], timeout=1.0)
         await self.pool.close(deadline)
 
     @property
@@ -326,8 +331,9 @@ class Dispatcher:
         if entry is None:
             # Not a job the dispatcher sent: a %%mlrun cell, which any worker may run.
             try:
-                await self.client.run(stop_run, run_id, on_error="ignore")
-                await self._cancel_cell_task(run_id)
+                key = await self.call(self.store.runs.cell_key, run_id)
+                await self.client.run(stop_run, run_id, key=key, on_error="ignore")
+                await self._cancel_cell_task(key)
             except Exception as err:  # noqa: BLE001 - the pool may be going away
                 logger.warning("labrun: could not stop run %d: %s", run_id, err)
             return
@@ -340,7 +346,7 @@ class Dispatcher:
         elif entry.future is not None:
             await self.client.cancel([entry.future])
 
-    async def _cancel_cell_task(self, run_id: int) -> None:
+    async def _cancel_cell_task(self, key: str | None) -> None:
         """Drop a kernel's cell task from the scheduler (it is the kernel's, not ours).
 
         A cell stuck in native code ignores the interrupt, and its worker process is
@@ -350,7 +356,6 @@ class Dispatcher:
         from distributed import Future
 
         assert self.client is not None
-        key = await self.call(self.store.runs.cell_key, run_id)
         if key is None:
             return
         task: Future[Any] = Future(f"labrun-cell-{key}", self.client)
@@ -388,15 +393,25 @@ class Dispatcher:
             await self._lose(run_id, entry, f"its worker {worker} {why}")
 
     async def _retire_token(self, entry: Inflight) -> None:
-        """Revoke the token of a job's attempt that ended: it is no use to anyone now."""
+        """Revoke the token of a job's attempt that ended: it is no use to anyone now.
+
+        The tokens of the jobs that end meanwhile go in one request to the store, not one
+        each: during a sweep hundreds end a round, and the store's one SQLite thread is
+        also what the next round's dispatch waits for.
+        """
         if entry.token_id is None:
             return
-        try:
-            await self.call(
-                self.store.tokens.revoke_ids, [entry.token_id], f"labrun: job {entry.job.id} ended"
-            )
-        except Exception as err:  # noqa: BLE001 - it still expires by itself
-            logger.warning("labrun: could not revoke the token of run %d: %s", entry.job.id, err)
+        self._retiring.append(entry.token_id)
+        if self._revoking is None or self._revoking.done():
+            self._revoking = asyncio.create_task(self._revoke_retired())
+
+    async def _revoke_retired(self) -> None:
+        while self._retiring:
+            batch, self._retiring = self._retiring, []
+            try:
+                await self.call(self.store.tokens.revoke_ids, batch, "labrun: the job ended")
+            except Exception as err:  # noqa: BLE001 - they still expire by themselves
+                logger.warning("labrun: could not revoke %d job tokens: %s", len(batch), err)
 
     async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:
         if entry is not None and self.inflight.get(run_id) is entry:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from distributed import Client as DaskClient
 from support.kernel import Kernel
-from support.pool import labrun_cli, wait_for_pool
+from support.pool import labrun_cli
 from support.server import LabrunServer
 from support.waiting import wait_for
 
@@ -386,15 +386,24 @@ def test_a_cell_stuck_in_native_code_is_stopped_once_and_not_run_again(
         "print('sleeping', flush=True)\ntime.sleep(120)"
     )
     run_id = kernel.value("_mlrun.run_id")
-    with _client(pool_server) as client:
+    with _client(pool_server) as client, DaskClient(client.pool().scheduler, timeout=60) as dask:
+        before = set(dask.run(os.getpid).values())
+        # Cancelled the moment it starts: before the worker knows the run's id (it looks the
+        # run up only when the cell first reports), so the worker finds it by its key.
         wait_for(lambda: marks.exists(), what="the cell to start")
         client.cancel_run(run_id)
-    done = kernel.execute("_mlrun.result(timeout=60)")
-    assert not done.ok and "cancelled" in done.error
-    # The stuck worker is restarted after KILL_GRACE; give a re-run time to show.
-    wait_for_pool(pool_server, workers=2)
-    time.sleep(KILL_GRACE + 5)
-    wait_for_pool(pool_server, workers=2)
+        done = kernel.execute("_mlrun.result(timeout=60)")
+        assert not done.ok and "cancelled" in done.error
+        # The stuck worker's process is replaced (after KILL_GRACE), and then nothing runs:
+        # a re-run of the cell on another worker would sleep on, and write a second mark.
+        wait_for(
+            lambda: len(now := set(dask.run(os.getpid).values())) == 2 and now != before,
+            KILL_GRACE + 60,
+            "the stuck worker's process to be replaced",
+        )
+        wait_for(
+            lambda: not any(dask.processing().values()), 60, "the pool to have nothing running"
+        )
     assert marks.read_text() == "x"
     assert _finished_run(pool_server, run_id)["status"] == "cancelled"
 
