@@ -396,8 +396,12 @@ def test_a_cell_stuck_in_native_code_is_stopped_once_and_not_run_again(
         assert not done.ok and "cancelled" in done.error
         # The stuck worker's process is replaced (after KILL_GRACE), and then nothing runs:
         # a re-run of the cell on another worker would sleep on, and write a second mark.
+        # (A worker going away as it is asked answers nothing, rather than failing the ask.)
         wait_for(
-            lambda: len(now := set(dask.run(os.getpid).values())) == 2 and now != before,
+            lambda: (
+                len(now := set(dask.run(os.getpid, on_error="ignore").values())) == 2
+                and now != before
+            ),
             KILL_GRACE + 60,
             "the stuck worker's process to be replaced",
         )
