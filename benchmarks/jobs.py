@@ -233,37 +233,35 @@ def dispatch_overhead(notebook: Path, workdir: Path, count: int) -> dict[str, fl
 
 
 async def _dispatch_all(store: Store, db: Database, address: str, count: int) -> dict[str, float]:
-    if True:
-        if True:
-            dispatcher = Dispatcher(
-                store,
-                DispatcherSettings(scheduler=address, start_local=False),
-                publish=lambda *_: None,
-                call=db.run,
-            )
-            dispatcher.job_function = noop_job
-            await dispatcher._load_backlog()
-            # Connected by hand: no labrun plugin (no kernels) for a no-op job.
-            dispatcher.pool.client = await DaskClient(address, asynchronous=True)
-            dispatcher.pool.state = "ready"
-            timing = {"in_ticks": 0.0, "ticks": 0}
-            tick = dispatcher.tick
+    dispatcher = Dispatcher(
+        store,
+        DispatcherSettings(scheduler=address, start_local=False),
+        publish=lambda *_: None,
+        call=db.run,
+    )
+    dispatcher.job_function = noop_job
+    await dispatcher._load_backlog()
+    # Connected by hand: no labrun plugin (no kernels) for a no-op job.
+    dispatcher.pool.client = await DaskClient(address, asynchronous=True)
+    dispatcher.pool.state = "ready"
+    timing = {"in_ticks": 0.0, "ticks": 0}
+    tick = dispatcher.tick
 
-            async def timed_tick() -> None:
-                t0 = time.perf_counter()
-                await tick()
-                timing["in_ticks"] += time.perf_counter() - t0
-                timing["ticks"] += 1
+    async def timed_tick() -> None:
+        t0 = time.perf_counter()
+        await tick()
+        timing["in_ticks"] += time.perf_counter() - t0
+        timing["ticks"] += 1
 
-            dispatcher.tick = timed_tick  # type: ignore[method-assign]
-            start = time.perf_counter()
-            serving = asyncio.create_task(dispatcher.serve())
-            while dispatcher.dispatched < count or dispatcher.inflight:
-                await asyncio.sleep(0.01)
-            total = time.perf_counter() - start
-            serving.cancel()
-            await dispatcher.stop()
-            return {**timing, "total": total}
+    dispatcher.tick = timed_tick  # type: ignore[method-assign]
+    start = time.perf_counter()
+    serving = asyncio.create_task(dispatcher.serve())
+    while dispatcher.dispatched < count or dispatcher.inflight:
+        await asyncio.sleep(0.01)
+    total = time.perf_counter() - start
+    serving.cancel()
+    await dispatcher.stop()
+    return {**timing, "total": total}
 
 
 def main() -> None:
