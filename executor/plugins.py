@@ -46,6 +46,8 @@ logger = logging.getLogger("labrun.executor")
 
 # Where the server puts its pool's newest token on the scheduler (Client.set_metadata).
 POOL_TOKEN_KEY = ["labrun", "pool-token"]
+# Where the scheduler of record puts its URL on the scheduler: the server workers report to.
+SERVER_KEY = ["labrun", "server"]
 # A worker takes the server's newer token once this share of its own token's life is gone
 # (the server issues one at half).
 RENEW_AT = 2 / 3
@@ -147,12 +149,52 @@ class ServerLink(LabrunPlugin):
             # reaches every process of the group, this one too, and would cut that short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.id = worker_id(worker.address)
+        self.url_file = server_url_file(worker)
         # Made before the first await: the other plugins' setups use it.
         self.client = Client(
-            self.server_url, self.grant["token"], timeout=30, renew=self._newest_token
+            self.server_url,
+            self.grant["token"],
+            timeout=30,
+            renew=self._newest_token,
+            relocate=self._relocate,
         )
+        self._write_url()
         # The token this plugin was registered with may have expired since: a newer one?
         self._take(await worker.scheduler.get_metadata(keys=POOL_TOKEN_KEY, default=None))
+        # And the server that registered it may no longer be the one that dispatches.
+        self._move(await worker.scheduler.get_metadata(keys=SERVER_KEY, default=None))
+
+    def _move(self, url: Any) -> str | None:
+        """Report to ``url`` from now on, if it is another server's; the URL in use."""
+        if isinstance(url, str) and url and url.rstrip("/") + "/" != self.client.url:
+            logger.info("labrun: reporting to %s, the server that dispatches now", url)
+            self.server_url = url
+            self.client.set_url(url)
+            self._write_url()
+        return self.client.url
+
+    def _write_url(self) -> None:
+        # Whole or not at all: a kernel may read it at any moment.
+        partial = f"{self.url_file}.{os.getpid()}"
+        with open(partial, "w") as f:
+            f.write(self.client.url)
+        os.replace(partial, self.url_file)
+
+    def _relocate(self) -> str | None:
+        """The scheduler of record's URL, asked of the scheduler: the server this worker
+        reported to cannot be reached (it stopped; another took over)."""
+        try:
+            url = sync(
+                self.worker.loop,
+                self.worker.scheduler.get_metadata,
+                keys=SERVER_KEY,
+                default=None,
+                callback_timeout=10,
+            )
+        except Exception as err:  # noqa: BLE001 - the scheduler may be restarting too
+            logger.info("labrun: could not ask the scheduler where the server is: %s", err)
+            return None
+        return self._move(url)
 
     def _take(self, grant: Any) -> bool:
         """Use ``grant`` if it outlives the token in use; whether it did."""
@@ -191,6 +233,12 @@ class ServerLink(LabrunPlugin):
 
     def close(self) -> None:
         self.client.close()
+
+
+def server_url_file(worker: Worker) -> str:
+    """The file with the URL of the server this worker reports to, for its job kernels
+    (``LABRUN_SERVER_URL_FILE``): they follow it when the server changes."""
+    return os.path.join(worker.local_directory, "labrun-server-url")
 
 
 # Who holds a device: a notebook job's run id, or "cell:KEY" / "session:KEY" for %%mlrun.
@@ -386,6 +434,7 @@ class Kernels(LabrunPlugin):
                 # kernel gets its own run's token when the job starts.
                 **{k: v for k, v in os.environ.items() if k != settings.TOKEN},
                 settings.SERVER_URL: self.server_url,
+                settings.SERVER_URL_FILE: server_url_file(worker),
                 # CUDA numbers devices like NVML does, so an index means one device.
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                 "PYTHONUNBUFFERED": "1",

@@ -165,6 +165,9 @@ class NotebookJob:
             settings.RUN_ID: str(self.run_id),
             settings.PROJECT: self.spec.project or "default",
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.devices)),
+            # The server the worker reports to now: the scheduler of record may have moved
+            # since the kernel was started.
+            settings.SERVER_URL: self.link.client.url,
         }
         if self.spec.token:
             # The job's own token, scoped to its run and acting as its owner: what

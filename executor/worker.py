@@ -12,13 +12,22 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import WorkerPlugin
 
-from .plugins import POOL_TOKEN_KEY, CellRuns, Devices, Html, Kernels, LabrunPlugin, ServerLink
+from .plugins import (
+    POOL_TOKEN_KEY,
+    SERVER_KEY,
+    CellRuns,
+    Devices,
+    Html,
+    Kernels,
+    LabrunPlugin,
+    ServerLink,
+)
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from distributed import Worker
 
-__all__ = ["POOL_TOKEN_KEY", "WarmUp", "worker_plugins"]
+__all__ = ["POOL_TOKEN_KEY", "SERVER_KEY", "WarmUp", "worker_plugins"]
 
 logger = logging.getLogger("labrun.executor")
 

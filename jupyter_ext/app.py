@@ -25,9 +25,11 @@ from .dispatcher import Dispatcher
 from .events import EventBus
 from .handlers.base import NoRouteHandler, tornado_pattern
 from .openapi import build_document
+from .relay import EventRelay
 from .routes import ROUTES
 from .store import Database, Store, check_schema
 from .store.database import check_writable, ensure_folder, sqlite_url
+from .store.leases import server_id
 
 
 class LabRun(ExtensionApp):
@@ -139,6 +141,13 @@ class LabRun(ExtensionApp):
         "uploads are bounded by c.ServerApp.max_body_size instead.",
     ).tag(config=True)
 
+    lease_seconds = Float(
+        3.0,
+        help="Seconds the scheduler of record's lease lasts unless renewed (about three "
+        "times in that time). When the server holding it dies, another server of the same "
+        "store takes over within this time and a renewal.",
+    ).tag(config=True)
+
     public_url = Unicode(
         help="The URL workers use to reach this server. Empty: the server's own "
         "connection URL, right for a local pool (env LABRUN_PUBLIC_URL)."
@@ -181,6 +190,8 @@ class LabRun(ExtensionApp):
     pool_token: PoolToken
     openapi: dict[str, Any]
     dispatcher: Dispatcher
+    relay: EventRelay
+    server_id: str
     _stopping: asyncio.Future[None] | None = None
 
     def initialize_settings(self) -> None:
@@ -199,6 +210,7 @@ class LabRun(ExtensionApp):
             # through and stops the server before it listens, with this line last.
             raise SystemExit(f"Error: labrun cannot start: {reason}") from None
         self.events = EventBus()
+        self.server_id = server_id()
         self.openapi = build_document(ROUTES)
         self.dispatcher = Dispatcher(
             self.store,
@@ -217,6 +229,12 @@ class LabRun(ExtensionApp):
             ),
             publish=self.events.publish,
             call=self.db.run,
+            server=self.server_id,
+            user=self.user,
+            lease_seconds=self.lease_seconds,
+        )
+        self.relay = EventRelay(
+            self.events, self.store, self.db, self.server_id, self.dispatcher.on_event
         )
         self.pool_token = PoolToken(
             self.store,
@@ -270,6 +288,7 @@ class LabRun(ExtensionApp):
             # Ctrl-C has reached them too: stop at once, as on SIGTERM. Jupyter would ask
             # to confirm (in a terminal) or skip every extension's stop (elsewhere).
             signal.signal(signal.SIGINT, lambda signum, frame: self._stop_on_signal(serverapp))
+        await self.relay.start()
         if self.dispatcher.state != "disabled":
             await self.pool_token.start()
         await self.dispatcher.start()
@@ -289,6 +308,8 @@ class LabRun(ExtensionApp):
             await self.pool_token.stop()
         if hasattr(self, "dispatcher"):
             await self.dispatcher.stop()
+        if hasattr(self, "relay"):
+            await self.relay.stop()
         if hasattr(self, "db"):
             self.db.close()
 

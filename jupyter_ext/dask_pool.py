@@ -132,6 +132,24 @@ class DaskPool:
         for plugin in worker_plugins(s.server_url, s.grant, kernels=s.warm_kernels):
             await self.client.register_plugin(plugin)
 
+    async def publish_server(self, url: str) -> None:
+        """Tell the workers where the scheduler of record is: they report there, and move
+        there when the server they report to goes away."""
+        from labrun.executor.worker import SERVER_KEY
+
+        if self.client is not None:
+            await self.client.set_metadata(SERVER_KEY, url)
+
+    async def task_keys(self, prefix: str) -> set[str]:
+        """The keys of the scheduler's tasks that start with ``prefix``."""
+        if self.client is None:
+            return set()
+
+        def keys(dask_scheduler: Any, prefix: str = prefix) -> list[str]:
+            return [k for k in dask_scheduler.tasks if isinstance(k, str) and k.startswith(prefix)]
+
+        return set(await self.client.run_on_scheduler(keys))
+
     async def use_token(self, grant: dict[str, Any]) -> None:
         """The pool's new token: workers take it from the scheduler before theirs expires,
         and workers that join later find it there."""

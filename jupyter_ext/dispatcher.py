@@ -1,14 +1,17 @@
 """The dispatcher: feeds queued notebook jobs to the Dask pool, in order, and follows them.
 
-Jobs are rows first (``queued``), so nothing is lost when the server stops. The dispatcher
-keeps an index of the queued jobs in memory and, whenever a job is submitted or one ends
-(and once a second regardless), hands out the pool's free capacity as the scheduling
-policy (``scheduling.py``: queue priority, fair share, per-user GPU limits, job priority)
-chooses.
+Jobs are rows first (``queued``), so nothing is lost when the server stops. One server of a
+store dispatches: the scheduler of record (``leadership.py``); the others pass it what they
+queue and cancel (``dispatch.*`` events, ``relay.py``). It keeps an index of the queued jobs
+in memory and, whenever a job is submitted or one ends (and once a second regardless), hands
+out the pool's free capacity as the scheduling policy (``scheduling.py``: queue priority, fair
+share, per-user GPU limits, job priority) chooses. A server that takes over rebuilds that
+index from the store, and the jobs in flight from the store and the Dask scheduler: tasks are
+submitted "fire and forget", so they outlive the server that submitted them.
 
 Each dispatched attempt is counted in the store and may be claimed by a worker once. A job
-whose worker leaves the cluster (or stops sending heartbeats) is marked ``lost`` and queued
-again until ``max_attempts``.
+whose worker leaves (or stops sending heartbeats) is ``lost`` and queued again until
+``max_attempts``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labrun.executor import worker_id as address_id
 from labrun.messages import JobSpec, RunError
-from labrun.models import PoolStatus, PoolWorker, RunStatus
+from labrun.models import PoolStatus, RunStatus
 
 from . import scheduling
 from .dask_pool import DaskPool, DispatcherSettings
+from .inflight import Inflight, in_flight
+from .leadership import Leadership
 from .orphans import settle_orphan_cells
+from .pool_status import pool_status
+from .retiring import TokenRetirement
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
+from .stopping import stop_on_pool
+from .store.leases import Hold, LeaseLost
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
+    from distributed import Client
 
     from .store import Store
 
@@ -45,18 +53,6 @@ ORPHAN_CHECK_EVERY = 5.0
 STOP_TIMEOUT = 5.0
 
 
-@dataclass
-class Inflight:
-    """A job submitted to Dask and not yet ended."""
-
-    job: QueuedJob
-    attempt: int
-    future: Future[Any] | None = None
-    worker: str | None = None  # the worker's id, once it claimed the run
-    task: asyncio.Task[None] | None = None
-    token_id: str | None = None  # the token its kernel holds, revoked once it ends
-
-
 class Dispatcher:
     """Owns the pool (``dask_pool.DaskPool``), the backlog and the jobs in flight."""
 
@@ -69,8 +65,11 @@ class Dispatcher:
         store: Store,
         settings: DispatcherSettings,
         *,
-        publish: Callable[[str, Any], None],
+        publish: Callable[..., None],
         call: Callable[..., Any],
+        server: str,
+        user: str = "",
+        lease_seconds: float = 3.0,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -88,9 +87,17 @@ class Dispatcher:
         self._usage_at = 0.0
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
-        # Tokens of attempts that ended, revoked together (see _retire_token).
-        self._retiring: list[str] = []
-        self._revoking: asyncio.Task[None] | None = None
+        self.retiring = TokenRetirement(store, call)
+        self.leadership = Leadership(
+            store,
+            call,
+            server=server,
+            user=user,
+            seconds=lease_seconds,
+            gained=self._lead,
+            lost=self._step_down,
+        )
+        self._serving: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -115,9 +122,47 @@ class Dispatcher:
     async def check_gpus(self, gpus: int) -> None:
         await self.pool.check_gpus(gpus)
 
+    @property
+    def leading(self) -> bool:
+        """Whether this server is the scheduler of record (dispatches for the store)."""
+        return self.leadership.leading
+
     async def _run(self) -> None:
         if await self.pool.open():
-            await self.serve()
+            self.leadership.url = self.settings.server_url
+            self.leadership.scheduler = self.pool.scheduler_address or ""
+            await self.leadership.run()
+
+    async def _lead(self, hold: Hold) -> None:
+        """This server became the scheduler of record: rebuild from the store and the
+        scheduler, tell the workers where to report, and dispatch."""
+        await self._step_down()
+        await self.pool.publish_server(self.settings.server_url)
+        await self._adopt()
+        await self._load_backlog()
+        self._usage_at = 0.0
+        self._serving = asyncio.create_task(self.serve())
+        self.publish("pool.updated", {"dispatcher": self.leadership.server})
+
+    async def _step_down(self) -> None:
+        """Stop dispatching: what is in flight goes on (its tasks outlive this server's
+        hold on them) and is followed by whoever takes over."""
+        if self._serving is not None:
+            self._serving.cancel()
+            await asyncio.wait([self._serving], timeout=1.0)
+            self._serving = None
+        entries, self.inflight = list(self.inflight.values()), {}
+        for entry in entries:
+            if entry.task is not None:
+                entry.task.cancel()
+        self.backlog = Backlog()
+        self._lost_seen.clear()
+
+    async def _adopt(self) -> None:
+        for entry in await in_flight(self.pool, self.store, self.call):
+            self.inflight[entry.job.id] = entry
+            if entry.future is not None:
+                entry.task = asyncio.create_task(self._follow(entry.job.id, entry))
 
     async def serve(self) -> None:
         """Dispatch rounds: when woken (a job submitted or ended), else once a second."""
@@ -126,6 +171,11 @@ class Dispatcher:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as err:
+                # The next look at the lease steps down (or takes it anew, rebuilding).
+                logger.warning("labrun: %s", err.message)
+                self.leadership.look_now()
+                return
             except Exception:
                 logger.exception("labrun: dispatcher tick failed")
             try:
@@ -148,16 +198,15 @@ class Dispatcher:
             # Also a pool still starting: what started of it is closed below.
             self._task.cancel()
             await asyncio.wait([self._task], timeout=1.0)
-        for entry in self.inflight.values():
-            if entry.task is not None:
-                entry.task.cancel()
-        if self._revoking is not None:
-            await asyncio.wait([self._revoking], timeout=1.0)
+        await self._step_down()
+        await self.leadership.release()
+        self.publish("dispatch.released", {"server": self.leadership.server}, internal=True)
+        await self.retiring.wait(1.0)
         await self.pool.close(deadline)
 
     @property
     def queued_ids(self) -> set[int]:
-        """The ids of the queued jobs waiting in the backlog."""
+        """The ids of the queued jobs waiting in the backlog (the scheduler of record's)."""
         return self.backlog.ids
 
     def wake(self) -> None:
@@ -174,10 +223,27 @@ class Dispatcher:
             self.backlog.push(job)
 
     def add(self, jobs: list[QueuedJob]) -> None:
-        """Jobs just submitted: queue them and dispatch at once where the pool has room."""
+        """Jobs just submitted: queue them and dispatch at once where the pool has room
+        (here, or by the scheduler of record, told by an event)."""
+        if not self.leading:
+            self.publish("dispatch.queued", {"ids": [job.id for job in jobs]}, internal=True)
+            return
         for job in jobs:
             self._push(job)
         self.wake()
+
+    async def on_event(self, type: str, data: dict[str, Any]) -> None:
+        """What another server of the store asks of the scheduler of record."""
+        if type == "dispatch.released":
+            self.leadership.look_now()
+        elif not self.leading:
+            return
+        elif type == "dispatch.queued":
+            self.add(await self.call(self.store.dispatch.queued_among, data["ids"]))
+        elif type == "dispatch.cancelled":
+            await self.cancel(data["ids"])
+        elif type == "run.updated" and data.get("id") in self.inflight:
+            self.wake()  # a job reported its end through another server
 
     # --- one round ------------------------------------------------------------------
 
@@ -187,6 +253,9 @@ class Dispatcher:
         if time.monotonic() - self._usage_at > 10:
             self.usage = await self.call(self.store.dispatch.usage, USAGE_WINDOW)
             self.queues = await self.call(self._queue_settings)
+            # Whatever another server queued and its event did not say (one lost on the
+            # way, or sent before this server took over) is found here.
+            await self._load_backlog()
             self._usage_at = time.monotonic()
         chosen = self.choose()
         if chosen:
@@ -224,16 +293,24 @@ class Dispatcher:
         return chosen
 
     async def _submit(self, jobs: list[QueuedJob]) -> None:
+        from distributed import fire_and_forget
+
         from labrun.executor.runner import run_notebook_job
         from labrun.executor.tasks import run_cell_job
 
         assert self.client is not None
         functions = {"notebook": self.job_function or run_notebook_job, "cell": run_cell_job}
-        specs: list[JobSpec] = await self.call(
-            self.store.dispatch.next_attempts,
-            [j.id for j in jobs],
-            self.settings.job_token_lifetime,
-        )
+        try:
+            specs: list[JobSpec] = await self.call(
+                self.store.dispatch.next_attempts,
+                [j.id for j in jobs],
+                self.settings.job_token_lifetime,
+                self.leadership.hold,
+            )
+        except LeaseLost:
+            for job in jobs:
+                self.inflight.pop(job.id, None)
+            raise
         by_id = {spec.run_id: spec for spec in specs}
         # One graph update per (kind, GPUs, priority) group of the round, not one per job.
         groups: dict[tuple[str, int, int], list[QueuedJob]] = {}
@@ -258,6 +335,9 @@ class Dispatcher:
                 priority=priority,
                 pure=False,
             )
+            # Kept by the scheduler until they end, whoever holds them: a job outlives the
+            # server that dispatched it.
+            fire_and_forget(futures)
             for job, future in zip(group, futures, strict=True):
                 entry = self.inflight[job.id]
                 entry.future = future
@@ -301,7 +381,7 @@ class Dispatcher:
             if self.inflight.get(run_id) is entry:
                 del self.inflight[run_id]
                 self.wake()
-        await self._retire_token(entry)
+        self.retiring.add(entry.token_id)
         if outcome not in (None, "superseded", "lost"):
             self._usage_at = 0.0  # refresh fair share with this job's hours
             await self._settle_sweep(run_id)
@@ -315,7 +395,10 @@ class Dispatcher:
 
     async def cancel(self, run_ids: Collection[int]) -> None:
         """Stop the jobs the store just marked cancelled (one run, or a sweep's unfinished
-        runs): drop the queued ones from the backlog in one pass, stop the others."""
+        runs): drop the queued ones from the backlog in one pass, stop the others. A
+        server that does not dispatch stops what runs and tells the one that does."""
+        if not self.leading:
+            self.publish("dispatch.cancelled", {"ids": list(run_ids)}, internal=True)
         dropped = self.backlog.discard(run_ids)
         for run_id in run_ids:
             if run_id not in dropped:
@@ -323,43 +406,15 @@ class Dispatcher:
 
     async def _stop(self, run_id: int) -> None:
         """Stop a cancelled run that is not queued here: on its worker, or wherever it is."""
-        from labrun.executor.tasks import stop_run
-
         entry = self.inflight.get(run_id)
-        if self.client is None:
-            return
-        if entry is None:
-            # Not a job the dispatcher sent: a %%mlrun cell, which any worker may run.
-            try:
-                key = await self.call(self.store.runs.cell_key, run_id)
-                await self.client.run(stop_run, run_id, key=key, on_error="ignore")
-                await self._cancel_cell_task(key)
-            except Exception as err:  # noqa: BLE001 - the pool may be going away
-                logger.warning("labrun: could not stop run %d: %s", run_id, err)
-            return
-        address = self.pool.address_of(entry.worker)
-        if address is not None:
-            try:
-                await self.client.run(stop_run, run_id, workers=[address], on_error="ignore")
-            except Exception as err:  # noqa: BLE001 - the worker may be going away
-                logger.warning("labrun: could not stop run %d on %s: %s", run_id, address, err)
-        elif entry.future is not None:
-            await self.client.cancel([entry.future])
-
-    async def _cancel_cell_task(self, key: str | None) -> None:
-        """Drop a kernel's cell task from the scheduler (it is the kernel's, not ours).
-
-        A cell stuck in native code ignores the interrupt, and its worker process is
-        restarted; the scheduler would then run the task again on another worker for the
-        kernel that still waits on it.
-        """
-        from distributed import Future
-
-        assert self.client is not None
-        if key is None:
-            return
-        task: Future[Any] = Future(f"labrun-cell-{key}", self.client)
-        await self.client.cancel([task], force=True, reason="labrun: the run was cancelled")
+        await stop_on_pool(
+            self.pool,
+            self.store,
+            self.call,
+            run_id,
+            worker=entry.worker if entry is not None else None,
+            future=entry.future if entry is not None else None,
+        )
 
     async def _check_lost(self) -> None:
         """Lose the jobs whose worker left the cluster or stopped sending heartbeats.
@@ -376,9 +431,19 @@ class Dispatcher:
             for run_id, entry in self.inflight.items()
             if entry.worker is not None
         }
-        for job in await self.call(self.store.dispatch.running):
+        running = await self.call(self.store.dispatch.running)
+        for job in running:
+            entry = self.inflight.get(job.id)
+            if entry is not None and entry.worker is None:
+                entry.worker = job.worker  # claimed through another server
             if job.id not in self.inflight and job.worker is not None:
                 holders[job.id] = (job.worker, None)
+        # A job taken over without its task ended when the store says so.
+        still = {job.id for job in running}
+        for run_id, entry in list(self.inflight.items()):
+            if entry.adopted and entry.future is None and run_id not in still:
+                del self.inflight[run_id]
+                self.wake()
         now = time.monotonic()
         for run_id in set(self._lost_seen) - set(holders):
             del self._lost_seen[run_id]
@@ -392,36 +457,19 @@ class Dispatcher:
             why = "stopped sending heartbeats" if worker in alive else "left the pool"
             await self._lose(run_id, entry, f"its worker {worker} {why}")
 
-    async def _retire_token(self, entry: Inflight) -> None:
-        """Revoke the token of a job's attempt that ended: it is no use to anyone now.
-
-        The tokens of the jobs that end meanwhile go in one request to the store, not one
-        each: during a sweep hundreds end a round, and the store's one SQLite thread is
-        also what the next round's dispatch waits for.
-        """
-        if entry.token_id is None:
-            return
-        self._retiring.append(entry.token_id)
-        if self._revoking is None or self._revoking.done():
-            self._revoking = asyncio.create_task(self._revoke_retired())
-
-    async def _revoke_retired(self) -> None:
-        while self._retiring:
-            batch, self._retiring = self._retiring, []
-            try:
-                await self.call(self.store.tokens.revoke_ids, batch, "labrun: the job ended")
-            except Exception as err:  # noqa: BLE001 - they still expire by themselves
-                logger.warning("labrun: could not revoke %d job tokens: %s", len(batch), err)
-
     async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:
         if entry is not None and self.inflight.get(run_id) is entry:
             del self.inflight[run_id]
             if entry.future is not None and not entry.future.done() and self.client is not None:
-                await self.client.cancel([entry.future])
+                await self.client.cancel([entry.future], force=True)
         if entry is not None:
-            await self._retire_token(entry)
+            self.retiring.add(entry.token_id)
         status = await self.call(
-            self.store.dispatch.lose, run_id, reason, max_attempts=self.settings.max_attempts
+            self.store.dispatch.lose,
+            run_id,
+            reason,
+            max_attempts=self.settings.max_attempts,
+            hold=self.leadership.hold,
         )
         logger.warning("labrun: run %d lost (%s); now %s", run_id, reason, status)
         if status == RunStatus.queued:
@@ -450,30 +498,4 @@ class Dispatcher:
     # --- status ---------------------------------------------------------------------
 
     async def status(self) -> PoolStatus:
-        await self.pool.refresh_workers()
-        stored = {w.id: w for w in (await self.call(self.store.pool.list_workers)).workers}
-        gpus = (await self.call(self.store.pool.gpus)).gpus
-        running = await self.call(self.store.runs.summaries_by_worker)
-        workers = []
-        for address, info in sorted(self.pool.workers.items()):
-            wid = address_id(address)
-            workers.append(
-                PoolWorker(
-                    id=wid,
-                    address=address,
-                    host=info.host,
-                    nthreads=info.nthreads,
-                    resources=info.resources,
-                    gpus=[g for g in gpus if g.worker_id == wid],
-                    runs=running.get(wid, []),
-                    alive=wid in stored and stored[wid].alive,
-                )
-            )
-        return PoolStatus(
-            state=self.pool.state,
-            scheduler=self.pool.scheduler_address,
-            message=self.pool.message,
-            workers=workers,
-            queued=len(self.queued_ids),
-            running=len(self.inflight),
-        )
+        return await pool_status(self)

@@ -116,6 +116,21 @@ def discover(timeout: float = 2.0) -> tuple[str, str]:
     raise ServerUnavailable(f"no labrun server found: {HOW_TO_CONNECT}")
 
 
+def _url_file_reader() -> Callable[[], str | None] | None:
+    """What reads the server's URL from ``LABRUN_SERVER_URL_FILE``, where it is set."""
+    path = os.environ.get(settings.SERVER_URL_FILE)
+    if not path:
+        return None
+
+    def read() -> str | None:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError:
+            return None
+
+    return read
+
+
 # Called with (url, old token, new token) when a client takes a renewed token. The background
 # outboxes (labrun.delivery, which builds on this module) register here, so what waits in
 # them is sent with the new token.
@@ -136,6 +151,10 @@ class Client:
     renew:
         Called when the server says the token expired: a newer token to retry the request
         with once, or None (a worker asks its pool for the one the server renewed).
+    relocate:
+        Called when the server cannot be reached: the URL of the server to use instead
+        (another server of the same store), to retry the request there once, or None.
+        Default: the URL in the file ``LABRUN_SERVER_URL_FILE`` names, if set.
     """
 
     def __init__(
@@ -145,6 +164,7 @@ class Client:
         *,
         timeout: float = 30.0,
         renew: Callable[[], str | None] | None = None,
+        relocate: Callable[[], str | None] | None = None,
     ):
         if url is None:
             url, found_token = discover()
@@ -152,6 +172,7 @@ class Client:
         self.url = url.rstrip("/") + "/"
         self.token = token or ""
         self.renew = renew
+        self.relocate = relocate if relocate is not None else _url_file_reader()
         headers = {"Authorization": f"token {self.token}"} if self.token else {}
         self._http = httpx.Client(
             base_url=self.url.rstrip("/") + settings.API_PREFIX, headers=headers, timeout=timeout
@@ -167,6 +188,11 @@ class Client:
         self._http.headers["Authorization"] = f"token {token}"
         for renewed in TOKEN_RENEWED:
             renewed(self.url, old, token)
+
+    def set_url(self, url: str) -> None:
+        """Use the server at ``url`` from now on (one sharing this one's store)."""
+        self.url = url.rstrip("/") + "/"
+        self._http.base_url = httpx.URL(self.url.rstrip("/") + settings.API_PREFIX)
 
     def close(self) -> None:
         self._http.close()
@@ -195,9 +221,18 @@ class Client:
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         sent_with = self.token
         try:
-            response = self._http.request(
-                method, path, params=query, content=content, headers=headers
-            )
+            try:
+                response = self._http.request(
+                    method, path, params=query, content=content, headers=headers
+                )
+            except httpx.TransportError:
+                moved = self.relocate() if self.relocate is not None else None
+                if moved is None or moved.rstrip("/") + "/" == self.url:
+                    raise
+                self.set_url(moved)
+                response = self._http.request(
+                    method, path, params=query, content=content, headers=headers
+                )
             if response.status_code == 403 and self.renew is not None and _expired(response):
                 renewed = self.renew()  # may have set this client's token already
                 if renewed is not None and renewed != self.token:

@@ -834,6 +834,16 @@ class PoolWorker(Response):
     alive: bool
 
 
+class Dispatching(Response):
+    """The scheduler of record: the one server of the store that dispatches jobs."""
+
+    server: str | None = Field(description="the server's id: host:pid:start/n")
+    user: str | None = Field(description="the user the server runs for")
+    url: str | None = Field(description="where the server's REST API is")
+    since: float = Field(description="when it took over (Unix seconds)")
+    this_server: bool = Field(description="whether it is the server that answered")
+
+
 class PoolStatus(Response):
     state: Literal["starting", "ready", "error", "disabled"]
     scheduler: str | None = None
@@ -842,6 +852,9 @@ class PoolStatus(Response):
     workers: list[PoolWorker] = Field(default_factory=list)
     queued: int = 0
     running: int = 0
+    dispatcher: Dispatching | None = Field(
+        default=None, description="the server that dispatches; None while no server does"
+    )
 
 
 class Identity(Response):

@@ -12,6 +12,9 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 
 SERVER_URL = "LABRUN_SERVER_URL"
+# A file holding the server's URL, read again when that server cannot be reached: a job's
+# kernel follows its worker to the server that dispatches now.
+SERVER_URL_FILE = "LABRUN_SERVER_URL_FILE"
 TOKEN = "LABRUN_TOKEN"
 RUN_ID = "LABRUN_RUN_ID"
 PROJECT = "LABRUN_PROJECT"

@@ -6,7 +6,9 @@ from .artifacts import ArtifactStore
 from .database import Database, check_schema
 from .datasets import DatasetStore
 from .dispatch import DispatchStore
+from .events import EventStore
 from .jobs import JobStore
+from .leases import LeaseStore
 from .logs import LogStore
 from .metrics import MetricStore
 from .pool import PoolStore
@@ -31,6 +33,8 @@ class Store:
         self.pool = PoolStore(db, worker_timeout=worker_timeout)
         self.tokens = TokenStore(db)
         self.jobs = JobStore(db, self.runs)
-        self.dispatch = DispatchStore(db, self.runs, self.tokens)
+        self.leases = LeaseStore(db)
+        self.events = EventStore(db)
+        self.dispatch = DispatchStore(db, self.runs, self.tokens, self.leases)
         self.sweeps = SweepStore(db, self.runs, self.jobs)
         self.reports = ReportStore(db)

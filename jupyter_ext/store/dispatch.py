@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from labrun.errors import Conflict
 from labrun.messages import JobSpec, RerunOf, RunError
@@ -19,9 +20,23 @@ from labrun.models import ClaimRun, DescribeRun, RunKind, RunStatus
 from ..scheduling import QueuedJob
 from .database import Database
 from .jobs import IS_JOB
+from .leases import Hold, LeaseStore
 from .runs import RunStore
 from .tables import Project, Run, RunLog, utcnow
 from .tokens import TokenStore
+
+
+@dataclass
+class JobInFlight:
+    """A job dispatched and not ended: running, or waiting for its worker's claim."""
+
+    id: int
+    user: str
+    queue: str
+    gpus: int
+    priority: int
+    attempt: int
+    worker: str | None
 
 
 @dataclass
@@ -35,10 +50,19 @@ class RunningJob:
 
 
 class DispatchStore:
-    def __init__(self, db: Database, runs: RunStore, tokens: TokenStore) -> None:
+    def __init__(
+        self, db: Database, runs: RunStore, tokens: TokenStore, leases: LeaseStore
+    ) -> None:
         self.db = db
         self.runs = runs
         self.tokens = tokens
+        self.leases = leases
+
+    def _fence(self, session: Session, hold: Hold | None) -> None:
+        # The dispatcher's changes are made for the scheduler of record only (None: a
+        # caller that is not the dispatcher, such as a test).
+        if hold is not None:
+            self.leases.fence(session, hold)
 
     def queued(self, run_id: int | None = None) -> list[QueuedJob]:
         """Every queued job, oldest first (or just ``run_id``, if queued)."""
@@ -50,6 +74,59 @@ class DispatchStore:
         with self.db.session() as session:
             rows = session.execute(stmt.order_by(Run.id))
             return [QueuedJob(*row) for row in rows]  # type: ignore[arg-type]
+
+    def queued_among(self, run_ids: list[int]) -> list[QueuedJob]:
+        """Those of ``run_ids`` that are queued jobs (what another server just queued)."""
+        stmt = select(
+            Run.id, Run.user, Run.queue, Run.requested_gpus, Run.priority, Run.attempt
+        ).where(Run.status == RunStatus.queued.value, IS_JOB, Run.id.in_(run_ids))
+        with self.db.session() as session:
+            return [QueuedJob(*row) for row in session.execute(stmt.order_by(Run.id))]  # type: ignore[arg-type]
+
+    def in_flight(self) -> list[JobInFlight]:
+        """The jobs running, and those dispatched that no worker claimed yet."""
+        stmt = select(
+            Run.id,
+            Run.user,
+            Run.queue,
+            Run.requested_gpus,
+            Run.priority,
+            Run.attempt,
+            Run.worker,
+        ).where(
+            IS_JOB,
+            (Run.status == RunStatus.running.value)
+            | ((Run.status == RunStatus.queued.value) & Run.claimable_attempt.is_not(None)),
+        )
+        with self.db.session() as session:
+            return [
+                JobInFlight(id, user, queue or "default", gpus, priority, attempt, worker)
+                for id, user, queue, gpus, priority, attempt, worker in session.execute(stmt)
+            ]
+
+    def placement(self, run_id: int) -> tuple[bool, str | None]:
+        """Whether a run is a dispatched job (not a kernel's cell), and the worker it runs
+        on (None before a worker claims it)."""
+        with self.db.session() as session:
+            row = session.execute(
+                select(IS_JOB.label("is_job"), Run.worker).where(Run.id == run_id)
+            ).one_or_none()
+        return (False, None) if row is None else (bool(row.is_job), row.worker)
+
+    def counts(self) -> tuple[int, int]:
+        """How many jobs are queued and how many run, as the store has them."""
+        with self.db.session() as session:
+            rows = dict(
+                session.execute(
+                    select(Run.status, func.count())
+                    .where(
+                        IS_JOB,
+                        Run.status.in_([RunStatus.queued.value, RunStatus.running.value]),
+                    )
+                    .group_by(Run.status)
+                ).all()
+            )
+        return rows.get(RunStatus.queued.value, 0), rows.get(RunStatus.running.value, 0)
 
     def running(self) -> list[RunningJob]:
         with self.db.session() as session:
@@ -81,7 +158,9 @@ class DispatchStore:
                 out[user] = out.get(user, 0.0) + max(gpus, 1) * hours
         return out
 
-    def next_attempts(self, run_ids: list[int], token_lifetime: float) -> list[JobSpec]:
+    def next_attempts(
+        self, run_ids: list[int], token_lifetime: float, hold: Hold | None = None
+    ) -> list[JobSpec]:
         """Count a new attempt for each still-queued job and return what its worker needs.
 
         One UPDATE ... RETURNING for the batch: the dispatcher calls this once a round, and
@@ -94,6 +173,7 @@ class DispatchStore:
         # below holds SQLite's write lock.
         _ = self.tokens.secret
         with self.db.session() as session:
+            self._fence(session, hold)
             rows = session.execute(
                 update(Run)
                 .where(Run.id.in_(run_ids), Run.status == RunStatus.queued.value)
@@ -192,12 +272,15 @@ class DispatchStore:
             session.flush()
             return self.runs.describe(session, run)
 
-    def lose(self, run_id: int, reason: str, *, max_attempts: int) -> RunStatus | None:
+    def lose(
+        self, run_id: int, reason: str, *, max_attempts: int, hold: Hold | None = None
+    ) -> RunStatus | None:
         """Mark a job lost (its worker went away) and queue it again while attempts last.
 
         Returns its new status, or None when it had already finished.
         """
         with self.db.session() as session:
+            self._fence(session, hold)
             run = self.runs.load(session, run_id)
             if RunStatus(run.status).finished:
                 return None

@@ -437,13 +437,8 @@ class Token(Base):
 
 
 class Lease(Base):
-    """Who acts for the store: the scheduler of record holds the ``dispatcher`` lease.
-
-    A server takes the lease when it has expired (its holder stopped renewing) and renews it
-    while it lives. ``expires`` is in seconds by the database's clock (on SQLite, which is on
-    one machine, the machine's), so servers with skewed clocks agree on it. ``epoch`` rises
-    with every new holder: the store refuses a dispatch by an older one (a fence).
-    """
+    """Who acts for the store (the ``dispatcher`` lease: the scheduler of record); see
+    ``leases.py``. ``expires``: seconds by the database's clock; ``epoch``: one per holder."""
 
     __tablename__ = "leases"
 
@@ -458,9 +453,7 @@ class Lease(Base):
 
 
 class Event(Base):
-    """An event one server announces to the others of its store, where the database has no
-    notifications of its own (SQLite: the servers read the newest rows; PostgreSQL uses
-    NOTIFY). Rows older than a minute are deleted."""
+    """An event for the other servers of the store (``relay.py``), kept a minute."""
 
     __tablename__ = "events"
 

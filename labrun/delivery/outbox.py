@@ -93,7 +93,7 @@ class Outbox:
 
     def __init__(self, client: Client, *, spool_dir: Path | None = None) -> None:
         # A connection of its own: the caller may close theirs while records still wait.
-        self.client = Client(client.url, client.token, renew=client.renew)
+        self.client = Client(client.url, client.token, renew=client.renew, relocate=client.relocate)
         self.spool = Spool(spool_dir or settings.spool_dir(), self.client)
         self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
