@@ -212,8 +212,6 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    # --- the backlog ---------------------------------------------------------------
-
     async def _load_backlog(self) -> None:
         for job in await self.call(self.store.dispatch.queued):
             self._push(job)
