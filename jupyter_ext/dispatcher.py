@@ -161,8 +161,6 @@ class Dispatcher:
     async def _adopt(self) -> None:
         for entry in await in_flight(self.pool, self.store, self.call):
             self.inflight[entry.job.id] = entry
-            if entry.future is not None:
-                entry.task = asyncio.create_task(self._follow(entry.job.id, entry))
 
     async def serve(self) -> None:
         """Dispatch rounds: when woken (a job submitted or ended), else once a second."""
@@ -436,12 +434,13 @@ class Dispatcher:
                 entry.worker = job.worker  # claimed through another server
             if job.id not in self.inflight and job.worker is not None:
                 holders[job.id] = (job.worker, None)
-        # A job taken over without its task ended when the store says so.
-        still = {job.id for job in running}
-        for run_id, entry in list(self.inflight.items()):
-            if entry.adopted and entry.future is None and run_id not in still:
-                del self.inflight[run_id]
-                self.wake()
+        # A job taken over from an earlier scheduler of record ended when the store says so.
+        if any(entry.adopted for entry in self.inflight.values()):
+            still = {job.id for job in await self.call(self.store.dispatch.in_flight)}
+            for run_id, entry in list(self.inflight.items()):
+                if entry.adopted and run_id not in still:
+                    del self.inflight[run_id]
+                    self.wake()
         now = time.monotonic()
         for run_id in set(self._lost_seen) - set(holders):
             del self._lost_seen[run_id]

@@ -34,10 +34,8 @@ async def in_flight(
 ) -> list[Inflight]:
     """The jobs in flight, as the store and the scheduler know them, for a server taking
     over: those running, and those dispatched that no worker claimed yet whose task the
-    scheduler still has (the others are dispatched again). Where the scheduler has the
-    task, its future, to follow it as the dispatcher that submitted it would."""
-    from distributed import Future
-
+    scheduler still has (the others are dispatched again). They are followed through the
+    store: each ends when its worker reports its end (to whichever server), or is lost."""
     tasks = await pool.task_keys("labrun-run-")
     found = []
     for job in await call(store.dispatch.in_flight):
@@ -50,7 +48,5 @@ async def in_flight(
             worker=job.worker,
             adopted=True,
         )
-        if key in tasks and pool.client is not None:
-            entry.future = Future(key, pool.client)
         found.append(entry)
     return found
