@@ -25,6 +25,27 @@ for _name, _sub in {
 for _name in ("LABRUN_SERVER_URL", "LABRUN_TOKEN", "LABRUN_RUN_ID", "LABRUN_DB_URL"):
     os.environ.pop(_name, None)
 
+
+def _room_for_sockets() -> None:
+    """One test process starts hundreds of kernel clients, and ZeroMQ's shared contexts
+    allow 1,023 sockets at once (a client's heartbeat socket lingers until collected):
+    past that, a new socket fails with "Too many open files". Raised before the first
+    socket is made, with the process's open-file limit to match."""
+    import resource
+
+    import zmq
+    import zmq.asyncio
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    for context in (zmq.Context.instance(), zmq.asyncio.Context.instance()):
+        context.set(zmq.MAX_SOCKETS, 16384)
+
+
+_room_for_sockets()
+
 from support.pool import wait_for_pool
 from support.postgres import PostgresServer
 from support.server import LabrunServer

@@ -1787,6 +1787,37 @@ export interface components {
             /** Idle */
             idle: boolean;
         };
+        /**
+         * Dispatching
+         * @description The scheduler of record: the one server of the store that dispatches jobs.
+         */
+        Dispatching: {
+            /**
+             * Server
+             * @description the server's id: host:pid:start/n
+             */
+            server: string | null;
+            /**
+             * User
+             * @description the user the server runs for
+             */
+            user: string | null;
+            /**
+             * Url
+             * @description where the server's REST API is
+             */
+            url: string | null;
+            /**
+             * Since
+             * @description when it took over (Unix seconds)
+             */
+            since: number;
+            /**
+             * This Server
+             * @description whether it is the server that answered
+             */
+            this_server: boolean;
+        };
         /** PoolWorker */
         PoolWorker: {
             /** Id */
@@ -1842,6 +1873,11 @@ export interface components {
              * @default 0
              */
             running: number;
+            /**
+             * @description the server that dispatches; None while no server does
+             * @default null
+             */
+            dispatcher: components["schemas"]["Dispatching"] | null;
         };
         /** DescribeQueue */
         DescribeQueue: {
