@@ -16,6 +16,7 @@ import {
   IGpuSample,
   IIdentity,
   ILogTail,
+  IPoolStatus,
   IQueue,
   IReport,
   IRun,
@@ -150,6 +151,7 @@ export const api = {
     request<{ transitions: ITransition[] }>(`runs/${id}/transitions`).then(r => r.transitions),
   compare: (ids: number[]) => request<IComparison>('compare', { query: { runs: ids } }),
   queues: () => request<{ queues: IQueue[] }>('queues').then(r => r.queues),
+  pool: () => request<IPoolStatus>('pool'),
   workers: () => request<{ workers: IWorker[] }>('workers').then(r => r.workers),
   gpus: () => request<{ gpus: IGpu[] }>('gpus').then(r => r.gpus),
   gpuHistory: (query: { since?: number; run_id?: number; max_points?: number }) =>

@@ -84,6 +84,12 @@ export type ITransition = Schemas['RunTransitionOut'];
 /** A named queue and its counts. */
 export type IQueue = Schemas['DescribeQueue'];
 
+/** The pool's state: its workers, its queue, and the server that dispatches. */
+export type IPoolStatus = Schemas['PoolStatus'];
+
+/** The scheduler of record: the one server of the store that dispatches jobs. */
+export type IDispatching = Schemas['Dispatching'];
+
 /** A pool worker. */
 export type IWorker = Schemas['DescribeWorker'];
 

@@ -3,6 +3,7 @@
  */
 import { ResponseError } from './api';
 import {
+  IDispatching,
   API_VERSION,
   IGpu,
   IRunQuery,
@@ -457,4 +458,16 @@ export function machineRows(environment: Record<string, unknown>): [string, unkn
   add('notebook', environment.notebook);
   add('rerun of', environment.rerun_of);
   return rows;
+}
+
+/** Which server dispatches the store's jobs (the scheduler of record), in one line. */
+export function describeDispatcher(dispatcher: IDispatching | null, now = Date.now()): string {
+  if (!dispatcher) {
+    return 'No server dispatches jobs now; another takes over within seconds.';
+  }
+  const who = dispatcher.this_server
+    ? 'this server'
+    : `${dispatcher.user ?? 'another user'}'s server at ${dispatcher.url ?? dispatcher.server}`;
+  const since = new Date(dispatcher.since * 1000).toISOString();
+  return `Dispatching: ${who}, for ${age(since, now)}`;
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ResponseError } from '../src/api';
 import { IRunSummary } from '../src/tokens';
 import {
+  describeDispatcher,
   NO_FILTER,
   canCancel,
   chartPaths,
@@ -339,5 +340,32 @@ describe('the environment of a run', () => {
       ['rerun of', 7]
     ]);
     expect(machineRows({ versions: { cuda: null }, gpus: [] })).toEqual([]);
+  });
+});
+
+describe('describeDispatcher', () => {
+  const now = Date.parse('2026-11-30T12:00:00Z');
+  const lease = {
+    server: 'lab-1:4242:1764500000/1',
+    user: 'alice',
+    url: 'http://lab-1:8888/',
+    since: now / 1000 - 90,
+    this_server: false
+  };
+
+  it('names the other server that dispatches, and for how long', () => {
+    expect(describeDispatcher(lease, now)).toBe(
+      "Dispatching: alice's server at http://lab-1:8888/, for 1m"
+    );
+  });
+
+  it('says when it is this server', () => {
+    expect(describeDispatcher({ ...lease, this_server: true }, now)).toBe(
+      'Dispatching: this server, for 1m'
+    );
+  });
+
+  it('says when no server dispatches', () => {
+    expect(describeDispatcher(null, now)).toMatch(/^No server dispatches jobs now/);
   });
 });

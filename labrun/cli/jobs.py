@@ -6,6 +6,8 @@ booleans, None, JSON lists or strings) and ``-f params.yaml``.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 from rich.table import Table
 
@@ -13,6 +15,7 @@ from labrun.client import Client
 from labrun.models import (
     CreateQueue,
     DescribeQueue,
+    Dispatching,
     HostTelemetry,
     SubmitJob,
     SubmitSweep,
@@ -230,6 +233,7 @@ def pool(as_json: bool) -> None:
     )
     if state.message:
         console.print(f"[red]{state.message}[/]")
+    console.print(_dispatching(state.dispatcher))
     # Each worker's latest host sample (CPU and memory), sent with its heartbeats.
     telemetry = {w.id: w.telemetry for w in client.workers().workers} if state.workers else {}
     table = Table(box=None, header_style="bold")
@@ -265,6 +269,15 @@ def pool(as_json: bool) -> None:
                 *row,
             )
     console.print(table)
+
+
+def _dispatching(lease: Dispatching | None) -> str:
+    """Which server dispatches the store's jobs (the scheduler of record)."""
+    if lease is None:
+        return "[yellow]No server dispatches jobs now[/] (one takes over within seconds)."
+    since = datetime.fromtimestamp(lease.since).strftime("%Y-%m-%d %H:%M:%S")
+    who = "this server" if lease.this_server else f"{lease.user}'s server at {lease.url}"
+    return f"Dispatching: {who} ({lease.server}), since {since}."
 
 
 def _host_columns(sample: HostTelemetry | None) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import websocket
 from support.notebooks import write_notebook
-from support.pool import wait_finished, wait_for_pool
+from support.pool import labrun_cli, wait_finished, wait_for_pool
 from support.postgres import PostgresServer, free_port
 from support.server import LabrunServer
 from support.waiting import wait_for
@@ -170,6 +170,10 @@ class Stream:
 def test_one_server_dispatches_and_the_other_sees_its_jobs_live(team: Team) -> None:
     leader = team.dispatching()
     other = next(u for u in team.servers if u != leader)
+    # `labrun pool` through either server names the one that dispatches.
+    said = labrun_cli(team.servers[other], "pool").stdout
+    assert f"Dispatching: {leader}'s server at {team.servers[leader].url}" in said
+    assert "Dispatching: this server" in labrun_cli(team.servers[leader], "pool").stdout
     stream = Stream(team.servers[other])
     try:
         # Submitted through the server that dispatches; followed on the other.

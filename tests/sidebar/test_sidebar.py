@@ -315,6 +315,9 @@ def test_a_job_goes_from_queued_to_running_to_completed_live(
     waiting_row = queue.locator(f'tr[data-run-id="{waiting}"]')
     waiting_row.locator(".jp-labrun-status-queued").wait_for()
     assert waiting_row.locator("td").first.inner_text() == "1"
+    # The one server of the store dispatches: this one
+    dispatcher = page.locator(".jp-labrun-dispatcher")
+    dispatcher.filter(has_text="Dispatching: this server").wait_for()
     screenshot(page, "queues", tmp_path)
 
     # When the user cancels their blockers from the panel

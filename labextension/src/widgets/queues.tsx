@@ -8,8 +8,8 @@ import * as React from 'react';
 import { api } from '../api';
 import { Empty, StatusBadge } from '../components/common';
 import { LabrunContext } from '../context';
-import { IQueue, IRunSummary, IServerEvent, ISubmitJob } from '../tokens';
-import { age, canCancel, queuePositions } from '../view';
+import { IDispatching, IQueue, IRunSummary, IServerEvent, ISubmitJob } from '../tokens';
+import { age, canCancel, describeDispatcher, queuePositions } from '../view';
 import { LivePanel } from './live';
 
 /** The notebook a job would be made from: the one in focus. */
@@ -38,17 +38,20 @@ export class QueuesPanel extends LivePanel {
     return (
       event.type.startsWith('run.created') ||
       event.type === 'run.updated' ||
-      event.type === 'queue.created'
+      event.type === 'queue.created' ||
+      event.type === 'pool.updated'
     );
   }
 
   protected async reload(): Promise<void> {
     try {
-      const [queues, page] = await Promise.all([
+      const [queues, page, pool] = await Promise.all([
         api.queues(),
-        api.listRuns({ status: ['queued', 'running'], sort: 'created_at', limit: 1000 })
+        api.listRuns({ status: ['queued', 'running'], sort: 'created_at', limit: 1000 }),
+        api.pool()
       ]);
       this._queues = queues;
+      this._dispatcher = pool.dispatcher ?? null;
       // Jobs only: tracked scripts and kernel cells run outside the queues.
       this._jobs = page.runs.filter(run => run.queue !== null && run.kind !== 'sweep');
       this._error = '';
@@ -88,6 +91,9 @@ export class QueuesPanel extends LivePanel {
           />
         )}
         {this._error && <div className="jp-labrun-error">{this._error}</div>}
+        <div className="jp-labrun-dispatcher jp-labrun-muted">
+          {describeDispatcher(this._dispatcher)}
+        </div>
         {this._queues.map(queue => {
           const jobs = this._jobs.filter(job => job.queue === queue.name);
           return (
@@ -165,6 +171,7 @@ export class QueuesPanel extends LivePanel {
   }
 
   private _queues: IQueue[] = [];
+  private _dispatcher: IDispatching | null = null;
   private _jobs: IRunSummary[] = [];
   private _error = '';
   private _submitting = false;
