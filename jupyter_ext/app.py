@@ -20,6 +20,7 @@ from labrun.executor import quick_exit
 from labrun.settings import API_PREFIX, data_dir
 
 from .access import PoolToken, RunAccess, TokenGuard
+from .audit import AuditLog
 from .dask_pool import DispatcherSettings
 from .dispatcher import Dispatcher
 from .events import EventBus
@@ -178,6 +179,7 @@ class LabRun(ExtensionApp):
     events: EventBus
     guard: TokenGuard
     access: RunAccess
+    audit: AuditLog
     pool_token: PoolToken
     openapi: dict[str, Any]
     dispatcher: Dispatcher
@@ -252,6 +254,7 @@ class LabRun(ExtensionApp):
         self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
         self.guard = TokenGuard(self.store, self.db.run)
         self.access = RunAccess(self.store, self.db.run)
+        self.audit = AuditLog(self.store.audit, self.db.run)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(
@@ -289,6 +292,9 @@ class LabRun(ExtensionApp):
             await self.pool_token.stop()
         if hasattr(self, "dispatcher"):
             await self.dispatcher.stop()
+        if hasattr(self, "audit"):
+            # Last before the database closes: every request answered is written.
+            await self.audit.stop()
         if hasattr(self, "db"):
             self.db.close()
 

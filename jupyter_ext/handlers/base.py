@@ -1,10 +1,12 @@
-"""The base of every labrun handler: authentication, access, parsing, and error translation.
+"""The base of every labrun handler: authentication, access, parsing, auditing, and error
+translation.
 
 A handler method declares its operation with :func:`operation`: the request models it
 takes, the response model it returns, its status and who may call it. The decorator
 authenticates, checks access (see :mod:`labrun.jupyter_ext.access`), parses the body and
 query into those models (:mod:`.parsing`: a parse error is a 400 that says which field was
-wrong), writes the response, and carries the same facts into the OpenAPI document.
+wrong), writes the response, and carries the same facts into the OpenAPI document. Every
+change a handler answers, refused or not, goes to the audit log (``on_finish``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ class Operation:
     large_response: bool = False
     # False: an empty body means the body model's defaults (a route that gained options).
     body_required: bool = True
+    # What the audit log calls a change ("run.cancel"), and the kind of thing it is about
+    # (default: the action's first word): see on_finish.
+    action: str | None = None
+    target: str | None = None
+
+    @property
+    def target_type(self) -> str | None:
+        if self.action is None:
+            return None
+        return self.target or self.action.split(".", 1)[0]
 
 
 def operation(
@@ -86,6 +98,8 @@ def operation(
     also: tuple[int, ...] = (),
     large_response: bool = False,
     body_required: bool = True,
+    action: str | None = None,
+    target: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a handler method as an API operation (see the module's docstring).
 
@@ -94,9 +108,17 @@ def operation(
     ``also``: other success statuses it answers with (a handler returns ``(body, status)``).
     ``large_response``: the response can be megabytes; it is written to JSON on a thread.
     ``body_required``: False when an empty body means the body model's defaults.
+    ``action``: what the audit log calls it ("queue.create"); every method but GET needs
+    one. ``target``: the kind of thing it is about, when not the action's first word.
     """
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        if method.__name__ != "get" and action is None:
+            # Every change is audited: it must say under what name.
+            raise TypeError(
+                f"{method.__qualname__} changes something: give its @operation an action "
+                "for the audit log, like action='run.cancel'"
+            )
         op = Operation(
             summary,
             body,
@@ -112,6 +134,8 @@ def operation(
             also,
             large_response,
             body_required,
+            action,
+            target,
         )
 
         @web.authenticated
@@ -130,6 +154,8 @@ def operation(
                 )
             if body is not None:
                 kwargs["body"] = await self.parse_body(body, required=body_required)
+                # The audit log says which fields a change set, never their values.
+                self.audit_detail["fields"] = sorted(kwargs["body"].model_fields_set)
                 named = getattr(kwargs["body"], run_field, None) if run_field else None
                 if named is not None:
                     await self.authorize_run(named)
@@ -139,6 +165,11 @@ def operation(
             code = status
             if isinstance(result, tuple):  # (body, status) where the status varies
                 result, code = result
+            if self.audit_target_id is None:
+                # A creation is about what it made: the new run's id, the queue's name.
+                made = getattr(result, "id", None) or getattr(result, "name", None)
+                if isinstance(made, int | str):
+                    self.audit_target_id = str(made)
             self.set_status(code)
             if isinstance(result, BaseModel):
                 self.set_header("Content-Type", "application/json")
@@ -238,6 +269,8 @@ def write_json_error(handler: web.RequestHandler, status_code: int, exc: BaseExc
         )
     handler.set_status(status_code)
     handler.set_header("Content-Type", "application/json")
+    # The audit log keeps the code of a refusal (its message may quote the request).
+    handler._labrun_error_code = code  # type: ignore[attr-defined]
     handler.finish(json.dumps({"message": message, "code": code}))
 
 
@@ -256,6 +289,14 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
 
     # Jupyter Server's authorizer (JupyterHub's, for instance) sees labrun as one resource.
     auth_resource = "labrun"
+
+    # What the audit log records of this request beyond what on_finish reads itself: a
+    # handler may name what it made (a sweep's id) and add to the detail (a re-run's new run).
+    audit_target_id: str | None = None
+
+    @functools.cached_property
+    def audit_detail(self) -> dict[str, Any]:
+        return {}
 
     @property
     def app(self) -> Any:
@@ -381,6 +422,38 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
                 # Jupyter Server's own tokens are.
                 self._token_authenticated = True
         await super().prepare()
+
+    # --- the one place that audits changes ---------------------------------------
+
+    def on_finish(self) -> None:
+        """Note every answered POST, PUT, PATCH and DELETE of an operation in the audit log,
+        refusals included, but not a request from someone unknown (no one to name)."""
+        super().on_finish()
+        method = self.request.method or ""
+        if method in ("GET", "HEAD", "OPTIONS") or not getattr(self, "_jupyter_current_user", None):
+            return
+        op = operation_of(type(self), method.lower())
+        if op is None or op.action is None:
+            return
+        # A route's first path parameter names what it is about (the run of
+        # runs/{run_id}/artifacts/{artifact}); the others go to the detail.
+        names = list(self.path_kwargs.items())
+        target_id = names[0][1] if names else self.audit_target_id
+        detail = {**dict(names[1:]), **self.audit_detail}
+        code = getattr(self, "_labrun_error_code", None)
+        if code is not None and self.get_status() >= 400:
+            detail["error"] = code
+        self.app.audit.record(
+            user=self.username,
+            scope=self.caller.scope,
+            action=op.action,
+            method=method,
+            path=self.request.path,
+            target_type=op.target_type if target_id is not None else None,
+            target_id=target_id,
+            status=self.get_status(),
+            detail=detail,
+        )
 
     # --- one place that turns errors into JSON ------------------------------------
 
