@@ -20,6 +20,7 @@ from labrun.executor import quick_exit
 from labrun.settings import API_PREFIX, data_dir
 
 from .access import PoolToken, RunAccess, TokenGuard
+from .audit import AuditLog
 from .dask_pool import DispatcherSettings
 from .dispatcher import Dispatcher
 from .events import EventBus
@@ -187,6 +188,7 @@ class LabRun(ExtensionApp):
     events: EventBus
     guard: TokenGuard
     access: RunAccess
+    audit: AuditLog
     pool_token: PoolToken
     openapi: dict[str, Any]
     dispatcher: Dispatcher
@@ -195,6 +197,8 @@ class LabRun(ExtensionApp):
     _stopping: asyncio.Future[None] | None = None
 
     def initialize_settings(self) -> None:
+        # This server among those sharing the store: leases, events and the audit log say it.
+        self.server_id = server_id()
         try:
             self._open_store()
         except Exception as err:
@@ -210,7 +214,6 @@ class LabRun(ExtensionApp):
             # through and stops the server before it listens, with this line last.
             raise SystemExit(f"Error: labrun cannot start: {reason}") from None
         self.events = EventBus()
-        self.server_id = server_id()
         self.openapi = build_document(ROUTES)
         self.dispatcher = Dispatcher(
             self.store,
@@ -270,6 +273,7 @@ class LabRun(ExtensionApp):
         self.store = Store(self.db, artifact_root=root, worker_timeout=self.worker_timeout)
         self.guard = TokenGuard(self.store, self.db.run)
         self.access = RunAccess(self.store, self.db.run)
+        self.audit = AuditLog(self.store.audit, self.db.run, server=self.server_id)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(
@@ -310,6 +314,9 @@ class LabRun(ExtensionApp):
             await self.dispatcher.stop()
         if hasattr(self, "relay"):
             await self.relay.stop()
+        if hasattr(self, "audit"):
+            # Last before the database closes: every request answered is written.
+            await self.audit.stop()
         if hasattr(self, "db"):
             self.db.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .handlers.audit import AuditHandler
 from .handlers.catalog import (
     CompareHandler,
     DatasetHandler,
@@ -100,4 +101,5 @@ ROUTES: list[tuple[str, Any]] = [
     ("/reports/{report_id}", ReportHandler),
     ("/reports/{report_id}/html", ReportHtmlHandler),
     ("/reports/{report_id}/notebook", ReportNotebookHandler),
+    ("/audit", AuditHandler),
 ]

@@ -25,6 +25,7 @@ from labrun.errors import LabrunError, ServerUnavailable, TokenExpired, error_fr
 from labrun.models import (
     AppendLogs,
     ArtifactList,
+    AuditList,
     ClaimRun,
     Comparison,
     CreateDatasetVersion,
@@ -436,6 +437,13 @@ class Client:
 
     def revoke_token(self, token_id: str) -> DescribeToken:
         return self._send(DescribeToken, "DELETE", f"/tokens/{_quote_path(token_id)}")
+
+    # --- the audit log ----------------------------------------------------------------
+
+    def audit(self, **query: Any) -> AuditList:
+        """Audit entries, newest first (ListAuditQuery's filters; yours only unless an
+        admin's)."""
+        return self._get(AuditList, "/audit", **query)
 
 
 def _expired(response: httpx.Response) -> bool:

@@ -8,11 +8,19 @@ is a 400 that names it instead of being silently dropped.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
@@ -897,3 +905,91 @@ class ReportList(Response):
 class ListReportsQuery(Request):
     run_id: Id | None = Field(None, description="reports of this run (or of this sweep)")
     limit: int = Field(200, ge=1, le=1000)
+
+
+# --- the audit log ---------------------------------------------------------------------
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _point_in_time(value: Any) -> Any:
+    """An ISO 8601 time (UTC unless it says otherwise), or a duration back from now."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+    if match is not None:
+        back = timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
+        return datetime.now(timezone.utc) - back
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither an ISO time (2026-11-30T09:00:00Z) nor a duration back "
+            "from now (30m, 12h, 7d, 2w)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+PointInTime = Annotated[
+    datetime | None,
+    BeforeValidator(_point_in_time),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}]}),
+]
+
+
+class ListAuditQuery(Request):
+    user: str | None = Field(None, description="only this user's requests")
+    since: PointInTime = Field(
+        None,
+        description="from this time on: an ISO time (2026-11-30T09:00:00Z) or a duration "
+        "back from now (30m, 12h, 7d, 2w)",
+    )
+    until: PointInTime = Field(None, description="up to this time (as since)")
+    action: str | None = Field(
+        None,
+        max_length=64,
+        description="only this action (run.cancel, queue.create, token.revoke, ...), or "
+        "every action on one kind of thing (run, token, ...)",
+    )
+    run: Id | None = Field(None, description="only the requests about this run")
+    target_type: str | None = Field(
+        None, max_length=32, description="only the requests about this kind of thing (queue)"
+    )
+    target_id: str | None = Field(
+        None, max_length=256, description="only the requests about this one (a queue's name)"
+    )
+    cursor: str | None = Field(
+        None, min_length=1, description="the next_cursor of the previous page: the page after it"
+    )
+    limit: int = Field(100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ListAuditQuery:
+        if self.run is not None and (self.target_type or self.target_id):
+            raise ValueError("give run, or target_type and target_id, not both")
+        return self
+
+
+class DescribeAuditEntry(Response):
+    id: int
+    time: datetime = Field(description="when the server answered")
+    user: str = Field(description="who the request acted for")
+    scope: str = Field(description="the credentials' scope: user, run (a job's token) or pool")
+    action: str = Field(description="what was asked: run.cancel, queue.create, token.revoke, ...")
+    method: str
+    path: str
+    target_type: str | None = Field(description="what it was about: run, queue, token, ...")
+    target_id: str | None
+    status: int = Field(description="the HTTP status answered: 4xx for a refused attempt")
+    detail: dict[str, Any] | None = Field(
+        description="the names of the body fields it set, the path's other names (an "
+        "artifact's), the error's code; never the body's values"
+    )
+    server: str = Field(description="the server that answered (host:pid)")
+
+
+class AuditList(Response):
+    entries: list[DescribeAuditEntry] = Field(description="newest first")
+    next_cursor: str | None = Field(
+        None, description="pass as cursor (same filters) for the next page; null after the last"
+    )

@@ -1,10 +1,12 @@
-"""The base of every labrun handler: authentication, access, parsing, and error translation.
+"""The base of every labrun handler: authentication, access, parsing, auditing, and error
+translation.
 
 A handler method declares its operation with :func:`operation`: the request models it
 takes, the response model it returns, its status and who may call it. The decorator
 authenticates, checks access (see :mod:`labrun.jupyter_ext.access`), parses the body and
-query into those models (a parse error is a 400 that says which field was wrong), writes
-the response, and carries the same facts into the OpenAPI document.
+query into those models (:mod:`.parsing`: a parse error is a 400 that says which field was
+wrong), writes the response, and carries the same facts into the OpenAPI document. Every
+change a handler answers, refused or not, goes to the audit log (``on_finish``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import functools
 import json
 import re
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -22,7 +23,7 @@ from jupyter_server.auth import IdentityProvider, User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from tornado import web
 
 from labrun.errors import InvalidRequest, LabrunError, NotFound, PayloadTooLarge, Unauthorized
@@ -30,27 +31,15 @@ from labrun.models import INT64_MAX, NAME_PATTERN, Request
 from labrun.settings import API_PREFIX
 
 from ..auth import Caller
+from .parsing import is_server_arg, parse_body, parse_query
 
 T = TypeVar("T")
-
-# Query arguments Jupyter Server itself reads; never an error in a labrun query.
-_SERVER_ARGS = frozenset({"token", "_xsrf"})
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
 # Bodies larger than this are parsed on a thread: a few milliseconds of parsing would
 # already hold up every other request on the event loop.
 PARSE_OFF_LOOP_BYTES = 64 * 1024
-
-
-def _is_server_arg(name: str) -> bool:
-    """Query arguments that belong to Jupyter, not to the route.
-
-    JupyterLab's ``ServerConnection`` appends a bare timestamp (``?status=queued&1795409``)
-    to every GET to defeat caches.
-    """
-    return name in _SERVER_ARGS or name.isdigit()
-
 
 # Who may call an operation, beyond being authenticated:
 # - "run": whoever may change the run named by the path's run_id (the owner, an admin, a
@@ -82,80 +71,16 @@ class Operation:
     large_response: bool = False
     # False: an empty body means the body model's defaults (a route that gained options).
     body_required: bool = True
+    # What the audit log calls a change ("run.cancel"), and the kind of thing it is about
+    # (default: the action's first word): see on_finish.
+    action: str | None = None
+    target: str | None = None
 
-
-def describe_validation_error(
-    err: ValidationError,
-    where: str,
-    name_item: Callable[[tuple[Any, ...]], str | None] | None = None,
-) -> str:
-    """One readable line per problem: ``body.points.0.value: Input should be a number``.
-
-    ``name_item`` may name what a location is in the request's own terms (a metric point
-    by its key and step).
-    """
-    problems = []
-    for e in err.errors()[:10]:
-        loc = ".".join(str(p) for p in (where, *e["loc"]))
-        label = name_item(e["loc"]) if name_item is not None else None
-        if label:
-            loc = f"{loc} ({label})"
-        message = e["msg"].removeprefix("Value error, ")
-        if e["type"] in ("float_type", "int_type") and isinstance(e["input"], str):
-            message = (
-                f"{message}, not the string {e['input']!r}; send numbers as JSON numbers "
-                "(and NaN, Infinity, -Infinity as those JSON constants)"
-            )
-        problems.append(f"{loc}: {message}")
-    return "invalid request: " + "; ".join(problems)
-
-
-def _is_list(annotation: Any) -> bool:
-    if typing.get_origin(annotation) is list:
-        return True
-    return any(typing.get_origin(a) is list for a in typing.get_args(annotation))
-
-
-def parse_query(handler: web.RequestHandler, model: type[BaseModel]) -> BaseModel:
-    values: dict[str, Any] = {}
-    for name in handler.request.query_arguments:
-        if _is_server_arg(name):
-            continue
-        info = model.model_fields.get(name)
-        if info is None:
-            raise InvalidRequest(
-                f"unknown query argument {name!r}; this route takes "
-                + (", ".join(model.model_fields) or "none")
-            )
-        if _is_list(info.annotation):
-            values[name] = [
-                part for arg in handler.get_query_arguments(name) for part in arg.split(",") if part
-            ]
-        else:
-            values[name] = handler.get_query_argument(name)
-    try:
-        return model.model_validate(values)
-    except ValidationError as err:
-        raise InvalidRequest(describe_validation_error(err, "query")) from err
-
-
-def parse_body(body: bytes, model: type[BaseModel]) -> BaseModel:
-    if not body:
-        raise InvalidRequest(f"the request needs a JSON body ({model.__name__})")
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as err:
-        if any(e["type"] == "json_invalid" for e in err.errors()):
-            raise InvalidRequest(
-                f"the request body is not valid JSON: {err.errors()[0]['msg']}"
-            ) from err
-        name_item = None
-        namer = getattr(model, "name_item", None)
-        if namer is not None:
-            # Only on the way out: read the raw request again to name what was wrong.
-            raw = json.loads(body)
-            name_item = functools.partial(namer, raw)
-        raise InvalidRequest(describe_validation_error(err, "body", name_item)) from err
+    @property
+    def target_type(self) -> str | None:
+        if self.action is None:
+            return None
+        return self.target or self.action.split(".", 1)[0]
 
 
 def operation(
@@ -173,6 +98,8 @@ def operation(
     also: tuple[int, ...] = (),
     large_response: bool = False,
     body_required: bool = True,
+    action: str | None = None,
+    target: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a handler method as an API operation (see the module's docstring).
 
@@ -181,9 +108,17 @@ def operation(
     ``also``: other success statuses it answers with (a handler returns ``(body, status)``).
     ``large_response``: the response can be megabytes; it is written to JSON on a thread.
     ``body_required``: False when an empty body means the body model's defaults.
+    ``action``: what the audit log calls it ("queue.create"); every method but GET needs
+    one. ``target``: the kind of thing it is about, when not the action's first word.
     """
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        if method.__name__ != "get" and action is None:
+            # Every change is audited: it must say under what name.
+            raise TypeError(
+                f"{method.__qualname__} changes something: give its @operation an action "
+                "for the audit log, like action='run.cancel'"
+            )
         op = Operation(
             summary,
             body,
@@ -199,6 +134,8 @@ def operation(
             also,
             large_response,
             body_required,
+            action,
+            target,
         )
 
         @web.authenticated
@@ -210,13 +147,15 @@ def operation(
             await self.check_access(op, kwargs.get("run_id"))
             if query is not None:
                 kwargs["query"] = parse_query(self, query)
-            elif not all(_is_server_arg(a) for a in self.request.query_arguments):
+            elif not all(is_server_arg(a) for a in self.request.query_arguments):
                 raise InvalidRequest(
                     "this route takes no query arguments "
                     f"(got {sorted(self.request.query_arguments)})"
                 )
             if body is not None:
                 kwargs["body"] = await self.parse_body(body, required=body_required)
+                # The audit log says which fields a change set, never their values.
+                self.audit_detail["fields"] = sorted(kwargs["body"].model_fields_set)
                 named = getattr(kwargs["body"], run_field, None) if run_field else None
                 if named is not None:
                     await self.authorize_run(named)
@@ -226,6 +165,11 @@ def operation(
             code = status
             if isinstance(result, tuple):  # (body, status) where the status varies
                 result, code = result
+            if self.audit_target_id is None:
+                # A creation is about what it made: the new run's id, the queue's name.
+                made = getattr(result, "id", None) or getattr(result, "name", None)
+                if isinstance(made, int | str):
+                    self.audit_target_id = str(made)
             self.set_status(code)
             if isinstance(result, BaseModel):
                 self.set_header("Content-Type", "application/json")
@@ -325,6 +269,8 @@ def write_json_error(handler: web.RequestHandler, status_code: int, exc: BaseExc
         )
     handler.set_status(status_code)
     handler.set_header("Content-Type", "application/json")
+    # The audit log keeps the code of a refusal (its message may quote the request).
+    handler._labrun_error_code = code  # type: ignore[attr-defined]
     handler.finish(json.dumps({"message": message, "code": code}))
 
 
@@ -343,6 +289,14 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
 
     # Jupyter Server's authorizer (JupyterHub's, for instance) sees labrun as one resource.
     auth_resource = "labrun"
+
+    # What the audit log records of this request beyond what on_finish reads itself: a
+    # handler may name what it made (a sweep's id) and add to the detail (a re-run's new run).
+    audit_target_id: str | None = None
+
+    @functools.cached_property
+    def audit_detail(self) -> dict[str, Any]:
+        return {}
 
     @property
     def app(self) -> Any:
@@ -468,6 +422,38 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
                 # Jupyter Server's own tokens are.
                 self._token_authenticated = True
         await super().prepare()
+
+    # --- the one place that audits changes ---------------------------------------
+
+    def on_finish(self) -> None:
+        """Note every answered POST, PUT, PATCH and DELETE of an operation in the audit log,
+        refusals included, but not a request from someone unknown (no one to name)."""
+        super().on_finish()
+        method = self.request.method or ""
+        if method in ("GET", "HEAD", "OPTIONS") or not getattr(self, "_jupyter_current_user", None):
+            return
+        op = operation_of(type(self), method.lower())
+        if op is None or op.action is None:
+            return
+        # A route's first path parameter names what it is about (the run of
+        # runs/{run_id}/artifacts/{artifact}); the others go to the detail.
+        names = list(self.path_kwargs.items())
+        target_id = names[0][1] if names else self.audit_target_id
+        detail = {**dict(names[1:]), **self.audit_detail}
+        code = getattr(self, "_labrun_error_code", None)
+        if code is not None and self.get_status() >= 400:
+            detail["error"] = code
+        self.app.audit.record(
+            user=self.username,
+            scope=self.caller.scope,
+            action=op.action,
+            method=method,
+            path=self.request.path,
+            target_type=op.target_type if target_id is not None else None,
+            target_id=target_id,
+            status=self.get_status(),
+            detail=detail,
+        )
 
     # --- one place that turns errors into JSON ------------------------------------
 

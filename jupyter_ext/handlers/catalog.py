@@ -27,6 +27,7 @@ class DatasetsHandler(LabrunHandler):
         response=DescribeDataset,
         status=201,
         also=(200,),
+        action="dataset.create",
     )
     async def post(self, body: CreateDataset) -> tuple[DescribeDataset, int]:
         dataset, created = await self.call(self.store.datasets.create, body)
@@ -47,6 +48,7 @@ class DatasetVersionsHandler(LabrunHandler):
         status=201,
         also=(200,),
         errors=(400, 403, 409),
+        action="dataset.add_version",
     )
     async def post(
         self, name: str, body: CreateDatasetVersion

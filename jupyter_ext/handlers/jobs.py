@@ -64,6 +64,8 @@ class JobsHandler(JobSubmitHandler):
         response=DescribeRun,
         status=201,
         errors=(400, 403, 404, 503),
+        action="job.submit",
+        target="run",
     )
     async def post(self, body: SubmitJob) -> DescribeRun:
         # Everything is checked before the row exists: a bad request queues nothing.
@@ -84,6 +86,8 @@ class SweepsHandler(JobSubmitHandler):
         response=DescribeSweep,
         status=201,
         errors=(400, 403, 404, 503),
+        action="sweep.submit",
+        target="run",
     )
     async def post(self, body: SubmitSweep) -> DescribeSweep:
         await self.app.dispatcher.check_gpus(body.gpus)
@@ -95,6 +99,7 @@ class SweepsHandler(JobSubmitHandler):
             code = await self.code_state(report.notebook, report.content)
             body.report = report.model_copy(update={"environment": code})
         sweep = await self.call(self.store.sweeps.submit, body, self.username)
+        self.audit_target_id = str(sweep.sweep.id)
         self.app.dispatcher.add([_queued(run, body.priority) for run in sweep.runs])
         self.events.publish("run.created", sweep.sweep)
         return sweep
@@ -116,11 +121,13 @@ class RunRerunHandler(LabrunHandler):
         response=DescribeRun,
         status=201,
         errors=(400, 403, 404, 503),
+        action="run.rerun",
     )
     async def post(self, run_id: int, body: RerunRun) -> DescribeRun:
         original = await self.call(self.store.runs.get, run_id)
         await self.app.dispatcher.check_gpus(original.requested_gpus)
         run = await self.call(self.store.jobs.rerun, run_id, self.username, strict=body.strict)
+        self.audit_detail["rerun"] = run.id
         # As the store queued it: with the original's job priority.
         self.app.dispatcher.add(await self.call(self.store.dispatch.queued, run.id))
         self.events.publish("run.created", run)
@@ -134,6 +141,7 @@ class RunClaimHandler(LabrunHandler):
         response=DescribeRun,
         errors=(400, 403, 404, 409),
         access="pool",
+        action="run.claim",
     )
     async def post(self, run_id: int, body: ClaimRun) -> DescribeRun:
         run = await self.call(

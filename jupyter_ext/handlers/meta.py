@@ -65,6 +65,7 @@ class TokensHandler(LabrunHandler):
         status=201,
         access="user",
         run_field="run",
+        action="token.create",
     )
     async def post(self, body: CreateToken) -> IssuedToken:
         most = self.app.token_lifetime
@@ -94,6 +95,7 @@ class TokenHandler(LabrunHandler):
         response=DescribeToken,
         errors=(403, 404),
         access="user",
+        action="token.revoke",
     )
     async def delete(self, token_id: str) -> DescribeToken:
         token = await self.call(

@@ -27,6 +27,7 @@ class ParamsCheckHandler(LabrunHandler):
         body=CheckParams,
         response=CheckedParams,
         errors=(400, 403),
+        action="params.check",
     )
     async def post(self, body: CheckParams) -> CheckedParams:
         # Reading a notebook's parameters cell parses Python (and imports papermill once):

@@ -29,6 +29,7 @@ class QueuesHandler(LabrunHandler):
         response=DescribeQueue,
         status=201,
         errors=(400, 403, 409),
+        action="queue.create",
     )
     async def post(self, body: CreateQueue) -> DescribeQueue:
         queue = await self.call(self.store.pool.create_queue, body)
@@ -54,7 +55,10 @@ class WorkerHandler(LabrunHandler):
         return await self.call(self.store.pool.get_worker, worker_id)
 
     @operation(
-        "Register a worker or record its heartbeat", body=RegisterWorker, response=DescribeWorker
+        "Register a worker or record its heartbeat",
+        body=RegisterWorker,
+        response=DescribeWorker,
+        action="worker.heartbeat",
     )
     async def put(self, worker_id: str, body: RegisterWorker) -> DescribeWorker:
         worker, created = await self.call(self.store.pool.heartbeat, worker_id, body)
@@ -80,6 +84,7 @@ class SamplesHandler(LabrunHandler):
         "Ingest GPU and host telemetry samples of registered workers",
         body=IngestSamples,
         status=201,
+        action="worker.samples",
     )
     async def post(self, body: IngestSamples) -> dict[str, int]:
         stored = await self.call(self.store.pool.ingest_samples, body)

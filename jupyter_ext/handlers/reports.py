@@ -27,6 +27,7 @@ class ReportsHandler(LabrunHandler):
         response=DescribeReport,
         status=201,
         run_field="run_id",
+        action="report.create",
     )
     async def post(self, body: CreateReport) -> DescribeReport:
         report = await self.call(self.store.reports.create, body, self.username)

@@ -44,6 +44,7 @@ class RunsHandler(LabrunHandler):
         response=DescribeRun,
         status=201,
         run_field="parent_id",
+        action="run.create",
     )
     async def post(self, body: CreateRun) -> DescribeRun:
         caller = self.caller
@@ -66,6 +67,7 @@ class RunHandler(LabrunHandler):
         body=UpdateRun,
         response=DescribeRun,
         errors=(400, 403, 404, 409),
+        action="run.update",
     )
     async def patch(self, run_id: int, body: UpdateRun) -> DescribeRun:
         if body.status == RunStatus.cancelled:
@@ -103,6 +105,7 @@ class RunCancelHandler(LabrunHandler):
         "kernel is interrupted, then killed",
         response=DescribeRun,
         errors=(403, 404, 409),
+        action="run.cancel",
     )
     async def post(self, run_id: int) -> DescribeRun:
         return await cancel_run(self, run_id, None)
@@ -119,7 +122,11 @@ class RunParamsHandler(LabrunHandler):
     async def get(self, run_id: int) -> dict[str, Any]:
         return await self.call(self.store.runs.params, run_id)
 
-    @operation("Record parameters (merged into those already recorded)", body=LogParams)
+    @operation(
+        "Record parameters (merged into those already recorded)",
+        body=LogParams,
+        action="run.log_params",
+    )
     async def post(self, run_id: int, body: LogParams) -> dict[str, Any]:
         params = await self.call(self.store.runs.log_params, run_id, body.params)
         self.events.publish("run.params", {"run_id": run_id, "params": params})
@@ -136,7 +143,12 @@ class RunMetricsHandler(LabrunHandler):
     async def get(self, run_id: int, query: MetricsQuery) -> RunMetrics:
         return await self.call(self.store.metrics.query, run_id, query)
 
-    @operation("Ingest a batch of metric points", body=LogMetrics, response=MetricsIngested)
+    @operation(
+        "Ingest a batch of metric points",
+        body=LogMetrics,
+        response=MetricsIngested,
+        action="run.log_metrics",
+    )
     async def post(self, run_id: int, body: LogMetrics) -> MetricsIngested:
         result = await self.call(self.store.metrics.ingest, run_id, body)
         if result.accepted and self.events.subscribers:
@@ -149,7 +161,13 @@ class RunLogsHandler(LabrunHandler):
     async def get(self, run_id: int, query: LogTailQuery) -> LogTail:
         return await self.call(self.store.logs.tail, run_id, query)
 
-    @operation("Append to a run's log", body=AppendLogs, response=LogTail, status=201)
+    @operation(
+        "Append to a run's log",
+        body=AppendLogs,
+        response=LogTail,
+        status=201,
+        action="run.append_log",
+    )
     async def post(self, run_id: int, body: AppendLogs) -> LogTail:
         tail = await self.call(self.store.logs.append, run_id, body)
         self.events.publish("run.log", {"run_id": run_id, "next_offset": tail.next_offset})
@@ -180,6 +198,7 @@ class RunArtifactHandler(LabrunHandler):
         response=DescribeArtifact,
         status=201,
         request_content="application/octet-stream",
+        action="run.put_artifact",
     )
     async def put(self, run_id: int, artifact: str) -> DescribeArtifact:
         content_type = self.request.headers.get("Content-Type")
@@ -220,6 +239,7 @@ class RunDatasetsHandler(LabrunHandler):
         body=LinkDataset,
         response=DescribeDatasetVersion,
         status=201,
+        action="run.link_dataset",
     )
     async def post(self, run_id: int, body: LinkDataset) -> DescribeDatasetVersion:
         return await self.call(self.store.datasets.link, run_id, body)

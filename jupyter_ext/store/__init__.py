@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .artifacts import ArtifactStore
+from .audit import AuditStore
 from .database import Database, check_schema
 from .datasets import DatasetStore
 from .dispatch import DispatchStore
@@ -38,3 +39,4 @@ class Store:
         self.dispatch = DispatchStore(db, self.runs, self.tokens, self.leases)
         self.sweeps = SweepStore(db, self.runs, self.jobs)
         self.reports = ReportStore(db)
+        self.audit = AuditStore(db)

@@ -696,6 +696,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/labrun/api/v1/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The audit log, newest first: every POST, PUT, PATCH and DELETE answered (refused ones too), who made it, about which run, queue, token or worker, and the status. Admins (c.LabRun.admins) read everyone's entries; others only their own */
+        get: operations["getAudit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2207,6 +2224,74 @@ export interface components {
              * @default null
              */
             notebook_artifact?: string | null;
+        };
+        /** DescribeAuditEntry */
+        DescribeAuditEntry: {
+            /** Id */
+            id: number;
+            /**
+             * Time
+             * Format: date-time
+             * @description when the server answered
+             */
+            time: string;
+            /**
+             * User
+             * @description who the request acted for
+             */
+            user: string;
+            /**
+             * Scope
+             * @description the credentials' scope: user, run (a job's token) or pool
+             */
+            scope: string;
+            /**
+             * Action
+             * @description what was asked: run.cancel, queue.create, token.revoke, ...
+             */
+            action: string;
+            /** Method */
+            method: string;
+            /** Path */
+            path: string;
+            /**
+             * Target Type
+             * @description what it was about: run, queue, token, ...
+             */
+            target_type: string | null;
+            /** Target Id */
+            target_id: string | null;
+            /**
+             * Status
+             * @description the HTTP status answered: 4xx for a refused attempt
+             */
+            status: number;
+            /**
+             * Detail
+             * @description the names of the body fields it set, the path's other names (an artifact's), the error's code; never the body's values
+             */
+            detail: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Server
+             * @description the server that answered (host:pid)
+             */
+            server: string;
+        };
+        /** AuditList */
+        AuditList: {
+            /**
+             * Entries
+             * @description newest first
+             */
+            entries: components["schemas"]["DescribeAuditEntry"][];
+            /**
+             * Next Cursor
+             * @description pass as cursor (same filters) for the next page; null after the last
+             * @default null
+             */
+            next_cursor: string | null;
         };
     };
     responses: never;
@@ -5026,6 +5111,71 @@ export interface operations {
                 };
                 content: {
                     "application/x-ipynb+json": string;
+                };
+            };
+            /** @description invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not authenticated, or not allowed (another user's run; an expired or revoked token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getAudit: {
+        parameters: {
+            query?: {
+                /** @description only this user's requests */
+                user?: string | null;
+                /** @description from this time on: an ISO time (2026-11-30T09:00:00Z) or a duration back from now (30m, 12h, 7d, 2w) */
+                since?: string | null;
+                /** @description up to this time (as since) */
+                until?: string | null;
+                /** @description only this action (run.cancel, queue.create, token.revoke, ...), or every action on one kind of thing (run, token, ...) */
+                action?: string | null;
+                /** @description only the requests about this run */
+                run?: number | null;
+                /** @description only the requests about this kind of thing (queue) */
+                target_type?: string | null;
+                /** @description only the requests about this one (a queue's name) */
+                target_id?: string | null;
+                /** @description the next_cursor of the previous page: the page after it */
+                cursor?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The audit log, newest first: every POST, PUT, PATCH and DELETE answered (refused ones too), who made it, about which run, queue, token or worker, and the status. Admins (c.LabRun.admins) read everyone's entries; others only their own */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditList"];
                 };
             };
             /** @description invalid request */

@@ -9,6 +9,7 @@ import click
 from labrun import __version__
 from labrun.errors import LabrunError
 
+from .audit import audit
 from .datasets import datasets
 from .demo import demo
 from .jobs import cancel, pool, queues, rerun, submit, sweep
@@ -56,6 +57,7 @@ for command in (
     report,
     reports,
     tokens,
+    audit,
     server,
     worker,
     db,

@@ -79,6 +79,11 @@ TOKENS = [
     "labrun tokens create nightly --lifetime 7d",
     "labrun tokens revoke a1b2c3d4e5f60718",
 ]
+AUDIT = [
+    "labrun audit",
+    "labrun audit --user alice --since 7d",
+    "labrun audit --action run.cancel --run 42 --json",
+]
 SERVER = ["labrun server --port 8765"]
 POSTGRES = [
     "labrun db upgrade --db-url postgresql+psycopg://labrun@db:5432/labrun",
@@ -93,7 +98,9 @@ DASK_CLUSTER = [
         "--LabRun.public_url=http://lab.example:8888/"
     ),
 ]
-RUN_HERE = NOTEBOOK_JOBS + REPORTS + COMMAND_LINE + TOKENS + SERVER + POSTGRES + DASK_CLUSTER
+RUN_HERE = (
+    NOTEBOOK_JOBS + REPORTS + COMMAND_LINE + TOKENS + AUDIT + SERVER + POSTGRES + DASK_CLUSTER
+)
 
 
 def words(command: str) -> tuple[str, ...]:
@@ -304,6 +311,18 @@ def test_the_token_commands(readme: Runner, server: LabrunServer) -> None:
     assert "Revoked token 'nightly'" in readme(revoke, a1b2c3d4e5f60718=issued.id).stdout
     with Client(server.url, server.token) as client:
         assert all(t.id != issued.id for t in client.tokens().tokens)
+
+
+def test_the_audit_commands(readme: Runner, client: Client) -> None:
+    listing, recent, cancels = AUDIT
+    run = client.create_run(CreateRun(name="audited"))
+    client.cancel_run(run.id)
+    assert "run.cancel" in readme(listing).stdout
+    # The server's own user stands for alice: reading another's entries needs an admin
+    me = client.request("GET", "/users/me").json()["user"]
+    assert f"run {run.id}" in readme(recent, alice=me).stdout
+    (entry,) = json.loads(readme(cancels, _42=run.id).stdout)["entries"]
+    assert (entry["user"], entry["target_id"], entry["status"]) == (me, str(run.id), 200)
 
 
 # --- services: started, seen to work, stopped ----------------------------------------------
