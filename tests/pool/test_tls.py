@@ -18,6 +18,7 @@ import dask.config
 import pytest
 from distributed import Client as DaskClient
 from distributed.security import Security
+from support.kernel import Kernel
 from support.notebooks import write_notebook
 from support.pool import labrun_cli, wait_for_pool
 from support.postgres import free_port
@@ -161,6 +162,31 @@ def test_a_notebook_job_runs_over_tls_with_only_its_own_runs_token(
         (cell,) = client.list_runs(q="tls-cell").runs
         assert cell.status == RunStatus.completed and cell.parent_id == run.id
         assert "back 42" in log
+
+
+def test_a_notebooks_kernel_sends_cells_over_tls_once_it_has_the_pools_settings(
+    tls_pool: TlsPool, tmp_path: Path
+) -> None:
+    # A notebook's kernel, as JupyterLab starts one, without Dask's TLS settings
+    kernel = Kernel(tmp_path, tls_pool.server.env)
+    try:
+        kernel.ok("%load_ext labrun")
+
+        # Its first cell says which settings it lacks
+        refused = kernel.execute("%%mlrun --name no-tls\n1 + 1")
+        assert not refused.ok
+        assert "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in refused.error
+        assert "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT" in refused.error
+
+        # Given them, as its Jupyter server's environment would pass them down
+        settings = tls_pool.certificates.env
+        kernel.ok(f"import dask.config, os\nos.environ.update({settings!r})\ndask.config.refresh()")
+
+        # Its cells run on the pool over TLS
+        done = kernel.ok("%%mlrun --name over-tls\nanswer = 6 * 7")
+        assert kernel.value("answer") == 42, done.outputs
+    finally:
+        kernel.close()
 
 
 def test_the_scheduler_refuses_clients_without_a_certificate_of_its_ca(
