@@ -19,8 +19,10 @@ import psutil
 from distributed import Nanny, SpecCluster
 from distributed.core import Status
 from distributed.deploy.subprocess import SubprocessScheduler
+from distributed.security import Security
 
 from .nvml import WORKER_GPUS, open_gpus
+from .security import local_protocol
 
 logger = logging.getLogger("labrun.pool")
 
@@ -46,14 +48,24 @@ class PoolWorkerInfo:
 
 
 def local_worker_specs(
-    *, cpu_workers: int | None, local_directory: str, threads_per_worker: int = 1
+    *,
+    cpu_workers: int | None,
+    local_directory: str,
+    security: Security,
+    threads_per_worker: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """The workers of a local pool: one per GPU found (pinned), else CPU workers."""
     gpus = open_gpus()
     devices = gpus.devices() if gpus is not None else []
     if gpus is not None:
         gpus.close()
-    base = {"local_directory": local_directory, "host": "127.0.0.1", "dashboard_address": None}
+    base = {
+        "local_directory": local_directory,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        # The nanny and its worker: each listens on the scheduler's protocol.
+        "security": security,
+    }
     if devices:
         return {
             f"gpu-{d.index}": {
@@ -79,7 +91,11 @@ def local_worker_specs(
 
 
 def local_cluster(
-    *, cpu_workers: int | None, local_directory: str, threads_per_worker: int = 1
+    *,
+    cpu_workers: int | None,
+    local_directory: str,
+    security: Security,
+    threads_per_worker: int = 1,
 ) -> tuple[SpecCluster, dict[str, dict[str, Any]]]:
     """A local Dask cluster of worker processes (each restarted by its nanny if it dies),
     holding its first worker only, and the specs of the others.
@@ -88,6 +104,10 @@ def local_cluster(
     before it starts, so a stop that comes during the start can close what started. Once
     it is up, :func:`add_workers` starts the others: a worker starting alone starts in
     about half the time on a small machine, and one worker is enough for the first cell.
+
+    Where ``security`` requires encryption (Dask's config says so) the pool speaks TLS
+    only, as a team's pool would: its scheduler listens on tls://, and every kernel that
+    connects to it needs the same certificates.
     """
     os.makedirs(local_directory, exist_ok=True)
     # The scheduler gets a process of its own: in the server's, every REST request would
@@ -100,12 +120,16 @@ def local_cluster(
                 # Any free port: a fixed 8787 would clash with a dashboard the user runs.
                 "dashboard_address": "127.0.0.1:0",
                 "port": 0,
+                # Its Security is Dask's default, read from the same config in its own
+                # process: an object does not pass through the JSON it is started with.
+                "protocol": local_protocol(security),
             }
         },
     }
     specs = local_worker_specs(
         cpu_workers=cpu_workers,
         local_directory=local_directory,
+        security=security,
         threads_per_worker=threads_per_worker,
     )
     first = next(iter(specs))
@@ -113,6 +137,7 @@ def local_cluster(
         workers={first: specs.pop(first)},
         scheduler=scheduler,
         asynchronous=True,
+        security=security,
         name="labrun-local",
     )
     return cluster, specs

@@ -95,8 +95,9 @@ class LabRun(ExtensionApp):
     ).tag(config=True)
 
     dask_scheduler = Unicode(
-        help="Address of the Dask scheduler of the pool (tcp://host:8786). Empty: the server "
-        "starts a local pool (env LABRUN_DASK_SCHEDULER)."
+        help="Address of the Dask scheduler of the pool (tcp://host:8786, or tls://host:8786 "
+        "with Dask's TLS settings). Empty: the server starts a local pool, which uses TLS "
+        "where Dask's config requires encryption (env LABRUN_DASK_SCHEDULER)."
     ).tag(config=True)
 
     start_pool = Bool(

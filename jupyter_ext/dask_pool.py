@@ -105,13 +105,20 @@ class DaskPool:
         from distributed import Client
 
         from labrun.executor.cluster import local_cluster
+        from labrun.executor.security import pool_security
         from labrun.executor.worker import POOL_TOKEN_KEY, worker_plugins
 
         s = self.settings
         if s.scheduler:
+            security = pool_security("client", address=s.scheduler)
             try:
                 self.client = await asyncio.wait_for(
-                    Client(s.scheduler, asynchronous=True, timeout=s.connect_timeout),
+                    Client(
+                        s.scheduler,
+                        asynchronous=True,
+                        timeout=s.connect_timeout,
+                        security=security,
+                    ),
                     s.connect_timeout + 5,
                 )
             except (OSError, asyncio.TimeoutError) as err:
@@ -120,11 +127,15 @@ class DaskPool:
                     "runs and c.LabRun.dask_scheduler (or LABRUN_DASK_SCHEDULER)"
                 ) from err
         else:
+            # Its scheduler, its workers and this client: all three roles are this process's.
+            security = pool_security("client", "scheduler", "worker")
             self.cluster, self._later_workers = local_cluster(
-                cpu_workers=s.local_workers or None, local_directory=s.local_directory
+                cpu_workers=s.local_workers or None,
+                local_directory=s.local_directory,
+                security=security,
             )
             await self.cluster
-            self.client = await Client(self.cluster, asynchronous=True)
+            self.client = await Client(self.cluster, asynchronous=True, security=security)
         assert self.client is not None
         # First where workers look for a newer token, then the plugin: a worker set up in
         # between finds the token it was given, or a newer one.

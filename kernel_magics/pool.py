@@ -46,6 +46,8 @@ class Pool:
     def __init__(self, client: Client) -> None:
         from distributed import Client as DaskClient
 
+        from labrun.executor.security import pool_security
+
         self.client = client
         status = wait_until_started(client)
         if status.state != "ready" or not status.scheduler:
@@ -55,11 +57,18 @@ class Pool:
                 + "; `labrun pool` shows it, and the server's log says why"
             )
         self.scheduler = status.scheduler
+        # The pool's TLS, as the server and the workers have it: this kernel reads the same
+        # Dask config (its environment, or a Dask YAML file).
+        security = pool_security("client", address=status.scheduler)
         try:
             # Direct to workers: a session's actor is called on its worker, not through the
             # scheduler, and results come straight from the worker that holds them.
             self.dask = DaskClient(
-                status.scheduler, set_as_default=False, timeout="10s", direct_to_workers=True
+                status.scheduler,
+                set_as_default=False,
+                timeout="10s",
+                direct_to_workers=True,
+                security=security,
             )
         except OSError as err:
             raise LabrunError(

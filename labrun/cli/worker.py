@@ -37,7 +37,8 @@ def worker(
     name: str | None,
     local_directory: str | None,
 ) -> None:
-    """Start a pool worker connected to SCHEDULER (tcp://host:8786).
+    """Start a pool worker connected to SCHEDULER (tcp://host:8786, or tls://host:8786
+    with Dask's TLS settings: README, "Trust model").
 
     The worker advertises resources={"GPU": N}; the labrun server, connected to the same
     scheduler, installs the labrun plugin on it (telemetry, device assignment, warm
@@ -46,6 +47,11 @@ def worker(
     from distributed import Nanny
 
     from labrun.executor.nvml import open_gpus, owned_indices
+    from labrun.executor.security import pool_security
+
+    # Before anything starts: a tcp:// address where the config requires TLS, or a
+    # certificate missing, is said in one line.
+    security = pool_security("worker", address=scheduler)
 
     if gpus == "auto":
         found = open_gpus()
@@ -72,6 +78,7 @@ def worker(
             resources=resources,
             name=label,
             local_directory=local_directory or os.environ.get("TMPDIR"),
+            security=security,
         ) as nanny:
             await nanny.finished()
 
