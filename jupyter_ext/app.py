@@ -13,7 +13,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from labrun.errors import LabrunError
 from labrun.executor import quick_exit
@@ -25,6 +25,7 @@ from .dispatcher import Dispatcher
 from .events import EventBus
 from .handlers.base import NoRouteHandler, tornado_pattern
 from .openapi import build_document
+from .roles import RolesConfig, parse_config
 from .routes import ROUTES
 from .store import Database, Store, check_schema
 from .store.database import check_writable, ensure_folder, sqlite_url
@@ -70,7 +71,14 @@ class LabRun(ExtensionApp):
     admins = List(
         Unicode(),
         help="Users who may change and cancel anyone's runs; others change only their own "
-        "(env LABRUN_ADMINS, comma-separated).",
+        "(env LABRUN_ADMINS, comma-separated). The same as c.LabRun.roles' 'admin'.",
+    ).tag(config=True)
+
+    roles = Dict(
+        help="Who may change whose runs, beyond their own: {'admin': [user, ...], 'lead': "
+        "{user: [project, ...]}}. A lead changes and cancels the runs of the projects they "
+        "lead; an admin, every run. Under JupyterHub, the groups 'labrun-admin' and "
+        "'labrun-lead:<project>' give the same roles.",
     ).tag(config=True)
 
     token_lifetime = Float(
@@ -176,6 +184,7 @@ class LabRun(ExtensionApp):
     db: Database
     store: Store
     events: EventBus
+    roles_config: RolesConfig
     guard: TokenGuard
     access: RunAccess
     pool_token: PoolToken
@@ -184,6 +193,10 @@ class LabRun(ExtensionApp):
     _stopping: asyncio.Future[None] | None = None
 
     def initialize_settings(self) -> None:
+        try:
+            self.roles_config = parse_config(self.roles)
+        except ValueError as err:
+            raise SystemExit(f"Error: labrun cannot start: {err}") from None
         try:
             self._open_store()
         except Exception as err:

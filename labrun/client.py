@@ -43,6 +43,7 @@ from labrun.models import (
     DescribeToken,
     DescribeWorker,
     GpuList,
+    Identity,
     IngestSamples,
     IssuedToken,
     LinkDataset,
@@ -233,6 +234,10 @@ class Client:
 
     def version(self) -> ServerVersion:
         return self._get(ServerVersion, "/version")
+
+    def identity(self) -> Identity:
+        """Who this client acts as on the server, and their roles."""
+        return self._get(Identity, "/users/me")
 
     def create_run(self, req: CreateRun) -> DescribeRun:
         return self._send(DescribeRun, "POST", "/runs", req)

@@ -80,7 +80,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Who the caller acts as, and whether they are an admin */
+        /** Who the caller acts as, and their roles: admin, lead (of which projects), researcher */
         get: operations["getIdentity"];
         put?: never;
         post?: never;
@@ -846,6 +846,16 @@ export interface components {
              * @description may change and cancel anyone's runs (c.LabRun.admins)
              */
             admin: boolean;
+            /**
+             * Roles
+             * @description the caller's roles, the highest first: an admin changes every run, a lead the runs of the projects they lead, a researcher (everyone) their own
+             */
+            roles: ("admin" | "lead" | "researcher")[];
+            /**
+             * Leads
+             * @description the projects the caller leads, by name
+             */
+            leads: string[];
         };
         /** DescribeProject */
         DescribeProject: {
@@ -2444,7 +2454,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Who the caller acts as, and whether they are an admin */
+            /** @description Who the caller acts as, and their roles: admin, lead (of which projects), researcher */
             200: {
                 headers: {
                     [name: string]: unknown;

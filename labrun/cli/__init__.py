@@ -15,7 +15,7 @@ from .jobs import cancel, pool, queues, rerun, submit, sweep
 from .reports import report, reports
 from .runs import compare, logs, runs, show
 from .server import db, server
-from .tokens import tokens
+from .tokens import tokens, whoami
 from .worker import worker
 
 
@@ -56,6 +56,7 @@ for command in (
     report,
     reports,
     tokens,
+    whoami,
     server,
     worker,
     db,
