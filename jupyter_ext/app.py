@@ -12,6 +12,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
+from jupyter_server.auth import AllowAllAuthorizer, IdentityProvider
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
@@ -185,6 +186,8 @@ class LabRun(ExtensionApp):
     store: Store
     events: EventBus
     roles_config: RolesConfig
+    issued_identity: IdentityProvider
+    issued_authorizer: AllowAllAuthorizer
     guard: TokenGuard
     access: RunAccess
     pool_token: PoolToken
@@ -197,6 +200,10 @@ class LabRun(ExtensionApp):
             self.roles_config = parse_config(self.roles)
         except ValueError as err:
             raise SystemExit(f"Error: labrun cannot start: {err}") from None
+        # A request with a token this server issued: prepare() has named its user already,
+        # which Jupyter's base identity provider takes; labrun checks what it may do.
+        self.issued_identity = IdentityProvider(token="")
+        self.issued_authorizer = AllowAllAuthorizer(identity_provider=self.issued_identity)
         try:
             self._open_store()
         except Exception as err:

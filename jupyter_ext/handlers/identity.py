@@ -15,7 +15,7 @@ import os
 import re
 from typing import Any
 
-from jupyter_server.auth import IdentityProvider, User
+from jupyter_server.auth import Authorizer, IdentityProvider, User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 
@@ -52,6 +52,21 @@ class CallerHandler(ExtensionHandlerMixin, APIHandler):
             return self.app.user
         user = self.current_user
         return user.username if isinstance(user, User) else str(user)
+
+    # A request with a token this server issued is authenticated and authorized by labrun
+    # (prepare, check_access), not by the server's identity provider and authorizer:
+    # JupyterHub's would ask the hub about a token the hub never saw, and refuse it.
+    @property
+    def identity_provider(self) -> IdentityProvider:
+        if getattr(self, "_labrun_caller", None) is not None:
+            return self.app.issued_identity
+        return super().identity_provider
+
+    @property
+    def authorizer(self) -> Authorizer:
+        if getattr(self, "_labrun_caller", None) is not None:
+            return self.app.issued_authorizer
+        return super().authorizer
 
     @property
     def under_hub(self) -> bool:
