@@ -7,6 +7,7 @@ user's server runs labrun on one PostgreSQL database, with no pool: jobs stay qu
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,11 +28,15 @@ PROJECT = "surgical-video"
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Hub]:
-    if not CHP_SCRIPT.exists():
-        message = f"configurable-http-proxy is not installed at {CHP_SCRIPT}: run `make test`"
+    missing = None
+    if importlib.util.find_spec("jupyterhub") is None:
+        missing = "jupyterhub is not installed (pip install -e '.[dev]')"
+    elif not CHP_SCRIPT.exists():
+        missing = f"configurable-http-proxy is not installed at {CHP_SCRIPT}: run `make test`"
+    if missing is not None:
         if os.environ.get("LABRUN_REQUIRE_HUB"):
-            pytest.fail(message + "; LABRUN_REQUIRE_HUB is set")
-        pytest.skip(message)
+            pytest.fail(missing + "; LABRUN_REQUIRE_HUB is set")
+        pytest.skip(missing)
     db_url = postgres.create_database()
     hub = Hub(tmp_path_factory.mktemp("hub"), db_url)
     try:
