@@ -21,7 +21,7 @@ from support.postgres import PostgresServer
 
 from labrun.cli import main as labrun_cli
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1200)]
 
 PROJECT = "surgical-video"
 
