@@ -66,7 +66,9 @@ class LabRun(ExtensionApp):
 
     user = Unicode(
         help="Whom runs are recorded under when Jupyter's identity provider does not name "
-        "users (a single-user server). Default: the user the server runs as."
+        "users (a single-user server), and who the server's own pool token acts for. "
+        "Default: LABRUN_USER, else under JupyterHub the hub user the server is for, else "
+        "the user the server runs as."
     ).tag(config=True)
 
     admins = List(
@@ -179,7 +181,10 @@ class LabRun(ExtensionApp):
 
     @default("user")
     def _user_default(self) -> str:
-        return os.environ.get("LABRUN_USER") or getpass.getuser()
+        # A JupyterHub single-user server is its hub user's, whatever OS account it runs as.
+        return (
+            os.environ.get("LABRUN_USER") or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+        )
 
     # Set in initialize_settings, never at import: starting an engine is a side effect.
     db: Database

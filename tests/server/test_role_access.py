@@ -9,6 +9,8 @@ import pytest
 from support.api import Api, Mint, bearer
 from support.notebooks import make_notebook
 
+from labrun.jupyter_ext.app import LabRun
+
 ROLES = {"admin": ["dora"], "lead": {"carol": ["surgical-video"]}}
 
 
@@ -75,3 +77,12 @@ async def test_an_admin_from_roles_changes_every_run_and_sees_every_token(
     await api("POST", "tokens", body={"name": "alices"}, status=201)
     listed = await api("GET", "tokens", headers=dora)
     assert "alice" in {t["user"] for t in listed["tokens"]}
+
+
+def test_a_jupyterhub_server_is_its_hub_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its own pool token acts for the hub user, not for the OS account every server runs as
+    monkeypatch.delenv("LABRUN_USER", raising=False)
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    assert LabRun().user == "alice"
+    monkeypatch.setenv("LABRUN_USER", "lab")
+    assert LabRun().user == "lab"
