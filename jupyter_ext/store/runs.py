@@ -266,13 +266,14 @@ class RunStore:
         with self.db.session() as session:
             return self.describe(session, self.load(session, run_id))
 
-    def lineage(self, run_id: int, depth: int) -> dict[int, tuple[str, int | None]]:
-        """The owner and parent of a run and of up to ``depth`` - 1 of its ancestors."""
-        out: dict[int, tuple[str, int | None]] = {}
+    def lineage(self, run_id: int, depth: int) -> dict[int, tuple[str, int | None, str]]:
+        """The owner, parent and project of a run and of up to ``depth`` - 1 of its
+        ancestors."""
+        out: dict[int, tuple[str, int | None, str]] = {}
         with self.db.session() as session:
             run: Run | None = self.load(session, run_id)
             while run is not None and len(out) < depth:
-                out[run.id] = (run.user, run.parent_id)
+                out[run.id] = (run.user, run.parent_id, run.project.name)
                 run = session.get(Run, run.parent_id) if run.parent_id is not None else None
         return out
 

@@ -80,7 +80,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Who the caller acts as, and whether they are an admin */
+        /** Who the caller acts as, and their roles: admin, lead (of which projects), researcher */
         get: operations["getIdentity"];
         put?: never;
         post?: never;
@@ -703,7 +703,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The audit log, newest first: every POST, PUT, PATCH and DELETE answered (refused ones too), who made it, about which run, queue, token or worker, and the status. Admins (c.LabRun.admins) read everyone's entries; others only their own */
+        /** The audit log, newest first: every POST, PUT, PATCH and DELETE answered (refused ones too), who made it, about which run, queue, token or worker, and the status. Admins (c.LabRun.admins, c.LabRun.roles, the labrun-admin hub group) read everyone's entries; others only their own */
         get: operations["getAudit"];
         put?: never;
         post?: never;
@@ -863,6 +863,16 @@ export interface components {
              * @description may change and cancel anyone's runs (c.LabRun.admins)
              */
             admin: boolean;
+            /**
+             * Roles
+             * @description the caller's roles, the highest first: an admin changes every run, a lead the runs of the projects they lead, a researcher (everyone) their own
+             */
+            roles: ("admin" | "lead" | "researcher")[];
+            /**
+             * Leads
+             * @description the projects the caller leads, by name
+             */
+            leads: string[];
         };
         /** DescribeProject */
         DescribeProject: {
@@ -2565,7 +2575,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Who the caller acts as, and whether they are an admin */
+            /** @description Who the caller acts as, and their roles: admin, lead (of which projects), researcher */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5169,7 +5179,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The audit log, newest first: every POST, PUT, PATCH and DELETE answered (refused ones too), who made it, about which run, queue, token or worker, and the status. Admins (c.LabRun.admins) read everyone's entries; others only their own */
+            /** @description The audit log, newest first: every POST, PUT, PATCH and DELETE answered (refused ones too), who made it, about which run, queue, token or worker, and the status. Admins (c.LabRun.admins, c.LabRun.roles, the labrun-admin hub group) read everyone's entries; others only their own */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -64,6 +64,6 @@ export class LabrunContext {
   }
 
   private _problem: string | null = null;
-  private _identity: IIdentity = { user: '', admin: false };
+  private _identity: IIdentity = { user: '', admin: false, roles: [], leads: [] };
   private _changed = new Signal<this, void>(this);
 }

@@ -6,6 +6,7 @@ import {
   IDispatching,
   API_VERSION,
   IGpu,
+  IIdentity,
   IRunQuery,
   IRunSummary,
   IServerVersion,
@@ -331,9 +332,15 @@ export function queuePositions(runs: IRunSummary[]): Map<number, number> {
   return positions;
 }
 
-/** Whether the signed-in user may cancel a run: their own, or anyone's for an admin. */
-export function canCancel(run: IRunSummary, user: string, admin: boolean): boolean {
-  return (run.status === 'queued' || run.status === 'running') && (admin || run.user === user);
+/**
+ * Whether the signed-in user may cancel a run: their own, those of the projects they lead,
+ * or anyone's for an admin (the server's rule, labrun.jupyter_ext.roles).
+ */
+export function canCancel(run: IRunSummary, me: IIdentity): boolean {
+  return (
+    (run.status === 'queued' || run.status === 'running') &&
+    (me.admin || run.user === me.user || me.leads.includes(run.project))
+  );
 }
 
 /** GPUs grouped by worker, each worker's sorted by index. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { ResponseError } from '../src/api';
-import { IRunSummary } from '../src/tokens';
+import { IIdentity, IRunSummary } from '../src/tokens';
 import {
   describeDispatcher,
   NO_FILTER,
@@ -256,11 +256,20 @@ describe('queues and GPUs', () => {
     ]);
   });
 
-  it('lets owners and admins cancel what is still active', () => {
-    expect(canCancel(run(1), 'alice', false)).toBe(true);
-    expect(canCancel(run(1), 'bob', false)).toBe(false);
-    expect(canCancel(run(1), 'bob', true)).toBe(true);
-    expect(canCancel(run(1, { status: 'completed' }), 'alice', true)).toBe(false);
+  it('lets owners, leads of the project and admins cancel what is still active', () => {
+    const me = (user: string, roles: Partial<IIdentity> = {}): IIdentity => ({
+      user,
+      admin: false,
+      roles: ['researcher'],
+      leads: [],
+      ...roles
+    });
+    expect(canCancel(run(1), me('alice'))).toBe(true);
+    expect(canCancel(run(1), me('bob'))).toBe(false);
+    expect(canCancel(run(1), me('bob', { admin: true }))).toBe(true);
+    expect(canCancel(run(1), me('carol', { leads: ['default'] }))).toBe(true);
+    expect(canCancel(run(1), me('carol', { leads: ['mri'] }))).toBe(false);
+    expect(canCancel(run(1, { status: 'completed' }), me('alice', { admin: true }))).toBe(false);
   });
 
   it('groups GPUs by worker and computes memory use', () => {

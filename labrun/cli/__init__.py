@@ -16,7 +16,7 @@ from .jobs import cancel, pool, queues, rerun, submit, sweep
 from .reports import report, reports
 from .runs import compare, logs, runs, show
 from .server import db, server
-from .tokens import tokens
+from .tokens import tokens, whoami
 from .worker import worker
 
 
@@ -58,6 +58,7 @@ for command in (
     reports,
     tokens,
     audit,
+    whoami,
     server,
     worker,
     db,

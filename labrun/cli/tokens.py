@@ -115,3 +115,17 @@ def revoke(token_id: str) -> None:
             "refuses it within seconds."
         )
     )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a line.")
+def whoami(as_json: bool) -> None:
+    """Who the server takes you for, and your roles: admin (every run), lead (the runs of
+    the projects you lead), researcher (your own runs)."""
+    with Client() as client:
+        me = client.identity()
+    if as_json:
+        print_json(me)
+        return
+    roles = [f"lead of {', '.join(me.leads)}" if r == "lead" else r for r in me.roles]
+    console.print(Text(f"{me.user}: {'; '.join(roles)}"))

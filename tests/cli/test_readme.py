@@ -78,6 +78,7 @@ TOKENS = [
     "labrun tokens",
     "labrun tokens create nightly --lifetime 7d",
     "labrun tokens revoke a1b2c3d4e5f60718",
+    "labrun whoami",
 ]
 AUDIT = [
     "labrun audit",
@@ -302,7 +303,7 @@ def test_the_command_line_commands(readme: Runner, client: Client) -> None:
 
 
 def test_the_token_commands(readme: Runner, server: LabrunServer) -> None:
-    listing, create, revoke = TOKENS
+    listing, create, revoke, whoami = TOKENS
     assert "pool" in readme(listing).stdout  # the workers' token, held by the server's user
     token = next(line for line in readme(create).stdout.splitlines() if line.startswith("lr1."))
     with Client(server.url, token) as script:
@@ -311,6 +312,9 @@ def test_the_token_commands(readme: Runner, server: LabrunServer) -> None:
     assert "Revoked token 'nightly'" in readme(revoke, a1b2c3d4e5f60718=issued.id).stdout
     with Client(server.url, server.token) as client:
         assert all(t.id != issued.id for t in client.tokens().tokens)
+        me = client.identity()
+    # The server's own user, who holds no role beyond their own runs
+    assert readme(whoami).stdout.strip() == f"{me.user}: researcher"
 
 
 def test_the_audit_commands(readme: Runner, client: Client) -> None:

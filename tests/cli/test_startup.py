@@ -8,6 +8,7 @@ Each must exit non-zero with the reason as its last line, not go on serving 404 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,6 +134,17 @@ def test_a_read_only_database_url_stops_the_server(tmp_path: Path) -> None:
     url = f"sqlite:///file:{tmp_path / 'labrun.db'}?mode=ro&uri=true"
     done = start("labrun server", tmp_path, [f"--LabRun.db_url={url}"], {})
     assert_stopped_saying(done, "cannot write to the database", "readonly")
+
+
+def test_a_wrong_roles_setting_stops_the_server(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    roles = {"lead": ["carol"]}  # a list where each lead's projects belong
+    (config / "jupyter_server_config.json").write_text(json.dumps({"LabRun": {"roles": roles}}))
+    done = start("labrun server", tmp_path, [], {"JUPYTER_CONFIG_DIR": str(config)})
+    assert_stopped_saying(
+        done, "c.LabRun.roles is not valid (lead: Input should be a valid dictionary)"
+    )
 
 
 def labrun_db(*args: str) -> subprocess.CompletedProcess[str]:

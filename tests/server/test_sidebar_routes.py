@@ -15,9 +15,11 @@ def labrun_app(jp_serverapp: Any) -> Any:
 
 
 async def test_identity_names_the_user_and_admin_rights(api: Api, jp_serverapp: Any) -> None:
-    assert await api("GET", "users/me") == {"user": "alice", "admin": False}
+    me = {"user": "alice", "admin": False, "roles": ["researcher"], "leads": []}
+    assert await api("GET", "users/me") == me
     labrun_app(jp_serverapp).admins = ["alice"]
-    assert await api("GET", "users/me") == {"user": "alice", "admin": True}
+    me = {**me, "admin": True, "roles": ["admin", "researcher"]}
+    assert await api("GET", "users/me") == me
 
 
 async def test_only_the_owner_or_an_admin_cancels_a_run(api: Api, jp_serverapp: Any) -> None:

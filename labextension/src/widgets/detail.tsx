@@ -85,7 +85,7 @@ export class RunDetail extends LivePanel {
         <Empty>loading…</Empty>
       );
     }
-    const { user, admin } = this.ctx.identity;
+    const me = this.ctx.identity;
     const notebook = this._artifacts.find(a => a.kind === 'notebook');
     const git = (run.environment.git ?? null) as Record<string, unknown> | null;
     const packages = packageRows(run.environment.packages);
@@ -101,7 +101,7 @@ export class RunDetail extends LivePanel {
             {run.attempt > 1 ? ` · attempt ${run.attempt}` : ''}
           </span>
           <span className="jp-labrun-actions">
-            {canCancel(run, user, admin) && (
+            {canCancel(run, me) && (
               <button
                 className="jp-mod-styled jp-mod-warn jp-labrun-cancel"
                 onClick={() => void this._act('cancel')}

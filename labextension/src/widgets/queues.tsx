@@ -69,7 +69,7 @@ export class QueuesPanel extends LivePanel {
 
   protected renderContent(): JSX.Element {
     const positions = queuePositions(this._jobs);
-    const { user, admin } = this.ctx.identity;
+    const me = this.ctx.identity;
     return (
       <div className="jp-labrun-queues">
         <div className="jp-labrun-toolbar">
@@ -140,7 +140,7 @@ export class QueuesPanel extends LivePanel {
                             : `ran ${age(job.started_at)}`}
                         </td>
                         <td>
-                          {canCancel(job, user, admin) && (
+                          {canCancel(job, me) && (
                             <button
                               className="jp-mod-styled jp-mod-warn jp-labrun-cancel"
                               onClick={() => void this._cancel(job)}
