@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import socket
 import subprocess
@@ -29,7 +30,8 @@ from support.waiting import wait_for
 from labrun.client import Client
 from labrun.models import RunStatus, SubmitJob
 
-pytestmark = pytest.mark.timeout(300)
+# The first test's setup is the whole cut, minutes on a starved machine.
+pytestmark = [pytest.mark.timeout(480), pytest.mark.postgres]
 
 SCHEDULER_PORT = 8786
 # Seconds without a heartbeat before the server counts a worker gone: small, for the test,
@@ -83,7 +85,10 @@ def database(net: Network) -> Iterator[PostgresServer]:
     """PostgreSQL on the server's host, on its loopback: no other host reaches it."""
     pg = PostgresServer.find(wrap=net.command("server", []))
     if pg is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("LABRUN_REQUIRE_POSTGRES"):
+            pytest.fail(message + "; LABRUN_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
     pg.start()
     yield pg
     pg.stop()

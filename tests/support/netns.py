@@ -201,9 +201,12 @@ class Network:
 @contextmanager
 def network(hosts: Sequence[str]) -> Iterator[Network]:
     """A :class:`Network` of ``hosts``, removed at the end; skips the test where this
-    machine does not allow namespaces (not root, no CAP_NET_ADMIN)."""
+    machine does not allow namespaces (not root, no CAP_NET_ADMIN), or fails it where
+    LABRUN_REQUIRE_NETNS is set (CI, which runs as root)."""
     why = namespaces_unavailable()
     if why is not None:
+        if os.environ.get("LABRUN_REQUIRE_NETNS"):
+            pytest.fail(f"{why}; LABRUN_REQUIRE_NETNS is set")
         pytest.skip(why)
     net = Network(hosts)
     try:
