@@ -10,10 +10,10 @@ import click
 
 from .output import console
 
-# Why a Dask worker closes when its link to the scheduler broke (a network cut, the
-# scheduler restarting): `labrun worker` then starts another that waits for the scheduler and
-# joins again, where `dask worker` would exit. A scheduler that retires or removes the worker
-# closes it with another reason, and the command ends.
+# Why a Dask worker closes when its link to the scheduler broke (a network cut, the host of
+# the scheduler going down): `labrun worker` then starts another that waits for the scheduler and
+# joins again, where `dask worker` would exit. A scheduler that retires or removes the worker,
+# or stops cleanly, closes it with another reason, and the command ends.
 LINK_BROKEN = "worker-handle-scheduler-connection-broken"
 
 
