@@ -319,6 +319,8 @@ class NotebookJob:
             data=text.encode(),
             content_type=content_type,
             artifact_kind=kind,
+            # Refused if this attempt was lost meanwhile: the next one's files stand.
+            attempt=self.spec.attempt,
         )
         self.outbox.put(op)
 
@@ -341,7 +343,11 @@ class NotebookJob:
     def _report(self, status: RunStatus, error: RunError | None) -> None:
         if status != RunStatus.cancelled:  # else the server cancelled it: nothing to add
             # A conflict (cancelled or declared lost meanwhile) leaves the server's word.
-            update = UpdateRun(status=status, error=error.record() if error is not None else None)
+            update = UpdateRun(
+                status=status,
+                error=error.record() if error is not None else None,
+                attempt=self.spec.attempt,
+            )
             self.outbox.put(UpdateRunOp(run_id=self.run_id, body=update))
         # The task ends once the run's record is on the server (or, with the server away,
         # waits in this worker's spool, which sends it once the server is back).

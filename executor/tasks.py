@@ -75,7 +75,8 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
                 attempt=job.attempt,
             )
         if error is not None:
-            client.update_run(run_id, UpdateRun(status=RunStatus.failed, error=error.record()))
+            failed = UpdateRun(status=RunStatus.failed, error=error.record(), attempt=job.attempt)
+            client.update_run(run_id, failed)
             return {"run_id": run_id, "status": "failed", "error": error.record()}
         reporter = RunReporter(link, key, run_id)
         reporter.start_reported = True  # the claim recorded it

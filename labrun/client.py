@@ -348,11 +348,16 @@ class Client:
         *,
         content_type: str | None = None,
         kind: str = "file",
+        attempt: int | None = None,
     ) -> DescribeArtifact:
+        """Upload ``data`` as the run's artifact ``name``; ``attempt``: the dispatched attempt
+        it comes from (a worker's), refused once that attempt was lost."""
         headers = {
             "Content-Type": content_type or "application/octet-stream",
             "X-Labrun-Artifact-Kind": kind,
         }
+        if attempt is not None:
+            headers["X-Labrun-Attempt"] = str(attempt)
         response = self.request(
             "PUT", f"/runs/{run_id}/artifacts/{_quote_path(name)}", content=data, headers=headers
         )

@@ -161,6 +161,14 @@ class UpdateRun(Request):
         description="log entries to append with this change; with a status, only when the "
         "run takes that status now (so a repeated end record appends nothing twice)",
     )
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="the dispatched attempt this record comes from (a worker's): refused "
+        "with 409 once that attempt was lost, so a cut-off worker's late record does not "
+        "overwrite the next attempt's",
+    )
 
 
 class RunSummary(Response):

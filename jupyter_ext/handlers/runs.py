@@ -214,6 +214,12 @@ class RunArtifactHandler(LabrunHandler):
                 f"X-Labrun-Artifact-Kind {kind[:40]!r} must be a word of up to 32 letters, "
                 "digits, '_', '.' or '-' (file, notebook, ...)"
             )
+        attempt = self.request.headers.get("X-Labrun-Attempt")
+        if attempt is not None and re.fullmatch(r"[1-9][0-9]{0,8}", attempt) is None:
+            raise InvalidRequest(
+                f"X-Labrun-Attempt {attempt[:40]!r} must be the number of the run's attempt "
+                "the file comes from (1, 2, ...), or left out"
+            )
         meta = await self.call(
             self.store.artifacts.put,
             run_id,
@@ -221,6 +227,7 @@ class RunArtifactHandler(LabrunHandler):
             self.request.body,
             content_type=content_type,
             kind=kind,
+            attempt=int(attempt) if attempt is not None else None,
         )
         self.events.publish(
             "run.artifact", {"run_id": run_id, "artifact": meta.model_dump(mode="json")}

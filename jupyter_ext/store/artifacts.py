@@ -92,8 +92,17 @@ class ArtifactStore:
         return f"{self.root}/sha256/{digest[:2]}/{digest}"
 
     def put(
-        self, run_id: int, name: str, data: bytes, *, content_type: str | None, kind: str = "file"
+        self,
+        run_id: int,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str | None,
+        kind: str = "file",
+        attempt: int | None = None,
     ) -> DescribeArtifact:
+        """Store ``data`` as the run's artifact ``name``; a worker names the ``attempt`` it
+        comes from, and one of an attempt that was lost is refused (409)."""
         check_name(name)
         digest = hashlib.sha256(data).hexdigest()
         uri = self._uri(digest)
@@ -108,6 +117,8 @@ class ArtifactStore:
                 f.write(data)
             fs.mv(partial, path)
         with self.db.session() as session:
+            # Where the record is written: the attempt may have been lost meanwhile.
+            RunStore.check_attempt(RunStore.load(session, run_id), attempt, f"the file {name!r}")
             artifact = session.scalar(
                 select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)
             )

@@ -308,7 +308,23 @@ class RunStore:
                 )
             )
 
+    @staticmethod
+    def check_attempt(run: Run, attempt: int | None, what: str) -> None:
+        """Refuse ``what`` from a dispatched ``attempt`` that no longer speaks for the run: a
+        cut-off worker sends its records once back, maybe after the job was lost and run
+        again. Its lines stay in the log as that attempt's; its status and files would
+        overwrite the next attempt's."""
+        current = attempt == run.attempt
+        if attempt is None or (current and run.status not in ("queued", "lost")):
+            return
+        fate = "was lost" if current or attempt < run.attempt else "was never dispatched"
+        raise Conflict(
+            f"run {run.id} is {run.status} at attempt {run.attempt}: {what} of attempt "
+            f"{attempt!r} is not kept, because that attempt {fate}"
+        )
+
     def _apply(self, session: Session, run: Run, req: UpdateRun) -> None:
+        self.check_attempt(run, req.attempt, "this update")
         if req.started_at is not None and run.status == RunStatus.queued.value:
             # Start and end reported together (a short cell): both transitions, each
             # at its own time.

@@ -1181,6 +1181,12 @@ export interface components {
              * @default null
              */
             log?: components["schemas"]["LogEntryIn"][] | null;
+            /**
+             * Attempt
+             * @description the dispatched attempt this record comes from (a worker's): refused with 409 once that attempt was lost, so a cut-off worker's late record does not overwrite the next attempt's
+             * @default null
+             */
+            attempt?: number | null;
         };
         /**
          * RerunRun

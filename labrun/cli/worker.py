@@ -10,6 +10,12 @@ import click
 
 from .output import console
 
+# Why a Dask worker closes when its link to the scheduler broke (a network cut, the host of
+# the scheduler going down): `labrun worker` then starts another that waits for the scheduler and
+# joins again, where `dask worker` would exit. A scheduler that retires or removes the worker,
+# or stops cleanly, closes it with another reason, and the command ends.
+LINK_BROKEN = "worker-handle-scheduler-connection-broken"
+
 
 @click.command()
 @click.argument("scheduler")
@@ -42,9 +48,19 @@ def worker(
 
     The worker advertises resources={"GPU": N}; the labrun server, connected to the same
     scheduler, installs the labrun plugin on it (telemetry, device assignment, warm
-    kernels). Stop it with Ctrl-C: its running jobs are re-queued elsewhere.
+    kernels). Stop it with Ctrl-C: its running jobs are re-queued elsewhere. When its
+    connection to the scheduler breaks, it joins again once the scheduler answers.
     """
     from distributed import Nanny
+
+    class RejoiningNanny(Nanny):
+        """Remembers the first reason it was told to close for good."""
+
+        reason: str | None = None
+
+        def close_gracefully(self, reason: str = "nanny-close-gracefully") -> None:
+            self.reason = self.reason or reason
+            super().close_gracefully(reason=reason)
 
     from labrun.executor.nvml import open_gpus, owned_indices
     from labrun.executor.security import pool_security
@@ -72,15 +88,19 @@ def worker(
     )
 
     async def run() -> None:
-        async with Nanny(
-            scheduler,
-            nthreads=threads,
-            resources=resources,
-            name=label,
-            local_directory=local_directory or os.environ.get("TMPDIR"),
-            security=security,
-        ) as nanny:
-            await nanny.finished()
+        while True:
+            async with RejoiningNanny(
+                scheduler,
+                nthreads=threads,
+                resources=resources,
+                name=label,
+                local_directory=local_directory or os.environ.get("TMPDIR"),
+                security=security,
+            ) as nanny:
+                await nanny.finished()
+            if nanny.reason != LINK_BROKEN:
+                return
+            console.print(f"labrun worker {label}: lost the scheduler; joining it again")
 
     try:
         asyncio.run(run())

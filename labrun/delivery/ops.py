@@ -83,13 +83,19 @@ class ArtifactOp(RunTarget):
     name: str
     content_type: str = "application/octet-stream"
     artifact_kind: str = "file"
+    attempt: int | None = None  # the dispatched attempt that made it (a job's files)
     # In memory the bytes; in the spool, the id of the file beside it that holds them.
     data: bytes = Field(b"", exclude=True)
     blob: str | None = None
 
     def send_to(self, client: Client, run_id: int) -> Any:
         return client.upload_artifact(
-            run_id, self.name, self.data, content_type=self.content_type, kind=self.artifact_kind
+            run_id,
+            self.name,
+            self.data,
+            content_type=self.content_type,
+            kind=self.artifact_kind,
+            attempt=self.attempt,
         )
 
 

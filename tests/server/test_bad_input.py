@@ -154,6 +154,18 @@ async def test_artifact_names_with_control_characters_are_refused(api: Api, name
     assert "control character" in error["message"]
 
 
+async def test_an_artifacts_attempt_must_be_a_number_and_one_that_was_dispatched(
+    api: Api,
+) -> None:
+    run = await api("POST", "runs", body={}, status=201)
+    path = f"runs/{run['id']}/artifacts/model.pt"
+    error = await api("PUT", path, raw=b"x", headers={"X-Labrun-Attempt": "two"}, status=400)
+    assert error["message"].startswith("X-Labrun-Attempt 'two' must be the number of the run's")
+    # A script's run was never dispatched: no worker's attempt speaks for it.
+    error = await api("PUT", path, raw=b"x", headers={"X-Labrun-Attempt": "1"}, status=409)
+    assert "the file 'model.pt' of attempt 1 is not kept" in error["message"]
+
+
 async def test_a_unicode_artifact_name_downloads_under_that_name(api: Api) -> None:
     run = await api("POST", "runs", body={}, status=201)
     name = 'plots/Verlust "über" 模型.png'

@@ -4,13 +4,23 @@ attempt's part of the log stays apart, the retried one's starting with a marker.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from support.notebooks import make_notebook
 
-from labrun.errors import NotFound
+from labrun.errors import Conflict, NotFound
 from labrun.jupyter_ext.store import Store
-from labrun.models import AppendLogs, ClaimRun, CreateRun, LogEntryIn, LogTailQuery, SubmitJob
+from labrun.models import (
+    AppendLogs,
+    ClaimRun,
+    CreateRun,
+    LogEntryIn,
+    LogTailQuery,
+    RunStatus,
+    SubmitJob,
+    UpdateRun,
+)
 
 
 def start(store: Store, run_id: int, worker: str) -> None:
@@ -53,3 +63,31 @@ def test_a_run_that_was_never_dispatched_logs_as_its_first_attempt(store: Store)
     assert texts(store, run.id, attempt=1) == ["hello\n"]
     with pytest.raises(NotFound, match=f"run {run.id} has had 1 attempt; ask for 1, not 2"):
         store.logs.tail(run.id, LogTailQuery(attempt=2))
+
+
+def test_a_lost_attempts_late_status_and_files_do_not_overwrite_the_next_ones(
+    store: Store,
+) -> None:
+    """A worker cut off from the server sends its job's end when it is back: too late."""
+    content = json.loads(json.dumps(make_notebook("print(1)")))
+    run_id = store.jobs.submit(SubmitJob(notebook="train.ipynb", content=content), "alice").id
+    start(store, run_id, "w1")
+    store.dispatch.lose(run_id, "its worker w1 stopped sending heartbeats", max_attempts=3)
+    late = UpdateRun(status=RunStatus.completed, attempt=1)
+    refused = f"run {run_id} is queued at attempt 1: this update of attempt 1 is not kept"
+    with pytest.raises(Conflict, match=refused):
+        store.runs.update(run_id, late)
+    start(store, run_id, "w2")
+    refused = f"run {run_id} is running at attempt 2: this update of attempt 1 is not kept"
+    with pytest.raises(Conflict, match=refused):
+        store.runs.update(run_id, late)
+    with pytest.raises(Conflict, match=re.escape("the file 'train.ipynb' of attempt 1 is not")):
+        store.artifacts.put(run_id, "train.ipynb", b"late", content_type=None, attempt=1)
+    store.artifacts.put(run_id, "train.ipynb", b"second", content_type=None, attempt=2)
+    assert (
+        store.runs.update(run_id, UpdateRun(status=RunStatus.completed, attempt=2)).worker == "w2"
+    )
+    # A record that names no attempt (a script's, a kernel's) is taken as before.
+    store.artifacts.put(run_id, "notes.txt", b"n", content_type=None)
+    assert store.artifacts.get(run_id, "train.ipynb").size == len(b"second")
+    assert store.runs.get(run_id).status == RunStatus.completed

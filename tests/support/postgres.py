@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -19,27 +20,36 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path) -> None:
+    """A PostgreSQL cluster listening on 127.0.0.1 (and on a Unix socket in its folder).
+
+    ``wrap`` prefixes the commands that start it and create its databases: with
+    ``ip netns exec NS`` it runs in a network namespace, and only that namespace reaches it
+    (no Unix socket then, which every namespace of the machine could open).
+    """
+
+    def __init__(self, bindir: Path, wrap: Sequence[str] = ()) -> None:
         self.bindir = bindir
+        self.wrap = list(wrap)
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="labrun-pg-"))
         self._names = itertools.count()
 
     @classmethod
-    def find(cls) -> PostgresServer | None:
+    def find(cls, wrap: Sequence[str] = ()) -> PostgresServer | None:
         candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
         on_path = shutil.which("pg_ctl")
         if on_path:
             candidates.insert(0, str(Path(on_path).resolve().parent))
         for bindir in candidates:
             if (Path(bindir) / "initdb").exists():
-                return cls(Path(bindir))
+                return cls(Path(bindir), wrap)
         return None
 
-    def _run(self, *args: str) -> None:
+    def _run(self, *args: str, wrapped: bool = False) -> None:
         # initdb refuses to run as root: run the cluster as the postgres user.
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)
+        command = [*(self.wrap if wrapped else []), *prefix, *args]
+        subprocess.run(command, check=True, capture_output=True, text=True)
 
     def start(self) -> None:
         if os.geteuid() == 0:
@@ -55,7 +65,8 @@ class PostgresServer:
             "-E",
             "UTF8",
         )
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        sockets = "''" if self.wrap else str(self.dir)
+        options = f"-p {self.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -66,6 +77,7 @@ class PostgresServer:
             options,
             "-w",
             "start",
+            wrapped=True,
         )
 
     def url(self, database: str) -> str:
@@ -75,6 +87,11 @@ class PostgresServer:
         import psycopg
 
         name = f"test_{os.getpid()}_{next(self._names)}"
+        if self.wrap:  # reachable from its namespace only
+            createdb = str(self.bindir / "createdb")
+            self._run(createdb, "-h", "127.0.0.1", "-p", str(self.port), "-U", "labrun", name,
+                      wrapped=True)  # fmt: skip
+            return self.url(name)
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=labrun dbname=postgres", autocommit=True
         ) as conn:

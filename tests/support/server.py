@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -67,8 +67,12 @@ class LabrunServer:
         options: list[str] | None = None,
         env: dict[str, str] | None = None,
         python: str = sys.executable,
+        host: str = "127.0.0.1",
+        wrap: Sequence[str] = (),
     ) -> None:
         self.python = python  # another venv's, to run labrun as installed there
+        self.host = host
+        self.wrap = list(wrap)  # a prefix for its command: `ip netns exec NS` (support.netns)
         self.pool = pool
         self.options = options or []
         self.extra_env = env or {}
@@ -77,7 +81,7 @@ class LabrunServer:
         self.port = free_port()
         self.token = token
         self.db_url = db_url or f"sqlite:///{self.dir / 'labrun.db'}"
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = f"http://{host}:{self.port}/"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "server.log"
 
@@ -88,10 +92,13 @@ class LabrunServer:
 
     def start(self, timeout: float = 60.0) -> None:
         command = [
+            *self.wrap,
             self.python,
             "-m",
             "labrun.cli",
             "server",
+            "--ip",
+            self.host,
             "--port",
             str(self.port),
             "--token",
