@@ -22,7 +22,7 @@ class AuditHandler(LabrunHandler):
             me = self.username
             if query.user not in (None, me):
                 raise Unauthorized(
-                    f"only admins (c.LabRun.roles or the labrun-admin hub group) read other users' audit entries; you are "
+                    f"only admins (c.LabRun.admins, c.LabRun.roles or the labrun-admin hub group) read other users' audit entries; you are "
                     f"{me!r}: leave user out, or ask an admin about {query.user!r}"
                 )
             query = query.model_copy(update={"user": me})

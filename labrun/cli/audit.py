@@ -75,7 +75,7 @@ def audit(
             escape(entry.action),
             escape(target_of(entry)),
             status_of(entry.status),
-            escape(entry.server),
+            escape(short_server(entry.server)),
         ]
         for entry in listing.entries
     ]
@@ -84,3 +84,8 @@ def audit(
     console.print(fitted_table(columns, rows, optional=["server", "user"]))
     if listing.next_cursor is not None:
         console.print(f"[dim]the newest {len(listing.entries)}; --limit shows more[/]")
+
+
+def short_server(server: str) -> str:
+    """``host:pid`` of a server id (``host:pid:start/n``): enough to tell servers apart."""
+    return ":".join(server.split(":")[:2])

@@ -299,7 +299,7 @@ def test_every_change_through_the_api_is_audited(server: Server) -> None:
         found = f"{entry['target_type']}:{entry['target_id']}" if entry["target_id"] else None
         assert found == target, (method, template, entry)
         assert detail.items() <= (entry["detail"] or {}).items(), (method, template, entry)
-        assert re.fullmatch(r".+:\d+", entry["server"])
+        assert re.fullmatch(r".+:\d+:\d+/\d+", entry["server"])  # host:pid:start/n
     # And no entry holds a value the requests sent: the token, the parameters, the notebook
     text = json.dumps(entries)
     assert made["secret"] not in text and "lr = 0.2" not in text and "renamed" not in text
