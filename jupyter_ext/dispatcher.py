@@ -46,6 +46,9 @@ logger = logging.getLogger("labrun.dispatcher")
 
 # Seconds a job's worker must be missing before the job counts as lost.
 LOST_GRACE = 3.0
+# How often the scheduler of record reads the queued jobs from the store again, for any a
+# dispatch.queued event did not bring.
+RECONCILE_EVERY = 10.0
 # How often the dispatcher looks for %%mlrun cells whose kernel went away unrecorded.
 ORPHAN_CHECK_EVERY = 5.0
 # Seconds a stop may spend closing the pool gracefully; its processes are killed after.
@@ -85,6 +88,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._usage_at = 0.0
+        self._reconciled_at = time.monotonic()
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
         self.retiring = TokenRetirement(store, call)
@@ -138,7 +142,7 @@ class Dispatcher:
         scheduler, tell the workers where to report, and dispatch."""
         await self._step_down()
         await self.pool.publish_server(self.settings.server_url)
-        await self._adopt()
+        self.inflight = {e.job.id: e for e in await in_flight(self.pool, self.store, self.call)}
         await self._load_backlog()
         self._usage_at = 0.0
         self._serving = asyncio.create_task(self.serve())
@@ -157,10 +161,6 @@ class Dispatcher:
                 entry.task.cancel()
         self.backlog = Backlog()
         self._lost_seen.clear()
-
-    async def _adopt(self) -> None:
-        for entry in await in_flight(self.pool, self.store, self.call):
-            self.inflight[entry.job.id] = entry
 
     async def serve(self) -> None:
         """Dispatch rounds: when woken (a job submitted or ended), else once a second."""
@@ -249,10 +249,12 @@ class Dispatcher:
         if time.monotonic() - self._usage_at > 10:
             self.usage = await self.call(self.store.dispatch.usage, USAGE_WINDOW)
             self.queues = await self.call(self._queue_settings)
+            self._usage_at = time.monotonic()
+        if time.monotonic() - self._reconciled_at > RECONCILE_EVERY:
             # Whatever another server queued and its event did not say (one lost on the
             # way, or sent before this server took over) is found here.
             await self._load_backlog()
-            self._usage_at = time.monotonic()
+            self._reconciled_at = time.monotonic()
         chosen = self.choose()
         if chosen:
             await self._submit(chosen)

@@ -238,8 +238,10 @@ class Client:
                     method, path, params=query, content=content, headers=headers
                 )
             except httpx.TransportError:
+                sent_to = self.url
+                # (A relocate hook may move this client itself before it answers.)
                 moved = self.relocate() if self.relocate is not None else None
-                if moved is None or moved.rstrip("/") + "/" == self.url:
+                if moved is None or moved.rstrip("/") + "/" == sent_to:
                     raise
                 self.set_url(moved)
                 response = self._http.request(

@@ -109,15 +109,17 @@ class RunStore:
 
     @staticmethod
     def _project(session: Session, name: str) -> Project:
-        # Runs made in one session (a sweep's) share their project: look it up once.
-        for obj in session.identity_map.values():
+        for obj in session.identity_map.values():  # a sweep's runs share it: look it up once
             if isinstance(obj, Project) and obj.name == name:
                 return obj
         project = session.scalar(select(Project).where(Project.name == name))
         if project is None:
             project = Project(name=name)
-            session.add(project)
-            session.flush()
+            try:  # a savepoint: another server may add it at once; then that row is it
+                with session.begin_nested():
+                    session.add(project)
+            except IntegrityError:
+                project = session.scalars(select(Project).where(Project.name == name)).one()
         return project
 
     @staticmethod
