@@ -67,8 +67,11 @@ class LabrunServer:
         options: list[str] | None = None,
         env: dict[str, str] | None = None,
         python: str = sys.executable,
+        program: list[str] | None = None,
     ) -> None:
         self.python = python  # another venv's, to run labrun as installed there
+        # What takes `labrun server`'s arguments (a benchmark's own launcher of it).
+        self.program = program or [python, "-m", "labrun.cli", "server"]
         self.pool = pool
         self.options = options or []
         self.extra_env = env or {}
@@ -88,10 +91,7 @@ class LabrunServer:
 
     def start(self, timeout: float = 60.0) -> None:
         command = [
-            self.python,
-            "-m",
-            "labrun.cli",
-            "server",
+            *self.program,
             "--port",
             str(self.port),
             "--token",
