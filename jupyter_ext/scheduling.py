@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import TypeAlias
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeAlias
 
 # Fair share counts the slot-hours of this window.
 USAGE_WINDOW = timedelta(days=1)
@@ -127,16 +127,17 @@ def capacity(
     take, so an adaptive cluster sees the demand and starts workers for them; the workers
     yet to start decide what fits, so GPUs do not limit the round.
     """
-    workers = list(workers)
     tally = _tally(running)
-    slots = sum(threads for threads, _ in workers) - len(tally) + adaptive_backlog
+    # One pass: a thousand workers are summed every round.
+    threads = gpus = biggest = 0
+    for worker_threads, worker_gpus in workers:
+        threads += worker_threads
+        gpus += worker_gpus
+        biggest = max(biggest, worker_gpus)
+    slots = threads - len(tally) + adaptive_backlog
     if adaptive_backlog:
         return Capacity(slots=slots, free_gpus=UNLIMITED, biggest=UNLIMITED)
-    return Capacity(
-        slots=slots,
-        free_gpus=sum(gpus for _, gpus in workers) - tally.gpus,
-        biggest=max((gpus for _, gpus in workers), default=0),
-    )
+    return Capacity(slots=slots, free_gpus=gpus - tally.gpus, biggest=biggest)
 
 
 def slot_weight(job: QueuedJob) -> float:
