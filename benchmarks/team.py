@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, help="no-op jobs (10,000; --quick: 300)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker")
     parser.add_argument("--points", type=int, help="metric points (300,000; --quick: 12,000)")
+    parser.add_argument(
+        "--mlflow-points", type=int, help="points for MLflow (30,000; --quick: 6,000)"
+    )
     parser.add_argument("--queued", type=int, help="policy: queued jobs (100,000; --quick: 5,000)")
     parser.add_argument("--rounds", type=int, help="policy: steady rounds (2,000; --quick: 50)")
     parser.add_argument("--only", choices=["pool", "ingest", "policy"], help="one part only")
@@ -159,6 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     jobs = args.jobs or (300 if args.quick else 10_000)
     points = args.points or (12_000 if args.quick else 300_000)
+    mlflow_points = args.mlflow_points or (6_000 if args.quick else 30_000)
     queued = args.queued or (5_000 if args.quick else 100_000)
     rounds = args.rounds or (50 if args.quick else 2_000)
     port = port_source(args.ports)
@@ -184,7 +188,9 @@ def main() -> None:
             postgres.port = port()
             postgres.start()
             try:
-                figures["ingest"] = _team_ingest.measure(root, postgres, points, port, mlflow)
+                figures["ingest"] = _team_ingest.measure(
+                    root, postgres, points, port, mlflow, mlflow_points
+                )
             finally:
                 postgres.stop()
             print("ingest on PostgreSQL:")
