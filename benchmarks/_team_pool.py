@@ -54,7 +54,7 @@ class TeamPool:
         self.servers: dict[str, LabrunServer] = {}
         self.notebook = write_notebook(root / "noop.ipynb", "x", parameters="x = 0")
 
-    def start(self, threads: int) -> None:
+    def start(self, threads: int, noop: str = "1") -> None:
         scheduler_port = self.port()
         address = f"tcp://127.0.0.1:{scheduler_port}"
         self.processes.append(
@@ -85,7 +85,7 @@ class TeamPool:
                 options=[f"--LabRun.dask_scheduler={address}", "--LabRun.warm_kernels=0"],
                 env={
                     "LABRUN_USER": user,
-                    "LABRUN_BENCH_NOOP_JOBS": "1",
+                    "LABRUN_BENCH_NOOP_JOBS": noop,
                     "LABRUN_BENCH_HOST": f"{user}-host",
                     "LABRUN_BENCH_STATS": str(self.root / f"stats-{user}.json"),
                 },
@@ -310,7 +310,9 @@ class TeamPool:
 
 
 @contextmanager
-def team_pool(root: Path, port: Callable[[], int], threads: int) -> Iterator[TeamPool]:
+def team_pool(
+    root: Path, port: Callable[[], int], threads: int, noop: str = "1"
+) -> Iterator[TeamPool]:
     postgres = PostgresServer.find()
     if postgres is None:
         raise SystemExit("PostgreSQL's binaries (initdb, pg_ctl) are not installed")
@@ -319,7 +321,7 @@ def team_pool(root: Path, port: Callable[[], int], threads: int) -> Iterator[Tea
     try:
         pool = TeamPool(root, postgres, port)
         try:
-            pool.start(threads)
+            pool.start(threads, noop)
             yield pool
         finally:
             pool.stop()

@@ -5,6 +5,9 @@ made here, before the server starts, so that nothing in labrun itself reads them
   runner. It does what a job does with the server (claim its attempt, report it completed,
   through the worker's link to the scheduler of record), without a kernel or a notebook. It
   is pickled by value (this file runs as ``__main__``), so the workers need nothing extra.
+  ``LABRUN_BENCH_NOOP_JOBS=no-status``: the same, returning no status (as benchmarks/jobs.py's
+  no-op; a notebook job's task returns one), so the dispatcher does not refresh fair share
+  after each job.
 - ``LABRUN_BENCH_HOST=NAME``: the server's id names host NAME, as a server on another
   machine would. A dead lease holder "of this machine" is noticed at once (its process is
   gone); on other hosts the lease must expire. The benchmark measures that case.
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 
-def noop_job(spec: dict[str, Any]) -> dict[str, Any]:
+def noop_job(spec: dict[str, Any]) -> dict[str, Any] | None:
     """A notebook job with no notebook: claim, then report the run completed."""
     from labrun.errors import Conflict, NotFound
     from labrun.executor.plugins import ServerLink
@@ -39,6 +42,8 @@ def noop_job(spec: dict[str, Any]) -> dict[str, Any]:
     except (Conflict, NotFound) as err:
         return {"run_id": run_id, "status": "superseded", "error": str(err)}
     link.client.update_run(run_id, UpdateRun(status=RunStatus.completed))
+    if os.environ.get("LABRUN_BENCH_NOOP_JOBS") == "no-status":
+        return None  # as benchmarks/jobs.py's no-op: the dispatcher settles nothing after it
     return {"run_id": run_id, "status": "completed"}
 
 

@@ -92,8 +92,10 @@ def port_source(spec: str | None) -> Callable[[], int]:
     return lambda: next(found)
 
 
-def pool_part(root: Path, port: Callable[[], int], jobs: int, threads: int) -> dict[str, Any]:
-    with team_pool(root, port, threads) as pool:
+def pool_part(
+    root: Path, port: Callable[[], int], jobs: int, threads: int, noop: str = "1"
+) -> dict[str, Any]:
+    with team_pool(root, port, threads, noop) as pool:
         print(f"{jobs:,} no-op jobs from {len(USERS)} users ...", flush=True)
         run = pool.run_jobs(jobs)
         print_run(run)
@@ -156,6 +158,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="policy: steady rounds (2,000; --quick: 50)")
     parser.add_argument("--only", choices=["pool", "ingest", "policy"], help="one part only")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument(
+        "--no-status",
+        action="store_true",
+        help="pool: the no-op job returns no status, so the dispatcher skips what it does "
+        "after a job that says how it ended (refreshing fair share): what that costs",
+    )
     parser.add_argument("--ports", help="take ports from LOW-HIGH only (default: any free)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, help="copy the pool's logs into this folder")
@@ -172,7 +180,8 @@ def main() -> None:
         root = Path(tmp)
         if args.only in (None, "pool"):
             try:
-                figures["pool"] = pool_part(root / "pool", port, jobs, args.threads)
+                noop = "no-status" if args.no_status else "1"
+                figures["pool"] = pool_part(root / "pool", port, jobs, args.threads, noop)
             finally:
                 if args.keep:  # the servers', workers' and scheduler's logs
                     shutil.copytree(
