@@ -1,4 +1,7 @@
-"""MLflow's side of benchmarks/ingest.py; runs inside the MLflow venv, prints JSON."""
+"""MLflow's side of benchmarks/ingest.py and team.py; runs inside the MLflow venv, prints JSON.
+
+python _mlflow_client.py URI per_call|batch POINTS [--barrier]
+"""
 
 import json
 import sys
@@ -16,6 +19,10 @@ experiment = client.create_experiment(f"bench-{mode}-{time.time()}")
 run = client.create_run(experiment)
 run_id = run.info.run_id
 steps = points // len(KEYS)
+if "--barrier" in sys.argv[4:]:
+    # benchmarks/team.py starts several clients and lets them go at once.
+    print("ready", flush=True)
+    sys.stdin.readline()
 
 start = time.perf_counter()
 if mode == "per_call":

@@ -14,6 +14,10 @@ workers, the jobs it runs, the users' recent usage and the queues' settings, and
 * a per-user limit on GPUs held at once, the lower of the server's and the queue's
   (:func:`user_limit`);
 * a job fits when its GPUs are free and one worker has that many (:func:`capacity`).
+
+The running jobs may come as any iterable, summed up again each round, or as a
+:class:`Running`, which keeps those sums as jobs start and end: with thousands of jobs
+running, a round then costs what its picks cost (``benchmarks/team.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import heapq
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeAlias
 
 # Fair share counts the slot-hours of this window.
 USAGE_WINDOW = timedelta(days=1)
@@ -61,8 +66,60 @@ class Capacity:
     biggest: int  # the most GPUs one worker has: a job needing more never fits
 
 
+class Running:
+    """The jobs the pool runs, with what the policy sums over them kept up to date as they
+    start and end: the GPUs held in all and by each user, and each user's running jobs'
+    fair-share weight (in slots, so that adding and taking away stays exact)."""
+
+    def __init__(self, jobs: Iterable[QueuedJob] = ()) -> None:
+        self._jobs: dict[int, QueuedJob] = {}
+        self.gpus = 0
+        self.held: dict[str, int] = {}
+        self.slots: dict[str, int] = {}
+        for job in jobs:
+            self.add(job)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __iter__(self) -> Iterator[QueuedJob]:
+        return iter(self._jobs.values())
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._jobs
+
+    def add(self, job: QueuedJob) -> None:
+        """``job`` started (again: no change)."""
+        if job.id in self._jobs:
+            return
+        self._jobs[job.id] = job
+        self.gpus += job.gpus
+        self.held[job.user] = self.held.get(job.user, 0) + job.gpus
+        self.slots[job.user] = self.slots.get(job.user, 0) + max(job.gpus, 1)
+
+    def discard(self, run_id: int) -> QueuedJob | None:
+        """The job ``run_id`` ended; it, or None when it was not running."""
+        job = self._jobs.pop(run_id, None)
+        if job is None:
+            return None
+        self.gpus -= job.gpus
+        for tally, amount in ((self.held, job.gpus), (self.slots, max(job.gpus, 1))):
+            tally[job.user] -= amount
+            if not tally[job.user]:
+                del tally[job.user]
+        return job
+
+
+# What the policy takes as the running jobs: a tally, or any iterable of them.
+RunningJobs: TypeAlias = Running | Iterable[QueuedJob]
+
+
+def _tally(running: RunningJobs) -> Running:
+    return running if isinstance(running, Running) else Running(running)
+
+
 def capacity(
-    workers: Iterable[tuple[int, int]], running: Iterable[QueuedJob], *, adaptive_backlog: int = 0
+    workers: Iterable[tuple[int, int]], running: RunningJobs, *, adaptive_backlog: int = 0
 ) -> Capacity:
     """The free capacity of ``workers`` (each ``(threads, GPUs)``) with ``running`` on them.
 
@@ -70,16 +127,17 @@ def capacity(
     take, so an adaptive cluster sees the demand and starts workers for them; the workers
     yet to start decide what fits, so GPUs do not limit the round.
     """
-    workers = list(workers)
-    running = list(running)
-    slots = sum(threads for threads, _ in workers) - len(running) + adaptive_backlog
+    tally = _tally(running)
+    # One pass: a thousand workers are summed every round.
+    threads = gpus = biggest = 0
+    for worker_threads, worker_gpus in workers:
+        threads += worker_threads
+        gpus += worker_gpus
+        biggest = max(biggest, worker_gpus)
+    slots = threads - len(tally) + adaptive_backlog
     if adaptive_backlog:
         return Capacity(slots=slots, free_gpus=UNLIMITED, biggest=UNLIMITED)
-    return Capacity(
-        slots=slots,
-        free_gpus=sum(gpus for _, gpus in workers) - sum(job.gpus for job in running),
-        biggest=max((gpus for _, gpus in workers), default=0),
-    )
+    return Capacity(slots=slots, free_gpus=gpus - tally.gpus, biggest=biggest)
 
 
 def slot_weight(job: QueuedJob) -> float:
@@ -87,20 +145,17 @@ def slot_weight(job: QueuedJob) -> float:
     return RUNNING_FLOOR_HOURS * max(job.gpus, 1)
 
 
-def fair_weights(usage: Mapping[str, float], running: Iterable[QueuedJob]) -> dict[str, float]:
+def fair_weights(usage: Mapping[str, float], running: RunningJobs) -> dict[str, float]:
     """Each user's weight in fair share: slot-hours used, plus a floor per running job."""
     weight = dict(usage)
-    for job in running:
-        weight[job.user] = weight.get(job.user, 0.0) + slot_weight(job)
+    for user, slots in _tally(running).slots.items():
+        weight[user] = weight.get(user, 0.0) + RUNNING_FLOOR_HOURS * slots
     return weight
 
 
-def held_gpus(running: Iterable[QueuedJob]) -> dict[str, int]:
+def held_gpus(running: RunningJobs) -> dict[str, int]:
     """The GPUs each user's running jobs hold."""
-    held: dict[str, int] = {}
-    for job in running:
-        held[job.user] = held.get(job.user, 0) + job.gpus
-    return held
+    return dict(_tally(running).held)
 
 
 def queue_order(queues: Iterable[str], rules: Mapping[str, QueueRule]) -> list[str]:
@@ -188,18 +243,19 @@ def choose(
     backlog: Backlog,
     free: Capacity,
     *,
-    running: Iterable[QueuedJob] = (),
+    running: RunningJobs = (),
     usage: Mapping[str, float] | None = None,
     rules: Mapping[str, QueueRule] | None = None,
     max_gpus_per_user: int = 0,
 ) -> list[QueuedJob]:
     """The jobs to start now, in order, within ``free``; they are taken out of ``backlog``.
 
-    ``running``: the jobs the pool runs (they hold GPUs and weigh in fair share); ``usage``:
-    each user's slot-hours over :data:`USAGE_WINDOW`; ``rules``: the queues' settings;
+    ``running``: the jobs the pool runs (they hold GPUs and weigh in fair share), best a
+    :class:`Running` kept by the caller, which the call leaves as it was; ``usage``: each
+    user's slot-hours over :data:`USAGE_WINDOW`; ``rules``: the queues' settings;
     ``max_gpus_per_user``: the server's limit (0: none).
     """
-    running = list(running)
+    running = _tally(running)
     rules = rules or {}
     held = held_gpus(running)
     weight = fair_weights(usage or {}, running)

@@ -69,10 +69,13 @@ class LabrunServer:
         python: str = sys.executable,
         host: str = "127.0.0.1",
         wrap: Sequence[str] = (),
+        program: list[str] | None = None,
     ) -> None:
         self.python = python  # another venv's, to run labrun as installed there
         self.host = host
         self.wrap = list(wrap)  # a prefix for its command: `ip netns exec NS` (support.netns)
+        # What takes `labrun server`'s arguments (a benchmark's own launcher of it).
+        self.program = program or [python, "-m", "labrun.cli", "server"]
         self.pool = pool
         self.options = options or []
         self.extra_env = env or {}
@@ -93,10 +96,7 @@ class LabrunServer:
     def start(self, timeout: float = 60.0) -> None:
         command = [
             *self.wrap,
-            self.python,
-            "-m",
-            "labrun.cli",
-            "server",
+            *self.program,
             "--ip",
             self.host,
             "--port",

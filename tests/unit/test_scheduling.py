@@ -13,6 +13,7 @@ from labrun.jupyter_ext.scheduling import (
     Capacity,
     QueuedJob,
     QueueRule,
+    Running,
     capacity,
     choose,
     queue_order,
@@ -210,3 +211,50 @@ def test_a_big_sweep_is_discarded_in_one_call_and_the_rest_keep_their_order() ->
     assert backlog.queues() == ["default"]
     assert choose(backlog, cpus(3)) == [others[0], others[2], others[1]]
     assert backlog.discard([others[0].id]) == set()  # gone already: nothing to drop
+
+
+# --- the running jobs, kept as a tally --------------------------------------------------
+
+
+def test_a_tally_of_running_jobs_keeps_its_sums_as_jobs_start_and_end() -> None:
+    a1, a2, b1 = job("alice", gpus=2), job("alice"), job("bob", gpus=1)
+    running = Running([a1, a2, b1])
+    running.add(a1)  # started once only
+    assert (len(running), running.gpus, running.held) == (3, 3, {"alice": 2, "bob": 1})
+    assert running.slots == {"alice": 3, "bob": 1}  # a CPU job weighs one slot
+    assert running.discard(b1.id) == b1 and running.discard(b1.id) is None
+    assert running.discard(a1.id) == a1
+    assert (running.gpus, running.slots) == (0, {"alice": 1})
+    assert not any(running.held.values())
+    assert list(running) == [a2] and a2.id in running
+
+
+def test_a_tally_chooses_what_a_list_of_the_same_jobs_chooses_and_is_left_as_it_was() -> None:
+    running = [job("alice", gpus=2), job("bob"), job("carol", gpus=1, queue="small")]
+    queued = [
+        job(user, gpus=gpus, queue=queue)
+        for user in ("alice", "bob", "carol")
+        for gpus in (0, 1, 2)
+        for queue in ("default", "small")
+    ]
+    rules = {"small": QueueRule(max_gpus_per_user=2)}
+    workers = [(4, 4), (4, 2)]
+    tally = Running(running)
+    by_list = choose(
+        backlog_of(*queued),
+        capacity(workers, running),
+        running=running,
+        usage={"bob": 0.01},
+        rules=rules,
+        max_gpus_per_user=3,
+    )
+    by_tally = choose(
+        backlog_of(*queued),
+        capacity(workers, tally),
+        running=tally,
+        usage={"bob": 0.01},
+        rules=rules,
+        max_gpus_per_user=3,
+    )
+    assert by_tally == by_list and len(by_list) == 5
+    assert (len(tally), tally.gpus, tally.held) == (3, 3, {"alice": 2, "bob": 0, "carol": 1})
