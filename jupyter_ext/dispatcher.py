@@ -106,9 +106,9 @@ class Dispatcher:
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._load_backlog()
-        if self.state == "disabled":
+        if self.state == "disabled":  # no pool: jobs wait in the scheduler of record's backlog
             self.pool.disabled()
+            self._task = asyncio.create_task(self.leadership.run())
             return
         self._task = asyncio.create_task(self._run())
 
@@ -221,7 +221,7 @@ class Dispatcher:
     def add(self, jobs: list[QueuedJob]) -> None:
         """Jobs just submitted: queue them and dispatch at once where the pool has room
         (here, or by the scheduler of record, told by an event)."""
-        if not self.leading:
+        if not self.leading and self._task is not None:  # (not started: it keeps them)
             self.publish("dispatch.queued", {"ids": [job.id for job in jobs]}, internal=True)
             return
         for job in jobs:
