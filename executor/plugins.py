@@ -180,21 +180,26 @@ class ServerLink(LabrunPlugin):
             f.write(self.client.url)
         os.replace(partial, self.url_file)
 
-    def _relocate(self) -> str | None:
-        """The scheduler of record's URL, asked of the scheduler: the server this worker
-        reported to cannot be reached (it stopped; another took over)."""
+    def _published(self, key: list[str], what: str) -> tuple[bool, Any]:
+        """What the server published on the scheduler under ``key`` (from a thread other
+        than the worker's event loop): (whether the scheduler answered, the value)."""
         try:
-            url = sync(
+            return True, sync(
                 self.worker.loop,
                 self.worker.scheduler.get_metadata,
-                keys=SERVER_KEY,
+                keys=key,
                 default=None,
                 callback_timeout=10,
             )
-        except Exception as err:  # noqa: BLE001 - the scheduler may be restarting too
-            logger.info("labrun: could not ask the scheduler where the server is: %s", err)
-            return None
-        return self._move(url)
+        except Exception as err:  # noqa: BLE001 - the scheduler may be restarting: ask again
+            logger.info("labrun: could not ask the scheduler for %s: %s", what, err)
+            return False, None
+
+    def _relocate(self) -> str | None:
+        """The scheduler of record's URL, asked of the scheduler: the server this worker
+        reported to cannot be reached (it stopped; another took over)."""
+        answered, url = self._published(SERVER_KEY, "the server's URL")
+        return self._move(url) if answered else None
 
     def _take(self, grant: Any) -> bool:
         """Use ``grant`` if it outlives the token in use; whether it did."""
@@ -216,16 +221,8 @@ class ServerLink(LabrunPlugin):
         Also what the worker's client calls when the server says its token expired (a
         worker too busy to renew in time): the request is retried once with it.
         """
-        try:
-            newer = sync(
-                self.worker.loop,
-                self.worker.scheduler.get_metadata,
-                keys=POOL_TOKEN_KEY,
-                default=None,
-                callback_timeout=10,
-            )
-        except Exception as err:  # noqa: BLE001 - the scheduler may be restarting; try again
-            logger.info("labrun: could not ask the scheduler for a new token: %s", err)
+        answered, newer = self._published(POOL_TOKEN_KEY, "a new token")
+        if not answered:
             return None
         if self._take(newer):
             logger.info("labrun: took the pool's new token, valid until %s", newer["expires"])
