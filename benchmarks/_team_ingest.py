@@ -22,14 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from ingest import mlflow_server
 from support.postgres import PostgresServer
-from support.server import LabrunServer, stop_group
+from support.server import LabrunServer
 
 from labrun.client import Client
 from labrun.jupyter_ext.store.database import make_engine, upgrade
@@ -161,40 +161,14 @@ def mlflow_ingest(
         conn.execute("CREATE DATABASE mlflow")
     store = root / "mlflow"
     store.mkdir()
-    server = subprocess.Popen(
-        [
-            str(python.parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"postgresql://labrun@127.0.0.1:{postgres.port}/mlflow",
-            "--default-artifact-root",
-            str(store / "artifacts"),
-            *("--host", "127.0.0.1", "--port", str(port)),
-        ],
-        stdout=(store / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{uri}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((store / "server.log").read_text()[-2000:])
-            time.sleep(0.5)
+    backend = f"postgresql://labrun@127.0.0.1:{postgres.port}/mlflow"
+    with mlflow_server(python.parent / "mlflow", backend, store, port, 300) as uri:
         command = [
             str(python),
             str(HERE / "_mlflow_client.py"),
             *(uri, "batch", str(points // CLIENTS), "--barrier"),
         ]
         return combined(at_once([command] * CLIENTS))
-    finally:
-        stop_group(server)
 
 
 def measure(

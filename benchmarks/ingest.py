@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -104,23 +106,21 @@ def ensure_mlflow() -> Path:
     return python
 
 
-def mlflow_ingest(workdir: Path, mode: str, points: int) -> dict[str, float]:
-    python = ensure_mlflow()
-    port = free_port()
-    store = workdir / f"mlflow-{mode}"
-    store.mkdir()
+@contextmanager
+def mlflow_server(
+    mlflow: Path, backend: str, store: Path, port: int, timeout: float
+) -> Iterator[str]:
+    """``mlflow server`` on the backend store ``backend``: its URI once it answers; stopped
+    after."""
     server = subprocess.Popen(
         [
-            str(MLFLOW_VENV / "bin" / "mlflow"),
+            str(mlflow),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
+            backend,
             "--default-artifact-root",
             str(store / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+            *("--host", "127.0.0.1", "--port", str(port)),
         ],
         stdout=(store / "server.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -128,7 +128,7 @@ def mlflow_ingest(workdir: Path, mode: str, points: int) -> dict[str, float]:
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 if httpx.get(f"{uri}/health", timeout=1).status_code == 200:
@@ -138,6 +138,18 @@ def mlflow_ingest(workdir: Path, mode: str, points: int) -> dict[str, float]:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((store / "server.log").read_text()[-2000:])
             time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def mlflow_ingest(workdir: Path, mode: str, points: int) -> dict[str, float]:
+    python = ensure_mlflow()
+    store = workdir / f"mlflow-{mode}"
+    store.mkdir()
+    backend = f"sqlite:///{store / 'mlflow.db'}"
+    with mlflow_server(MLFLOW_VENV / "bin" / "mlflow", backend, store, free_port(), 120) as uri:
         out = subprocess.run(
             [str(python), str(ROOT / "benchmarks" / "_mlflow_client.py"), uri, mode, str(points)],
             check=True,
@@ -145,9 +157,6 @@ def mlflow_ingest(workdir: Path, mode: str, points: int) -> dict[str, float]:
             text=True,
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
 
 
 def seed_runs(url: str, runs: int) -> None:
