@@ -66,6 +66,7 @@ class LeaseInfo:
 class LeaseStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._made: set[str] = set()  # leases whose row is known to exist
 
     def _now(self) -> ColumnElement[float]:
         if self.db.dialect == "postgresql":
@@ -169,15 +170,19 @@ class LeaseStore:
         return LeaseInfo(*row)
 
     def _ensure(self, name: str) -> None:
-        """The lease's row, made the first time (a lease nobody held is free)."""
+        """The lease's row, made the first time (a lease nobody held is free); asked of the
+        database once, not at every renewal."""
+        if name in self._made:
+            return
         with self.db.session() as session:
-            if session.get(Lease, name) is not None:
-                return
-        try:
-            with self.db.session() as session:
-                session.add(Lease(name=name, epoch=0, acquired=0.0, expires=0.0))
-        except IntegrityError:
-            pass  # another server made it meanwhile
+            found = session.get(Lease, name) is not None
+        if not found:
+            try:
+                with self.db.session() as session:
+                    session.add(Lease(name=name, epoch=0, acquired=0.0, expires=0.0))
+            except IntegrityError:
+                pass  # another server made it meanwhile
+        self._made.add(name)
 
 
 def server_id() -> str:
