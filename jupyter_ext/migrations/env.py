@@ -1,7 +1,7 @@
 """Alembic environment: runs migrations on the engine labrun hands it."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from labrun.jupyter_ext.store.tables import Base, in_models
 
@@ -11,6 +11,10 @@ engine = config.attributes.get("engine") or create_engine(
 )
 
 with engine.begin() as connection:
+    if connection.dialect.name == "postgresql":
+        # Servers started at once on a fresh database each upgrade it: one at a time, in
+        # one transaction each, so the second finds the schema at head and does nothing.
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('labrun-schema'))"))
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
+from support.postgres import PostgresServer
 
 from labrun.errors import SchemaMismatch
 from labrun.jupyter_ext.store import database
@@ -47,3 +51,27 @@ def test_a_newer_schema_is_refused_and_left_alone(db_url: str) -> None:
     with pytest.raises(SchemaMismatch, match="written by a newer labrun"):
         database.check_schema(engine, auto_upgrade=True)
     assert database.schema_revisions(engine)[0] == "9999"
+
+
+def test_servers_upgrading_a_fresh_postgresql_database_at_once_all_succeed(
+    postgres: PostgresServer,
+) -> None:
+    # Given a team's servers started together on an empty database, each upgrading it
+    # (as `labrun db upgrade` does, in processes of their own)
+    url = postgres.create_database()
+    upgrades = [
+        subprocess.Popen(
+            [sys.executable, "-m", "labrun.cli", "db", "upgrade", "--db-url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [(process.communicate(timeout=120)[0], process.returncode) for process in upgrades]
+    # Then none fails (each waits for the one before, and finds the schema at head)
+    assert [code for _, code in outputs] == [0, 0, 0], outputs
+    engine = database.make_engine(url)
+    current, head = database.schema_revisions(engine)
+    engine.dispose()
+    assert current == head
