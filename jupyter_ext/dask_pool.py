@@ -222,8 +222,11 @@ class DaskPool:
         self._workers_at = time.monotonic()
         return True
 
-    async def check_gpus(self, gpus: int) -> None:
-        """Refuse a job no worker could ever run (Dask would leave it pending forever)."""
+    async def check_gpus(self, gpus: int, *, fresh: bool = True) -> None:
+        """Refuse a job no worker could ever run (Dask would leave it pending forever).
+
+        ``fresh=False``: with the workers as seen within the last second (a cell's grant,
+        which should not pay for asking the scheduler again)."""
         if self.state == "disabled":
             return
         try:
@@ -237,7 +240,7 @@ class DaskPool:
             raise
         if self.state == "error":
             raise ServerUnavailable(f"the pool is unavailable: {self.message}")
-        await self.refresh_workers(force=True)
+        await self.refresh_workers(force=fresh)
         if not self.workers or gpus == 0 or self.settings.adaptive_backlog:
             return  # an adaptive cluster's next workers may be bigger than today's
         best = max(w.gpus for w in self.workers.values())

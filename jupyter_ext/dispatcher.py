@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from labrun.executor import worker_id as address_id
 from labrun.messages import JobSpec, RunError
-from labrun.models import PoolStatus, RunStatus
+from labrun.models import RunStatus
 
 from . import scheduling
 from .dask_pool import DaskPool, DispatcherSettings
+from .grants import Admissions, is_grant
 from .inflight import Inflight, in_flight
 from .leadership import Leadership
 from .orphans import settle_orphan_cells
-from .pool_status import pool_status
 from .retiring import TokenRetirement
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 from .stopping import stop_on_pool
@@ -82,6 +82,7 @@ class Dispatcher:
         self.pool = DaskPool(settings)
         self.inflight: dict[int, Inflight] = {}
         self.backlog = Backlog()
+        self.grants = Admissions(self)
         self.queues: dict[str, QueueRule] = {}
         self.usage: dict[str, float] = {}
         self.dispatched = 0
@@ -144,6 +145,7 @@ class Dispatcher:
         await self.pool.publish_server(self.settings.server_url)
         self.inflight = {e.job.id: e for e in await in_flight(self.pool, self.store, self.call)}
         await self._load_backlog()
+        await self.grants.load()
         self._usage_at = 0.0
         self._serving = asyncio.create_task(self.serve())
         self.publish("pool.updated", {"dispatcher": self.leadership.server})
@@ -160,6 +162,7 @@ class Dispatcher:
             if entry.task is not None:
                 entry.task.cancel()
         self.backlog = Backlog()
+        self.grants.clear()
         self._lost_seen.clear()
 
     async def serve(self) -> None:
@@ -179,8 +182,9 @@ class Dispatcher:
             try:
                 await asyncio.wait_for(self._wake.wait(), 1.0)
                 # Gather what else arrives in the next moment into the same round: one
-                # store transaction for many jobs instead of one each.
-                await asyncio.sleep(self.settings.batch_window)
+                # store transaction for many jobs instead of one each (not when a cell waits).
+                if not self.grants.asked:
+                    await asyncio.sleep(self.settings.batch_window)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -230,7 +234,9 @@ class Dispatcher:
 
     async def on_event(self, type: str, data: dict[str, Any]) -> None:
         """What another server of the store asks of the scheduler of record."""
-        if type == "dispatch.released":
+        if type.startswith("dispatch.grant"):
+            await self.grants.on_event(type, data)
+        elif type == "dispatch.released":
             self.leadership.look_now()
         elif not self.leading:
             return
@@ -248,30 +254,26 @@ class Dispatcher:
             await self._check_lost()
         if time.monotonic() - self._usage_at > 10:
             self.usage = await self.call(self.store.dispatch.usage, USAGE_WINDOW)
-            self.queues = await self.call(self._queue_settings)
+            self.queues = await self.call(self.store.dispatch.queue_rules)
             self._usage_at = time.monotonic()
         if time.monotonic() - self._reconciled_at > RECONCILE_EVERY:
             # Whatever another server queued and its event did not say (one lost on the
             # way, or sent before this server took over) is found here.
             await self._load_backlog()
             self._reconciled_at = time.monotonic()
-        chosen = self.choose()
+        chosen = await self.grants.admit(self.choose(), self.leadership.hold)
         if chosen:
             await self._submit(chosen)
         if self.client is not None and time.monotonic() - self._orphans_at > ORPHAN_CHECK_EVERY:
             self._orphans_at = time.monotonic()
             await settle_orphan_cells(self.client, self.store, self.call, self.publish)
-
-    def _queue_settings(self) -> dict[str, QueueRule]:
-        return {
-            q.name: QueueRule(q.priority, q.max_gpus_per_user)
-            for q in self.store.pool.list_queues().queues
-        }
+        await self.grants.release_stale()
 
     def choose(self) -> list[QueuedJob]:
         """The jobs to start now, in order, within the pool's free capacity, as the policy
         chooses them; each has its slot reserved here until it is submitted."""
-        running = [entry.job for entry in self.inflight.values()]
+        # (The GPUs of %%mlrun cells and sessions are held as jobs' are: grants.py.)
+        running = [*(entry.job for entry in self.inflight.values()), *self.grants.granted.values()]
         free = scheduling.capacity(
             ((w.nthreads, w.gpus) for w in self.pool.workers.values()),
             running,
@@ -286,8 +288,9 @@ class Dispatcher:
             max_gpus_per_user=self.settings.max_gpus_per_user,
         )
         for job in chosen:
-            # Reserve the slot now; the attempt number comes from the store below.
-            self.inflight[job.id] = Inflight(job=job, attempt=0)
+            # Reserve a job's slot now; the attempt number comes from the store below.
+            if not is_grant(job.id):
+                self.inflight[job.id] = Inflight(job=job, attempt=0)
         return chosen
 
     async def _submit(self, jobs: list[QueuedJob]) -> None:
@@ -493,8 +496,3 @@ class Dispatcher:
                 if report is not None:
                     self.add(await self.call(self.store.dispatch.queued, report))
                     self.publish("run.created", {"id": report})
-
-    # --- status ---------------------------------------------------------------------
-
-    async def status(self) -> PoolStatus:
-        return await pool_status(self)

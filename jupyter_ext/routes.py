@@ -13,6 +13,7 @@ from .handlers.catalog import (
     DatasetVersionsHandler,
     ProjectsHandler,
 )
+from .handlers.grants import GrantsHandler, GrantsReleaseHandler
 from .handlers.jobs import (
     JobsHandler,
     PoolHandler,
@@ -90,6 +91,8 @@ ROUTES: list[tuple[str, Any]] = [
     ("/params/check", ParamsCheckHandler),
     ("/sweeps/{run_id}", SweepHandler),
     ("/pool", PoolHandler),
+    ("/grants", GrantsHandler),
+    ("/grants/release", GrantsReleaseHandler),
     ("/queues", QueuesHandler),
     ("/queues/{name}", QueueHandler),
     ("/workers", WorkersHandler),

@@ -35,6 +35,10 @@ USAGE_WINDOW = timedelta(days=1)
 RUNNING_FLOOR_HOURS = 1 / 60
 # What "no limit" on GPUs is, for an adaptive cluster whose next workers decide what fits.
 UNLIMITED = 10**6
+# Grants (the GPUs of %%mlrun cells and sessions, ``store/grants.py``) wait in the backlog and
+# run beside jobs under ids of their own, below every run's: the policy treats them as jobs,
+# and a user's waiting cell goes before their queued jobs, the oldest cell first.
+GRANT_IDS = -(2**62)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,8 @@ class CellRun:
         self._done = threading.Event()
         self._pumped = threading.Event()
         self._background = False
+        # Whether it holds GPUs the scheduler of record granted (given back at its end).
+        self.granted = False
 
     def __repr__(self) -> str:
         return f"<labrun.CellRun {self.label} {self.status}>"
@@ -211,6 +213,7 @@ class CellRun:
         # keep the task with its inputs (100 MB of shipped array made the next cells 3x
         # slower), and the kernel keeps every cell's handle.
         self.future = None
+        self.give_back()
         if outcome.get("record"):
             self._record_end(outcome["record"])
         for event in outcome.get("events") or []:
@@ -268,8 +271,15 @@ class CellRun:
         update = UpdateRun(status=RunStatus.failed, error=error.record())
         self.pool.bookkeeper.submit(UpdateRunOp(run_key=self.key, body=update))
 
+    def give_back(self) -> None:
+        """The cell ended (or never went): its grant's GPUs go back to the pool."""
+        if self.granted:
+            self.granted = False
+            self.pool.grants.release(self.key)
+
     def cancel(self) -> None:
         """Stop the cell: interrupt it on its worker, drop it from the queue, record it."""
+        self.give_back()
         self.pool.stop(self.key)
         with contextlib.suppress(Exception):
             if hasattr(self.future, "cancel") and self.session is None:

@@ -177,7 +177,7 @@ class LabrunMagics(Magics):
         values = {n: ns[n] for n in names.reads if n in ns and n not in hidden}
         session = None
         if args.session:
-            session = self._session(args.session, gpus, priority, args.project)
+            session = self._session(args.session, gpus, priority, args.project, args.queue)
             # The session's own values are the truth: send only what the notebook changed.
             values = {n: v for n, v in values.items() if session.returned.get(n, _MISSING) is not v}
         try:
@@ -198,6 +198,13 @@ class LabrunMagics(Magics):
             cuda=local_cuda(),
             gpus=gpus,
         )
+        if gpus and session is None:
+            # The scheduler of record admits GPU cells as it does jobs (a session, once).
+            try:
+                pool.grants.acquire(key, gpus, kind="cell", queue=args.queue, what=label)
+            except LabrunError as err:
+                raise MagicError(str(err)) from None
+            run.granted = True
         if args.no_wait:
             self._start(run, payload, packed, args, priority)
             run.follow_in_background(lambda event: None)
@@ -244,11 +251,17 @@ class LabrunMagics(Magics):
             max_inputs=self.max_input_artifact,
             created=run.recorded,
         )
-        run.send(payload, packed, priority=priority)
+        try:
+            run.send(payload, packed, priority=priority)
+        except BaseException:
+            run.give_back()
+            raise
         self.runs.append(run)
         self.ip.user_ns["_mlrun"] = run
 
-    def _session(self, name: str, gpus: int, priority: int, project: str | None) -> SessionHandle:
+    def _session(
+        self, name: str, gpus: int, priority: int, project: str | None, queue: str | None
+    ) -> SessionHandle:
         try:
             return self.sessions.open(
                 self.pool,
@@ -257,6 +270,7 @@ class LabrunMagics(Magics):
                 project=self._project(project),
                 idle_timeout=self.session_idle_timeout,
                 priority=priority,
+                queue=queue,
             )
         except LabrunError as err:
             raise MagicError(str(err)) from None

@@ -14,6 +14,7 @@ from labrun.delivery import Outbox
 from labrun.errors import LabrunError
 from labrun.models import PoolStatus
 
+from .grants import KernelGrants
 from .recording import Bookkeeper
 
 # How long a first cell waits for a pool the server is still starting (a local pool takes
@@ -81,6 +82,8 @@ class Pool:
         self.has_gpus = any(w.gpus for w in status.workers)
         self._said_gpus = False
         self.bookkeeper = Bookkeeper(Outbox.of(client))
+        # GPU cells and sessions wait for the scheduler of record's grant (grants.py).
+        self.grants = KernelGrants(client, self.dask.id)
 
     def gpus_for(self, asked: int | None) -> int:
         """The GPUs a cell gets: as asked, else 1 where the pool has GPUs (else 0, said once)."""
@@ -117,6 +120,7 @@ class Pool:
             self.dask.run(stop_cell, token, on_error="ignore")
 
     def close(self) -> None:
+        self.grants.flush()
         with contextlib.suppress(Exception):
             self.dask.close()
 

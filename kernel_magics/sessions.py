@@ -16,7 +16,11 @@ from .pool import Pool
 class SessionHandle:
     """A ``--session``: a :class:`CellSession` actor on one worker, with its run."""
 
-    def __init__(self, name: str, future: Any, actor: Any, run_id: int, key: str) -> None:
+    def __init__(
+        self, pool: Pool, name: str, future: Any, actor: Any, run_id: int, key: str, gpus: int
+    ) -> None:
+        self.pool = pool
+        self.gpus = gpus
         self.name = name
         self.future = future
         self.actor = actor
@@ -33,10 +37,19 @@ class SessionHandle:
             self.actor.release("released by the notebook").result(timeout=30)
         with contextlib.suppress(Exception):
             self.future.release()
+        if self.gpus:
+            self.pool.grants.release(self.key)
 
 
 def start_session(
-    pool: Pool, name: str, *, gpus: int, project: str, idle_timeout: float, priority: int
+    pool: Pool,
+    name: str,
+    *,
+    gpus: int,
+    project: str,
+    idle_timeout: float,
+    priority: int,
+    queue: str | None = None,
 ) -> SessionHandle:
     key = uuid.uuid4().hex
     run = pool.client.create_run(
@@ -50,6 +63,15 @@ def start_session(
             environment=environment.basic(),
         )
     )
+    if gpus:
+        # Its GPUs are held from its start to its release: granted by the scheduler of
+        # record under the rules jobs follow.
+        try:
+            pool.grants.acquire(key, gpus, kind="session", queue=queue, what=f"session {name!r}")
+        except BaseException:
+            with contextlib.suppress(LabrunError):
+                pool.client.cancel_run(run.id)
+            raise
     # The actor's class, which Dask pickles by reference: imported where it is submitted.
     from labrun.executor.sessions import CellSession
 
@@ -82,8 +104,10 @@ def start_session(
             future.cancel()
             with contextlib.suppress(LabrunError):
                 pool.client.cancel_run(run.id)
+            if gpus:
+                pool.grants.release(key)
             raise
-    return SessionHandle(name, future, actor, run.id, key)
+    return SessionHandle(pool, name, future, actor, run.id, key, gpus)
 
 
 class Sessions:
@@ -93,7 +117,15 @@ class Sessions:
         self._handles: dict[str, SessionHandle] = {}
 
     def open(
-        self, pool: Pool, name: str, *, gpus: int, project: str, idle_timeout: float, priority: int
+        self,
+        pool: Pool,
+        name: str,
+        *,
+        gpus: int,
+        project: str,
+        idle_timeout: float,
+        priority: int,
+        queue: str | None = None,
     ) -> SessionHandle:
         """Session ``name``, started (and announced) if it is not yet."""
         found = self._handles.get(name)
@@ -107,6 +139,7 @@ class Sessions:
                 project=project,
                 idle_timeout=idle_timeout,
                 priority=priority,
+                queue=queue,
             )
         except LabrunError as err:
             raise LabrunError(f"could not start session {name!r}: {err}") from None

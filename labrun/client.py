@@ -37,6 +37,7 @@ from labrun.models import (
     DescribeArtifact,
     DescribeDataset,
     DescribeDatasetVersion,
+    DescribeGrant,
     DescribeQueue,
     DescribeReport,
     DescribeRun,
@@ -44,6 +45,7 @@ from labrun.models import (
     DescribeToken,
     DescribeWorker,
     GpuList,
+    GrantList,
     Identity,
     IngestSamples,
     IssuedToken,
@@ -55,7 +57,9 @@ from labrun.models import (
     PoolStatus,
     QueueList,
     RegisterWorker,
+    ReleaseGrants,
     ReportList,
+    RequestGrant,
     RerunRun,
     RunList,
     RunMetrics,
@@ -414,6 +418,15 @@ class Client:
     def pool(self) -> PoolStatus:
         return self._get(PoolStatus, "/pool")
 
+    def grants(self) -> GrantList:
+        return self._get(GrantList, "/grants")
+
+    def request_grant(self, req: RequestGrant) -> DescribeGrant:
+        return self._send(DescribeGrant, "POST", "/grants", req)
+
+    def release_grants(self, keys: list[str]) -> GrantList:
+        return self._send(GrantList, "POST", "/grants/release", ReleaseGrants(keys=keys))
+
     # --- jobs ------------------------------------------------------------------------
 
     def submit_job(self, req: SubmitJob) -> DescribeRun:
@@ -460,11 +473,8 @@ class Client:
     def revoke_token(self, token_id: str) -> DescribeToken:
         return self._send(DescribeToken, "DELETE", f"/tokens/{_quote_path(token_id)}")
 
-    # --- the audit log ----------------------------------------------------------------
-
     def audit(self, **query: Any) -> AuditList:
-        """Audit entries, newest first (ListAuditQuery's filters; yours only unless an
-        admin's)."""
+        """Audit entries, newest first (ListAuditQuery's filters; an admin's: everyone's)."""
         return self._get(AuditList, "/audit", **query)
 
 

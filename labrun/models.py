@@ -873,6 +873,57 @@ class PoolStatus(Response):
     )
 
 
+class GrantStatus(str, Enum):
+    waiting = "waiting"
+    granted = "granted"
+    released = "released"
+
+
+RUN_KEY_PATTERN = r"^[A-Za-z0-9_.-]{8,64}$"  # as CreateRun.key
+
+
+class RequestGrant(Request):
+    """GPUs for a ``%%mlrun`` cell or session, asked of the scheduler of record: the answer
+    comes once they are granted, or after ``wait`` seconds still waiting (ask again)."""
+
+    key: str = Field(pattern=RUN_KEY_PATTERN, description="the cell's or session's run key")
+    gpus: int = Field(ge=1, le=64)
+    kind: Literal["cell", "session"] = "cell"
+    queue: str = Field("default", pattern=NAME_PATTERN, description="whose rules apply")
+    client: str | None = Field(
+        None, max_length=128, description="the kernel's Dask client id: released once it is gone"
+    )
+    release: list[Annotated[str, Field(pattern=RUN_KEY_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="keys of the caller's grants to release first (cells that ended)",
+    )
+    wait: float = Field(5.0, ge=0, le=5, description="seconds to wait for the grant")
+
+
+class ReleaseGrants(Request):
+    keys: list[Annotated[str, Field(pattern=RUN_KEY_PATTERN)]] = Field(
+        min_length=1, max_length=1000
+    )
+
+
+class DescribeGrant(Response):
+    id: int
+    key: str
+    user: str
+    kind: str
+    queue: str
+    gpus: int
+    status: GrantStatus
+    created_at: datetime
+    granted_at: datetime | None = None
+    released_at: datetime | None = None
+
+
+class GrantList(Response):
+    grants: list[DescribeGrant]
+
+
 RoleName = Literal["admin", "lead", "researcher"]
 
 

@@ -19,6 +19,7 @@ from labrun.models import (
     SubmitSweep,
 )
 
+from ..pool_status import pool_status
 from ..scheduling import QueuedJob
 from .base import LabrunHandler, operation
 
@@ -160,4 +161,4 @@ class PoolHandler(LabrunHandler):
         response=PoolStatus,
     )
     async def get(self) -> PoolStatus:
-        return await self.app.dispatcher.status()
+        return await pool_status(self.app.dispatcher)

@@ -8,6 +8,7 @@ from .database import Database, check_schema
 from .datasets import DatasetStore
 from .dispatch import DispatchStore
 from .events import EventStore
+from .grants import GrantStore
 from .jobs import JobStore
 from .leases import LeaseStore
 from .logs import LogStore
@@ -40,3 +41,4 @@ class Store:
         self.sweeps = SweepStore(db, self.runs, self.jobs)
         self.reports = ReportStore(db)
         self.audit = AuditStore(db)
+        self.grants = GrantStore(db, self.leases)

@@ -16,7 +16,7 @@ from labrun.errors import InvalidRequest
 from labrun.models import AuditList, DescribeAuditEntry, ListAuditQuery
 
 from .database import Database
-from .tables import AuditEntry
+from .team_tables import AuditEntry
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -17,12 +17,12 @@ from labrun.errors import Conflict
 from labrun.messages import JobSpec, RerunOf, RunError
 from labrun.models import ClaimRun, DescribeRun, RunKind, RunStatus
 
-from ..scheduling import QueuedJob
+from ..scheduling import QueuedJob, QueueRule
 from .database import Database
 from .jobs import IS_JOB
 from .leases import Hold, LeaseStore
 from .runs import RunStore
-from .tables import Project, Run, RunLog, utcnow
+from .tables import Project, Queue, Run, RunLog, utcnow
 from .tokens import TokenStore
 
 
@@ -63,6 +63,12 @@ class DispatchStore:
         # caller that is not the dispatcher, such as a test).
         if hold is not None:
             self.leases.fence(session, hold)
+
+    def queue_rules(self) -> dict[str, QueueRule]:
+        """Each queue's priority and per-user GPU limit, as the policy takes them."""
+        with self.db.session() as session:
+            rows = session.execute(select(Queue.name, Queue.priority, Queue.max_gpus_per_user))
+            return {name: QueueRule(priority, limit) for name, priority, limit in rows}
 
     def queued(self, run_id: int | None = None) -> list[QueuedJob]:
         """Every queued job, oldest first (or just ``run_id``, if queued)."""

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, text
 
 from .database import Database
-from .tables import Event
+from .team_tables import Event
 
 # PostgreSQL's channel; a notification carries an event whole up to this size (the limit is
 # 8000 bytes), and a reference to its row in ``events`` beyond.

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from labrun.errors import LabrunError
 
 from .database import Database
-from .tables import Lease
+from .team_tables import Lease
 
 DISPATCHER = "dispatcher"
 

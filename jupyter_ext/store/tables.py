@@ -436,60 +436,6 @@ class Token(Base):
     )
 
 
-class Lease(Base):
-    """Who acts for the store (the ``dispatcher`` lease: the scheduler of record); see
-    ``leases.py``. ``expires``: seconds by the database's clock; ``epoch``: one per holder."""
-
-    __tablename__ = "leases"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    holder: Mapped[str | None] = mapped_column(String(256))
-    user: Mapped[str | None] = mapped_column(String(128))
-    url: Mapped[str | None] = mapped_column(String(2048))
-    scheduler: Mapped[str | None] = mapped_column(String(512))
-    epoch: Mapped[int] = mapped_column(default=0)
-    acquired: Mapped[float] = mapped_column(Float, default=0.0)
-    expires: Mapped[float] = mapped_column(Float, default=0.0)
-
-
-class Event(Base):
-    """An event for the other servers of the store (``relay.py``), kept a minute."""
-
-    __tablename__ = "events"
-
-    id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    origin: Mapped[str] = mapped_column(String(256))
-    type: Mapped[str] = mapped_column(String(64))
-    data: Mapped[dict[str, Any]]
-    time: Mapped[float] = mapped_column(Float)
-
-
-class AuditEntry(Base):
-    """Who did what to which run, queue, token or setting, and when: one row per mutating
-    request, whatever its answer."""
-
-    __tablename__ = "audit"
-
-    id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    time: Mapped[datetime] = mapped_column(default=utcnow)
-    user: Mapped[str] = mapped_column(String(128))
-    # user, run or pool (see labrun.jupyter_ext.auth)
-    scope: Mapped[str] = mapped_column(String(8))
-    action: Mapped[str] = mapped_column(String(64))
-    method: Mapped[str] = mapped_column(String(8))
-    path: Mapped[str] = mapped_column(String(2048))
-    target_type: Mapped[str | None] = mapped_column(String(32))
-    target_id: Mapped[str | None] = mapped_column(String(256))
-    status: Mapped[int]
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    server: Mapped[str] = mapped_column(String(256))
-
-    __table_args__ = (
-        Index("ix_audit_time", "time"),
-        Index("ix_audit_user_time", "user", "time"),
-    )
-
-
 # Made by migrations outside these models: the name search's trigram index (an FTS5 table
 # and its shadow tables on SQLite, a GIN index on PostgreSQL).
 OUTSIDE_MODELS = ("run_search", "ix_runs_name_trgm")

@@ -506,6 +506,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/labrun/api/v1/grants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The grants held or waited for, oldest first */
+        get: operations["getGrants"];
+        put?: never;
+        /** Ask for GPUs for a %%mlrun cell or session: answered once granted by the pool's scheduler of record (under the queues, fair share and GPU limits jobs follow), or after `wait` seconds still waiting (ask again with the same key) */
+        post: operations["postGrants"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/labrun/api/v1/grants/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Release grants by key (the caller's own; an admin's: anyone's): their GPUs go to whoever waits next */
+        post: operations["postGrantsRelease"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/labrun/api/v1/queues": {
         parameters: {
             query?: never;
@@ -1911,6 +1946,95 @@ export interface components {
              * @default null
              */
             dispatcher: components["schemas"]["Dispatching"] | null;
+        };
+        /** DescribeGrant */
+        DescribeGrant: {
+            /** Id */
+            id: number;
+            /** Key */
+            key: string;
+            /** User */
+            user: string;
+            /** Kind */
+            kind: string;
+            /** Queue */
+            queue: string;
+            /** Gpus */
+            gpus: number;
+            status: components["schemas"]["GrantStatus"];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Granted At
+             * @default null
+             */
+            granted_at: string | null;
+            /**
+             * Released At
+             * @default null
+             */
+            released_at: string | null;
+        };
+        /**
+         * GrantStatus
+         * @enum {string}
+         */
+        GrantStatus: "waiting" | "granted" | "released";
+        /** GrantList */
+        GrantList: {
+            /** Grants */
+            grants: components["schemas"]["DescribeGrant"][];
+        };
+        /**
+         * RequestGrant
+         * @description GPUs for a ``%%mlrun`` cell or session, asked of the scheduler of record: the answer
+         *     comes once they are granted, or after ``wait`` seconds still waiting (ask again).
+         */
+        RequestGrant: {
+            /**
+             * Key
+             * @description the cell's or session's run key
+             */
+            key: string;
+            /** Gpus */
+            gpus: number;
+            /**
+             * Kind
+             * @default cell
+             * @enum {string}
+             */
+            kind?: "cell" | "session";
+            /**
+             * Queue
+             * @description whose rules apply
+             * @default default
+             */
+            queue?: string;
+            /**
+             * Client
+             * @description the kernel's Dask client id: released once it is gone
+             * @default null
+             */
+            client?: string | null;
+            /**
+             * Release
+             * @description keys of the caller's grants to release first (cells that ended)
+             */
+            release?: string[];
+            /**
+             * Wait
+             * @description seconds to wait for the grant
+             * @default 5
+             */
+            wait?: number;
+        };
+        /** ReleaseGrants */
+        ReleaseGrants: {
+            /** Keys */
+            keys: string[];
         };
         /** DescribeQueue */
         DescribeQueue: {
@@ -4416,6 +4540,182 @@ export interface operations {
             };
             /** @description not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getGrants: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The grants held or waited for, oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantList"];
+                };
+            };
+            /** @description invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not authenticated, or not allowed (another user's run; an expired or revoked token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    postGrants: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RequestGrant"];
+            };
+        };
+        responses: {
+            /** @description Ask for GPUs for a %%mlrun cell or session: answered once granted by the pool's scheduler of record (under the queues, fair share and GPU limits jobs follow), or after `wait` seconds still waiting (ask again with the same key) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DescribeGrant"];
+                };
+            };
+            /** @description invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not authenticated, or not allowed (another user's run; an expired or revoked token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request body is larger than c.LabRun.max_body_size */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    postGrantsRelease: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReleaseGrants"];
+            };
+        };
+        responses: {
+            /** @description Release grants by key (the caller's own; an admin's: anyone's): their GPUs go to whoever waits next */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantList"];
+                };
+            };
+            /** @description invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not authenticated, or not allowed (another user's run; an expired or revoked token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request body is larger than c.LabRun.max_body_size */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };

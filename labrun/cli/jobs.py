@@ -14,8 +14,10 @@ from rich.table import Table
 from labrun.client import Client
 from labrun.models import (
     CreateQueue,
+    DescribeGrant,
     DescribeQueue,
     Dispatching,
+    GrantStatus,
     HostTelemetry,
     SubmitJob,
     SubmitSweep,
@@ -269,6 +271,21 @@ def pool(as_json: bool) -> None:
                 *row,
             )
     console.print(table)
+    for line in _grant_lines(client.grants().grants):
+        console.print(line)
+
+
+def _grant_lines(grants: list[DescribeGrant]) -> list[str]:
+    """The GPU cells and sessions holding or waiting for GPUs, one line for each."""
+    lines = []
+    for grant in grants:
+        what = "session" if grant.kind == "session" else "cell"
+        state = "holds" if grant.status == GrantStatus.granted else "[yellow]waits for[/]"
+        lines.append(
+            f"{grant.user}'s {what} {grant.key[:8]} {state} {grant.gpus} GPU(s) "
+            f"(queue {grant.queue}, since {grant.created_at:%H:%M:%S})"
+        )
+    return lines
 
 
 def _dispatching(lease: Dispatching | None) -> str:

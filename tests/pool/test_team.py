@@ -25,7 +25,7 @@ from support.server import LabrunServer
 from support.waiting import wait_for
 
 from labrun.client import Client
-from labrun.models import RunStatus, SubmitJob
+from labrun.models import GrantStatus, RequestGrant, RunStatus, SubmitJob
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.postgres]
 
@@ -110,6 +110,8 @@ def team(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> 
                 ],
                 stdout=(root / f"{name}.log").open("wb"),
                 stderr=subprocess.STDOUT,
+                # One (fake) GPU each, for the GPU cells' grants.
+                env={**os.environ, "LABRUN_FAKE_GPUS": "1"},
                 start_new_session=True,
             )
         )
@@ -118,7 +120,11 @@ def team(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> 
             root / user,
             token=f"{user}-token",
             db_url=db_url,
-            options=[f"--LabRun.dask_scheduler={address}", "--LabRun.lease_seconds=2"],
+            options=[
+                f"--LabRun.dask_scheduler={address}",
+                "--LabRun.lease_seconds=2",
+                "--LabRun.max_gpus_per_user=1",
+            ],
             env={"LABRUN_USER": user},
         )
         for user in ("alice", "bob")
@@ -204,6 +210,31 @@ def test_a_job_queued_on_the_other_server_runs_as_its_user(team: Team) -> None:
         log = "".join(e.text for e in client.logs(run_id).entries)
     # The job's own token acts for the one who submitted it, whichever server dispatched.
     assert f"acting for {other}" in log
+
+
+def test_gpu_cells_are_granted_by_the_scheduler_of_record_through_either_server(
+    team: Team,
+) -> None:
+    leader = team.dispatching()
+    other = next(u for u in team.servers if u != leader)
+    with team.client(other) as client:
+        # A GPU cell's grant asked through the server that does not dispatch is given by
+        # the one that does (told, and answering, through the store's events)
+        first = client.request_grant(RequestGrant(key="team-cell-1", gpus=1))
+        assert first.status == GrantStatus.granted, first
+        # under the same user's limit as jobs (one GPU), wherever they ask
+        second = client.request_grant(RequestGrant(key="team-cell-2", gpus=1, wait=0))
+        assert second.status == GrantStatus.waiting
+    with team.client(leader) as client:
+        held = {g["key"]: g["status"] for g in client.request("GET", "/grants").json()["grants"]}
+        assert held == {"team-cell-1": "granted", "team-cell-2": "waiting"}
+    with team.client(other) as client:
+        # and the first cell's end (carried by the next request) lets the second in
+        second = client.request_grant(
+            RequestGrant(key="team-cell-2", gpus=1, release=["team-cell-1"])
+        )
+        assert second.status == GrantStatus.granted, second
+        assert client.release_grants(["team-cell-2"]).grants == []
 
 
 def kernel_pid(client: Client, run_id: int) -> int:

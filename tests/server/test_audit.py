@@ -228,6 +228,23 @@ def walk(server: Server) -> dict[tuple[str, str], Step]:
             f"run:{m['job']}",
             {},
         ),
+        # (A pool-less server: the grant waits, and is answered at once with wait=0.)
+        ("POST", "/grants"): lambda m: (
+            "grants",
+            {"key": "walked-cell", "gpus": 1, "wait": 0},
+            {},
+            200,
+            "grant:walked-cell",
+            {},
+        ),
+        ("POST", "/grants/release"): lambda m: (
+            "grants/release",
+            {"keys": ["walked-cell"]},
+            {},
+            200,
+            None,
+            {"keys": ["walked-cell"]},
+        ),
         ("POST", "/tokens"): lambda m: ("tokens", {"name": "walked"}, {}, 201, "token:new", {}),
         ("DELETE", "/tokens/{token_id}"): lambda m: (
             f"tokens/{m['token']}",

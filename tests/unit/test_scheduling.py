@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from labrun.jupyter_ext.scheduling import (
+    GRANT_IDS,
     RUNNING_FLOOR_HOURS,
     UNLIMITED,
     Backlog,
@@ -108,6 +109,16 @@ def test_a_jobs_priority_never_overtakes_another_users_job() -> None:
     chosen = choose(backlog_of(alices, bobs_low, bobs_high), cpus(1), usage={"bob": 1.0})
     assert chosen == [alices]
     assert choose(backlog_of(bobs_low, bobs_high), cpus(1)) == [bobs_high]
+
+
+def test_a_users_waiting_gpu_cell_goes_before_their_queued_jobs_not_before_others() -> None:
+    # A grant (a GPU cell waiting) is a job of its user under an id below every run's
+    cell = QueuedJob(GRANT_IDS + 1, "alice", "default", 1, 0, 0)
+    alices, bobs = job("alice", gpus=1), job("bob", gpus=1)
+    free = Capacity(slots=1, free_gpus=1, biggest=1)
+    assert choose(backlog_of(alices, cell), free) == [cell]
+    # fair share still decides between users
+    assert choose(backlog_of(alices, cell, bobs), free, usage={"alice": 1.0}) == [bobs]
 
 
 # --- per-user GPU limits --------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""GPU ``%%mlrun`` cells and sessions under the rules jobs follow: grants.
+
+A kernel asks its server for a grant before it sends a GPU cell (or starts a GPU session) to
+the pool (``POST grants``, ``handlers/grants.py``). The grant is a row in the store
+(``store/grants.py``); the scheduler of record puts a waiting one in its backlog beside the
+queued jobs, and the scheduling policy chooses among both: queue priority, fair share, the
+per-user GPU limits, the pool's free GPUs. A granted one holds its GPUs in the policy's view
+until it is released: by the kernel when the cell ends, with the next request, or at
+``%mlrun_release``; or by the scheduler of record once the run has ended or the kernel's
+Dask client is gone. The kernel then submits the cell to Dask itself, as before: the server
+is one round trip on a GPU cell's way, no more, and CPU cells do not ask at all.
+
+Any server of the store takes a request: it waits for the grant's row to change, woken by
+the scheduler of record's ``dispatch.granted`` event (``relay.py`` carries it across
+servers) and reading the row again in any case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from labrun.models import GrantStatus
+
+from .scheduling import GRANT_IDS, QueuedJob
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .store.leases import Hold
+
+logger = logging.getLogger("labrun.dispatcher")
+
+# How often the scheduler of record releases the grants of ended runs and gone kernels.
+STALE_CHECK_EVERY = 5.0
+
+
+def is_grant(entry_id: int) -> bool:
+    return entry_id < 0
+
+
+class Admissions:
+    """The grants of a server's dispatcher: those it has granted (as the scheduler of
+    record), and this server's requests waiting for theirs."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.granted: dict[int, QueuedJob] = {}
+        # Whether a grant was asked for since the last round: a cell waits on it.
+        self.asked = False
+        self._waiting: dict[str, asyncio.Event] = {}
+        self._checked_at = 0.0
+
+    # --- any server: requests waiting for their grant -------------------------------
+
+    @contextlib.contextmanager
+    def waiter(self, key: str) -> Iterator[asyncio.Event]:
+        """An event set when the grant ``key`` may have changed (taken before asking, so a
+        grant given at once is not missed)."""
+        event = self._waiting.setdefault(key, asyncio.Event())
+        try:
+            yield event
+        finally:
+            self._waiting.pop(key, None)
+
+    def notify(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            event = self._waiting.get(key)
+            if event is not None:
+                event.set()
+
+    async def changed(self, asked: Collection[int] = (), released: Collection[int] = ()) -> None:
+        """Grants were asked for (``asked``) or released on this server: the scheduler of
+        record takes them up (here, or told by an event)."""
+        dispatcher = self.dispatcher
+        if dispatcher.leading:
+            await self.look(asked, released)
+        elif asked or released:
+            data = {"asked": list(asked), "released": list(released)}
+            dispatcher.publish("dispatch.grants", data, internal=True)
+
+    async def on_event(self, type: str, data: dict[str, Any]) -> None:
+        if type == "dispatch.granted":  # on every server: wake the requests waiting here
+            self.notify(data["keys"])
+        elif type == "dispatch.grants" and self.dispatcher.leading:
+            await self.look(data["asked"], data["released"])
+
+    # --- the scheduler of record ------------------------------------------------------
+
+    async def look(self, asked: Collection[int], released: Collection[int]) -> None:
+        """Grants ``asked`` join the backlog (those still waiting); grants ``released`` leave
+        it, and give back the GPUs they held."""
+        dispatcher = self.dispatcher
+        if asked:
+            waiting = await dispatcher.call(
+                dispatcher.store.grants.entries, GrantStatus.waiting, asked
+            )
+            for entry in waiting:
+                self.asked |= dispatcher.backlog.push(entry)
+        self.released(released)
+        dispatcher.wake()
+
+    async def load(self) -> None:
+        """This server took over: the waiting grants join the backlog, the granted ones
+        hold their GPUs."""
+        dispatcher = self.dispatcher
+        grants = dispatcher.store.grants
+        for entry in await dispatcher.call(grants.entries, GrantStatus.waiting):
+            dispatcher.backlog.push(entry)
+        granted = await dispatcher.call(grants.entries, GrantStatus.granted)
+        self.granted = {entry.id: entry for entry in granted}
+
+    def clear(self) -> None:
+        self.granted = {}
+
+    def released(self, ids: Iterable[int]) -> None:
+        entry_ids = {GRANT_IDS + grant_id for grant_id in ids}
+        for entry_id in entry_ids:
+            self.granted.pop(entry_id, None)
+        if entry_ids:
+            self.dispatcher.backlog.discard(entry_ids)
+            self.dispatcher.wake()
+
+    async def admit(self, chosen: list[QueuedJob], hold: Hold | None) -> list[QueuedJob]:
+        """Grant the grants among ``chosen``; the jobs among them, to submit."""
+        self.asked = False
+        grants = [entry for entry in chosen if is_grant(entry.id)]
+        if not grants:
+            return chosen
+        dispatcher = self.dispatcher
+        ids = [entry.id - GRANT_IDS for entry in grants]
+        # (Fenced: a server that lost the lease grants nothing.)
+        admitted = await dispatcher.call(dispatcher.store.grants.admit, ids, hold)
+        for entry in grants:
+            if entry.id - GRANT_IDS in admitted:
+                self.granted[entry.id] = entry
+        keys = list(admitted.values())
+        dispatcher.publish("dispatch.granted", {"keys": keys}, internal=True)
+        self.notify(keys)
+        return [entry for entry in chosen if not is_grant(entry.id)]
+
+    async def release_stale(self) -> None:
+        """Now and then: release the grants of runs that ended and of kernels gone."""
+        dispatcher = self.dispatcher
+        if dispatcher.client is None or time.monotonic() - self._checked_at < STALE_CHECK_EVERY:
+            return
+        self._checked_at = time.monotonic()
+        # A lambda: pickled by value, so a team's scheduler needs no labrun installed.
+        connected = await dispatcher.client.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.clients)
+        )
+        released = await dispatcher.call(dispatcher.store.grants.release_stale, connected)
+        if released:
+            logger.info("labrun: released %d grants of ended cells or gone kernels", len(released))
+        self.released(released)
