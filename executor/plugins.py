@@ -338,6 +338,7 @@ class LiveCell(Protocol):
     """A ``%%mlrun`` cell or session here, as its reporter knows it."""
 
     key: str
+    attempt: int | None  # the dispatched attempt, for a cell re-run from the server
 
     @property
     def run_id(self) -> int | None: ...
@@ -397,6 +398,11 @@ class Job(Protocol):
     """A notebook job running on this worker."""
 
     def cancel(self, reason: str) -> None: ...
+
+    def abandon(self, reason: str) -> None: ...
+
+    @property
+    def attempt(self) -> int: ...
 
 
 class Kernels(LabrunPlugin):

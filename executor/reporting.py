@@ -27,10 +27,14 @@ class RunReporter:
     reports its start after :data:`labrun.executor.execution.REPORT_START_AFTER`.
     """
 
-    def __init__(self, link: ServerLink, key: str, run_id: int | None = None) -> None:
+    def __init__(
+        self, link: ServerLink, key: str, run_id: int | None = None, attempt: int | None = None
+    ) -> None:
         self.link = link
         self.key = key
         self._run_id = run_id
+        # The dispatched attempt (a cell re-run from the server): its records say so.
+        self.attempt = attempt
         self.start_reported = False
 
     @property
@@ -68,11 +72,12 @@ class RunReporter:
             worker=self.link.id,
             devices=devices,
             started_at=datetime.fromtimestamp(started, timezone.utc),
+            attempt=self.attempt,
         )
         self.outbox.put(UpdateRunOp(**self._target(), body=update))
 
     def append_log(self, entries: list[LogEntryIn]) -> None:
-        self.outbox.put(AppendLogsOp(**self._target(), entries=entries))
+        self.outbox.put(AppendLogsOp(**self._target(), entries=entries, attempt=self.attempt))
 
     def report_end(
         self,
@@ -93,7 +98,13 @@ class RunReporter:
             run._sender.push()  # its points go before the end
         for name, blob in (artifacts or {}).items():
             self.outbox.put(
-                ArtifactOp(**self._target(), name=name, data=blob, artifact_kind="outputs")
+                ArtifactOp(
+                    **self._target(),
+                    name=name,
+                    data=blob,
+                    artifact_kind="outputs",
+                    attempt=self.attempt,
+                )
             )
         update = UpdateRun(
             status=status,
@@ -102,5 +113,6 @@ class RunReporter:
             worker=self.link.id if at else None,
             devices=devices if at else None,
             log=log or None,
+            attempt=self.attempt,
         )
         return self.outbox.put(UpdateRunOp(**self._target(), body=update))

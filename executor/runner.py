@@ -5,7 +5,8 @@ run (the server grants each dispatched attempt once, so a job never runs twice a
 recording the machine, its packages and the GPUs it holds; a re-run compares those packages
 with its original's record first. It takes a warm kernel and the run's GPUs, runs papermill
 with the parameters while cell progress and output stream to the run's log, uploads the
-executed notebook and its HTML, and reports how it ended.
+executed notebook and its HTML, and reports how it ended. A worker cut off from the server
+abandons its jobs (:mod:`.fencing`): their kernels are killed, and nothing more is reported.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from labrun import settings
+from labrun import delivery, settings
 from labrun.delivery import AppendLogsOp, ArtifactOp, CreateReportOp, Outbox, UpdateRunOp
 from labrun.errors import Conflict, NotFound
 from labrun.messages import JobSpec, RunError
@@ -128,6 +129,8 @@ class NotebookJob:
         # The packages the claim recorded: what a re-run compares with its original's.
         self.packages = packages
         self.cancelled: str | None = None
+        # Why this attempt was given up (its worker fenced itself): it reports nothing more.
+        self.abandoned: str | None = None
         self.cells_started = 0
         self.outbox = Outbox.of(link.client)
         self.log = RunLog(self.outbox, self.run_id, attempt=spec.attempt)
@@ -159,6 +162,30 @@ class NotebookJob:
                 self.pool.kill(kernel)
         except Exception as err:  # noqa: BLE001 - best effort; the kernel may be gone
             logger.warning("labrun: could not stop the kernel of run %d: %s", self.run_id, err)
+
+    def abandon(self, reason: str) -> None:
+        """Give this attempt up: its worker cannot reach the server, which is about to run
+        the job again elsewhere. Its kernel (and what it started) is killed at once, with no
+        interrupt first: a notebook may catch that and carry on, and no one would hear how
+        it ended. Whatever the attempt would still report is dropped here."""
+        self.abandoned = reason
+        delivery.abandon(self.run_id, self.spec.attempt)
+        kernel = self.kernel
+        if kernel is None:
+            return
+        try:
+            self.pool.kill(kernel)
+        except Exception as err:  # noqa: BLE001 - the kernel may be gone already
+            logger.warning("labrun: could not kill the kernel of run %d: %s", self.run_id, err)
+
+    @property
+    def attempt(self) -> int:
+        return self.spec.attempt
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the job stops before its end (cancelled, or abandoned), if it does."""
+        return self.cancelled or self.abandoned
 
     def _environ(self) -> dict[str, str]:
         environ = {
@@ -225,9 +252,14 @@ class NotebookJob:
         else:
             status = RunStatus.failed
             if self.kernel is not None:
-                # Nothing ran in it: another job can have it.
+                # Nothing ran in it: another job can have it (unless it was killed).
                 kernel, self.kernel = self.kernel, None
-                self.pool.give_back(kernel)
+                if self.abandoned:
+                    self.pool.discard(kernel)
+                else:
+                    self.pool.give_back(kernel)
+        if self.abandoned:
+            return self._abandoned()
         if self.cancelled:
             status, error = RunStatus.cancelled, None
             self.log.system(f"cancelled: {self.cancelled}")
@@ -247,6 +279,16 @@ class NotebookJob:
             "timings": self.timings,
         }
 
+    def _abandoned(self) -> dict[str, Any]:
+        logger.warning(
+            "labrun: run %d (attempt %d) abandoned: %s",
+            self.run_id,
+            self.spec.attempt,
+            self.abandoned,
+        )
+        self.log.close()  # what it holds goes nowhere: the outbox drops this attempt's records
+        return {"run_id": self.run_id, "status": "abandoned", "error": None}
+
     def _attempts(self, out_path: Path) -> tuple[RunStatus, RunError | None]:
         """papermill on a kernel, another kernel if one dies before the first cell."""
         status, error = RunStatus.failed, None
@@ -255,7 +297,7 @@ class NotebookJob:
                 if self.kernel is None:
                     self.kernel = self.pool.acquire()
                 self._phase("acquire")
-                if self.cancelled:
+                if self.stopped:
                     break
                 self.pool.run_code(self.kernel, setup_code(self._environ(), self._cwd()))
                 self._phase("setup")
@@ -273,7 +315,7 @@ class NotebookJob:
                         exec_count=err.exec_count,
                     )
                 except (DeadKernelError, RuntimeError) as err:
-                    if not self.cancelled and self.cells_started == 0 and attempt < KERNEL_TRIES:
+                    if not self.stopped and self.cells_started == 0 and attempt < KERNEL_TRIES:
                         # Died before the first cell: the kernel's fault, not the job's.
                         self.log.system(f"the kernel died before the first cell ({err}); retrying")
                         self.pool.discard(self.kernel)

@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 
+from labrun.delivery import is_abandoned
 from labrun.errors import Conflict, NotFound
 from labrun.messages import CellPayload, JobSpec, RunError, outcome_status
 from labrun.models import ClaimRun, LogEntryIn, RunStatus, UpdateRun
@@ -78,7 +79,7 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
             failed = UpdateRun(status=RunStatus.failed, error=error.record(), attempt=job.attempt)
             client.update_run(run_id, failed)
             return {"run_id": run_id, "status": "failed", "error": error.record()}
-        reporter = RunReporter(link, key, run_id)
+        reporter = RunReporter(link, key, run_id, job.attempt)
         reporter.start_reported = True  # the claim recorded it
         cells.cells[f"cell:{key}"] = reporter
         try:
@@ -95,6 +96,9 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
                 store_outputs=True,
             )
             result = execute(payload, inputs, Namespace(), held, reporter)
+            if is_abandoned(run_id, job.attempt):
+                # Its worker fenced itself (.fencing): nothing of it is sent.
+                return {"run_id": run_id, "status": "abandoned", "error": None}
             # The task ends when the run's record is on the server, as a notebook job's does
             # (or, with the server away, when it waits in the worker's spool).
             reporter.outbox.flush(RECORD_TIMEOUT)

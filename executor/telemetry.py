@@ -2,7 +2,9 @@
 
 What the server sees of a worker comes from here: every ``post_interval`` the worker's
 registration (its GPUs, resources and the runs it holds) and the samples taken every
-``sample_interval`` meanwhile; a last heartbeat says "closed" when the worker goes.
+``sample_interval`` meanwhile; a last heartbeat says "closed" when the worker goes. A worker
+whose heartbeats stop getting through gives its jobs up before the server gives them to
+another worker (:mod:`.fencing`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from typing import TYPE_CHECKING, Literal
 import psutil
 
 from labrun.errors import LabrunError
-from labrun.models import GpuInfo, GpuSampleIn, HostSampleIn, IngestSamples, RegisterWorker
+from labrun.models import (
+    AttemptRef,
+    GpuInfo,
+    GpuSampleIn,
+    HostSampleIn,
+    IngestSamples,
+    RegisterWorker,
+)
 
+from .fencing import FENCE_CHECK, Fence, abandon_all, fence_after
 from .plugins import CellRuns, Devices, Kernels, LabrunPlugin, ServerLink
 
 if TYPE_CHECKING:
@@ -38,13 +48,23 @@ class Telemetry(LabrunPlugin):
         Seconds between GPU and host samples.
     post_interval:
         Seconds between posts of the samples gathered meanwhile (and heartbeats).
+    worker_timeout:
+        The server's ``c.LabRun.worker_timeout``: the worker gives its jobs up after
+        :func:`~.fencing.fence_after` of it without a heartbeat getting through.
     """
 
     name = "labrun-telemetry"
 
-    def __init__(self, *, sample_interval: float = 1.0, post_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        sample_interval: float = 1.0,
+        post_interval: float = 2.0,
+        worker_timeout: float = 30.0,
+    ) -> None:
         self.sample_interval = sample_interval
         self.post_interval = post_interval
+        self.worker_timeout = worker_timeout
 
     def setup(self, worker: Worker) -> None:
         self._start(worker)
@@ -54,14 +74,23 @@ class Telemetry(LabrunPlugin):
         self.kernels = self.use(Kernels)
         self._stop = threading.Event()
         self._packages_at = time.monotonic()
+        self.fence = Fence(fence_after(self.worker_timeout))
+        # The attempts given up at a fence, said in every heartbeat until one gets through.
+        self.abandoned: list[AttemptRef] = []
+        self._abandoned_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._report_loop, name="labrun-telemetry", daemon=True
         )
         self._thread.start()
+        # Its own thread: the report loop hangs in a request to the server when the link is
+        # cut, and the fence must not wait for that request's timeout.
+        self._fencing = threading.Thread(target=self._fence_loop, name="labrun-fence", daemon=True)
+        self._fencing.start()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._fencing.join(5)
         try:
             self.link.client.heartbeat(self.link.id, self.registration("closed"))
         except (LabrunError, OSError):
@@ -85,6 +114,7 @@ class Telemetry(LabrunPlugin):
             status=status,
             runs=sorted([*self.kernels.jobs, *self.cells.run_ids()]),
             nthreads=self.worker.state.nthreads,
+            abandoned=list(self.abandoned),
         )
 
     def sample(self) -> tuple[list[GpuSampleIn], HostSampleIn]:
@@ -135,11 +165,21 @@ class Telemetry(LabrunPlugin):
                 gpus, host = self.sample()
                 gpu_batch.extend(gpus)
                 host_batch.append(host)
-                if time.monotonic() - last_post >= self.post_interval:
-                    client.heartbeat(self.link.id, self.registration())
+                sent = time.monotonic()
+                if sent - last_post >= self.post_interval:
+                    registration = self.registration()
+                    client.heartbeat(self.link.id, registration)
+                    last_post = sent  # the pace of heartbeats, however long one takes
+                    with self._abandoned_lock:
+                        told = registration.abandoned
+                        self.abandoned = [a for a in self.abandoned if a not in told]
+                    if self.fence.reached(sent, time.monotonic()):
+                        logger.warning(
+                            "labrun: the server at %s answers again; this worker takes work",
+                            client.url,
+                        )
                     client.post_samples(IngestSamples(gpus=gpu_batch, hosts=host_batch))
                     gpu_batch, host_batch = [], []
-                    last_post = time.monotonic()
             except (LabrunError, OSError) as err:
                 # The server restarting is normal: keep sampling, drop what cannot wait.
                 logger.info("labrun: telemetry post failed: %s", err)
@@ -147,3 +187,23 @@ class Telemetry(LabrunPlugin):
             except Exception:
                 logger.exception("labrun: telemetry failed")
             self._stop.wait(self.sample_interval)
+
+    def _fence_loop(self) -> None:
+        while not self._stop.wait(FENCE_CHECK):
+            now = time.monotonic()
+            if not self.fence.check(now):
+                continue
+            try:
+                reason = (
+                    f"this worker could not reach the server at {self.link.client.url} for "
+                    f"{self.fence.silence(now):.0f} s; the server runs its jobs elsewhere "
+                    f"after {self.worker_timeout:g} s (c.LabRun.worker_timeout)"
+                )
+                stopped = abandon_all(self.kernels, self.cells, reason)
+                with self._abandoned_lock:
+                    self.abandoned += stopped
+                gave_up = ", ".join(f"run {a.run_id} (attempt {a.attempt})" for a in stopped)
+                level = logging.WARNING if stopped else logging.INFO
+                logger.log(level, "labrun: %s: gave up %s", reason, gave_up or "no job")
+            except Exception:
+                logger.exception("labrun: stopping the jobs of a cut-off worker failed")

@@ -86,11 +86,13 @@ def worker_plugins(
     kernels: int = 1,
     sample_interval: float = 1.0,
     post_interval: float = 2.0,
+    worker_timeout: float = 30.0,
 ) -> list[WorkerPlugin]:
     """The plugins to register, in this order: each is set up after those it uses.
 
     ``grant`` is the pool's token (see :class:`~.plugins.ServerLink`); ``kernels`` the warm
-    kernels kept per worker thread.
+    kernels kept per worker thread; ``worker_timeout`` the server's, which the workers'
+    fence time derives from (:mod:`.fencing`).
     """
     return [
         ServerLink(server_url, grant),
@@ -98,6 +100,10 @@ def worker_plugins(
         CellRuns(),
         Kernels(server_url, kernels),
         Html(),
-        Telemetry(sample_interval=sample_interval, post_interval=post_interval),
+        Telemetry(
+            sample_interval=sample_interval,
+            post_interval=post_interval,
+            worker_timeout=worker_timeout,
+        ),
         WarmUp(),
     ]

@@ -63,8 +63,14 @@ class LabRun(ExtensionApp):
         "the server with the `labrun db upgrade` command to run.",
     ).tag(config=True)
 
+    # The one setting both sides of a cut link derive their time from: the server loses a
+    # silent worker's jobs LOST_GRACE (dispatcher.py) after this, and the worker, which gets
+    # it with its plugins, stops them itself after two thirds of it (executor/fencing.py).
     worker_timeout = Float(
-        30.0, help="Seconds without a heartbeat after which a worker counts as gone."
+        30.0,
+        help="Seconds without a heartbeat after which a worker counts as gone (its jobs are "
+        "run again elsewhere). A worker whose heartbeats do not get through stops its jobs "
+        "itself after two thirds of this, before they run elsewhere.",
     ).tag(config=True)
 
     user = Unicode(

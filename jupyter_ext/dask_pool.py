@@ -140,7 +140,10 @@ class DaskPool:
         # First where workers look for a newer token, then the plugin: a worker set up in
         # between finds the token it was given, or a newer one.
         await self.client.set_metadata(POOL_TOKEN_KEY, s.grant)
-        for plugin in worker_plugins(s.server_url, s.grant, kernels=s.warm_kernels):
+        plugins = worker_plugins(
+            s.server_url, s.grant, kernels=s.warm_kernels, worker_timeout=s.worker_timeout
+        )
+        for plugin in plugins:
             await self.client.register_plugin(plugin)
 
     async def publish_server(self, url: str) -> None:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("labrun.dispatcher")
 
-# Seconds a job's worker must be missing before the job counts as lost.
+# Seconds a job's worker must be missing before the job is lost; see also executor/fencing.py.
 LOST_GRACE = 3.0
 # How often the scheduler of record reads the queued jobs from the store again, for any a
 # dispatch.queued event did not bring.

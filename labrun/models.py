@@ -518,6 +518,13 @@ class GpuInfo(Request):
     memory_total: Count64 = Field(0, description="bytes")
 
 
+class AttemptRef(Request):
+    """One dispatched attempt of a job."""
+
+    run_id: Id
+    attempt: int = Field(ge=1, le=INT32_MAX)
+
+
 class RegisterWorker(Request):
     host: str = Field("", max_length=256)
     address: str = Field("", max_length=256)
@@ -528,6 +535,12 @@ class RegisterWorker(Request):
         default_factory=list, description="the runs this worker is executing right now"
     )
     nthreads: Count32 = Field(1, description="jobs the worker runs at once")
+    abandoned: list[AttemptRef] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="attempts the worker gave up, cut off from the server: those the server "
+        "still counts as running there are lost (and queued again)",
+    )
 
 
 class HostTelemetry(Response):

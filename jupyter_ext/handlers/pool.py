@@ -64,6 +64,17 @@ class WorkerHandler(LabrunHandler):
         worker, created = await self.call(self.store.pool.heartbeat, worker_id, body)
         if created or body.status != "running":
             self.events.publish("worker.updated", worker)
+        if body.abandoned:
+            dispatcher = self.app.dispatcher
+            lost = await self.call(
+                self.store.dispatch.abandoned,
+                worker_id,
+                body.abandoned,
+                max_attempts=dispatcher.settings.max_attempts,
+            )
+            for run_id in lost:
+                self.events.publish("run.updated", {"id": run_id})
+                dispatcher.add(await self.call(self.store.dispatch.queued, run_id))
         return worker
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from labrun.errors import Conflict
 from labrun.messages import JobSpec, RerunOf, RunError
-from labrun.models import ClaimRun, DescribeRun, RunKind, RunStatus
+from labrun.models import AttemptRef, ClaimRun, DescribeRun, RunKind, RunStatus
 
 from ..scheduling import QueuedJob, QueueRule
 from .database import Database
@@ -290,21 +290,42 @@ class DispatchStore:
             run = self.runs.load(session, run_id)
             if RunStatus(run.status).finished:
                 return None
-            self.runs.transition(session, run, RunStatus.lost, reason)
-            run.devices = None
-            run.claimable_attempt = None
-            if run.attempt < max_attempts:
-                self.runs.transition(
-                    session, run, RunStatus.queued, f"retry {run.attempt + 1} of {max_attempts}"
-                )
-                run.worker = None
-                run.started_at = None
-                run.ended_at = None
-            else:
-                message = f"lost {run.attempt} times ({reason}); not retried again"
-                self.runs.transition(session, run, RunStatus.failed, message)
-                run.error = RunError(type="Lost", message=message).record()
-            return RunStatus(run.status)
+            return self._lose(session, run, reason, max_attempts)
+
+    def _lose(self, session: Session, run: Run, reason: str, max_attempts: int) -> RunStatus:
+        self.runs.transition(session, run, RunStatus.lost, reason)
+        run.devices = None
+        run.claimable_attempt = None
+        if run.attempt < max_attempts:
+            self.runs.transition(
+                session, run, RunStatus.queued, f"retry {run.attempt + 1} of {max_attempts}"
+            )
+            run.worker = None
+            run.started_at = None
+            run.ended_at = None
+        else:
+            message = f"lost {run.attempt} times ({reason}); not retried again"
+            self.runs.transition(session, run, RunStatus.failed, message)
+            run.error = RunError(type="Lost", message=message).record()
+        return RunStatus(run.status)
+
+    def abandoned(self, worker: str, attempts: list[AttemptRef], *, max_attempts: int) -> list[int]:
+        """Lose the jobs ``worker`` gave up, cut off from the server (executor/fencing.py),
+        where the store still has that attempt running there: a server that did not count
+        the worker gone meanwhile (it was down, or the worker was only slow) would otherwise
+        wait for them for ever. The ids of the runs lost."""
+        lost = []
+        with self.db.session() as session:
+            for ref in attempts:
+                run = session.get(Run, ref.run_id, with_for_update=True)
+                if (
+                    run is not None
+                    and run.status == RunStatus.running.value
+                    and (run.attempt, run.worker) == (ref.attempt, worker)
+                ):
+                    self._lose(session, run, f"its worker {worker} gave it up", max_attempts)
+                    lost.append(run.id)
+        return lost
 
     def fail(self, run_id: int, error: RunError) -> bool:
         """Fail a job that has not finished (its task broke before it could say so)."""

@@ -2155,6 +2155,16 @@ export interface components {
             /** Workers */
             workers: components["schemas"]["DescribeWorker"][];
         };
+        /**
+         * AttemptRef
+         * @description One dispatched attempt of a job.
+         */
+        AttemptRef: {
+            /** Run Id */
+            run_id: number;
+            /** Attempt */
+            attempt: number;
+        };
         /** GpuInfo */
         GpuInfo: {
             /** Index */
@@ -2211,6 +2221,11 @@ export interface components {
              * @default 1
              */
             nthreads?: number;
+            /**
+             * Abandoned
+             * @description attempts the worker gave up, cut off from the server: those the server still counts as running there are lost (and queued again)
+             */
+            abandoned?: components["schemas"]["AttemptRef"][];
         };
         /** GpuList */
         GpuList: {

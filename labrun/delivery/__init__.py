@@ -16,7 +16,9 @@ from .ops import (
     MetricsOp,
     Point,
     UpdateRunOp,
+    abandon,
     encode_batch,
+    is_abandoned,
     metrics_op,
 )
 from .outbox import Outbox
@@ -34,8 +36,10 @@ __all__ = [
     "Point",
     "Spool",
     "UpdateRunOp",
+    "abandon",
     "encode_batch",
     "flush_all",
+    "is_abandoned",
     "metrics_op",
 ]
 

@@ -148,6 +148,32 @@ def encode_batch(batch_id: str, points: list[Point]) -> bytes:
     return json.dumps({"batch_id": batch_id, "rows": points}).encode()
 
 
+# The (run id, attempt) of the jobs this process gave up: its worker was cut off from the
+# server, which runs them again elsewhere. The server would refuse their records (409) once
+# it lost the attempt; until then they would wait, and be retried.
+_abandoned: set[tuple[int, int]] = set()
+
+
+def abandon(run_id: int, attempt: int) -> None:
+    """Send nothing more of ``attempt`` of ``run_id``, from memory or from the spool."""
+    _abandoned.add((run_id, attempt))
+
+
+def is_abandoned(run_id: int | None, attempt: int | None) -> bool:
+    return (run_id, attempt) in _abandoned
+
+
+def abandoned(op: BaseModel) -> int | None:
+    """The attempt ``op`` is a record of, if this process abandoned it."""
+    if isinstance(op, UpdateRunOp):
+        attempt = op.body.attempt
+    elif isinstance(op, AppendLogsOp | ArtifactOp):
+        attempt = op.attempt
+    else:
+        return None
+    return attempt if is_abandoned(op.run_id, attempt) else None
+
+
 def describe_target(op: BaseModel) -> str:
     """The run an operation is about, for messages."""
     if isinstance(op, RunTarget):

@@ -12,7 +12,7 @@ order they were put:
 * a batch of metric points that the server refuses as bad input is split until the good
   points are stored, and each bad point is named once in a warning;
 * any other refusal (the run is gone, or already finished) is logged and the operation
-  dropped;
+  dropped, as are the records of a job's attempt this process abandoned (:func:`.abandon`);
 * at exit, what is still in memory goes to the spool; spool files left by processes that
   ended are sent by the next process that opens an outbox for the same server.
 
@@ -54,6 +54,7 @@ from .ops import (
     MetricsOp,
     Point,
     RunTarget,
+    abandoned,
     describe_target,
 )
 from .spool import Spool
@@ -385,6 +386,9 @@ class Outbox:
 
     def _deliver(self, client: Client, op: BaseModel) -> Any:
         """Send one operation: its answer, None when it was given up, or _Transient."""
+        if (attempt := abandoned(op)) is not None:
+            log.info("labrun: %s's attempt %d was abandoned here", describe_target(op), attempt)
+            return None
         pauses = iter(self.SERVER_ERROR_PAUSES)
         while True:
             try:

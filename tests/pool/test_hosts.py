@@ -34,21 +34,36 @@ from labrun.models import RunStatus, SubmitJob
 pytestmark = [pytest.mark.timeout(480), pytest.mark.postgres]
 
 SCHEDULER_PORT = 8786
-# Seconds without a heartbeat before the server counts a worker gone: small, for the test,
-# and still three heartbeats (one each 2 s) on a busy machine.
-WORKER_TIMEOUT = 6
+# Seconds without a heartbeat before the server counts a worker gone: small, for the test.
+# A worker stops its jobs itself after two thirds of it (executor.fencing): 6 s, still three
+# heartbeats (one each 2 s) on a busy machine.
+WORKER_TIMEOUT = 9
 # Dask's own time before it calls a connection that stopped answering dead (30 s by default):
 # how long the cut worker stays in the scheduler's list, and how long until it notices. Longer
 # than the server takes to count the job lost (WORKER_TIMEOUT, a heartbeat, LOST_GRACE).
-DASK_ENV = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP": "15s"}
+DASK_ENV = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP": "20s"}
 
-# A job that says which kernel runs it and ends when the test creates the file `go`.
+# A job that says which kernel runs it and ends when the test creates the file `go`. Given
+# `before`, a file in `folder`, it says whether the kernel whose pid is there still runs, and
+# puts its own pid there: a second attempt says whether the first one's kernel is gone.
 WAITING_JOB = """\
 import os, pathlib, time
+import psutil
 print('started', os.getpid(), flush=True)
+if before:
+    mark = pathlib.Path(folder) / before
+    if mark.exists():
+        pid = int(mark.read_text())
+        try:
+            gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
+        print('the kernel before it,', pid, 'gone' if gone else 'still running', flush=True)
+    mark.write_text(str(os.getpid()))
 while not (pathlib.Path(folder) / go).exists():
     time.sleep(0.1)
 print('finished', os.getpid(), flush=True)"""
+WAITING_PARAMETERS = "folder = ''\ngo = 'go'\nbefore = ''"
 
 
 def until_listening(address: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -164,6 +179,7 @@ class Cut:
     other_worker: str
     rejoined_worker: str = ""
     pids: dict[int, int] = field(default_factory=dict)  # the kernel of each attempt
+    gave_up: list[str] = field(default_factory=list)  # what the cut worker logged it gave up
     later_runs: list[int] = field(default_factory=list)
 
 
@@ -191,25 +207,25 @@ def cut(
     """A job on worker A; A's link cut until the job completed on B and the scheduler let A
     go; two more jobs submitted, the link restored: A back, the two jobs run at once."""
     a, b = net.hosts["worker-a"].address, net.hosts["worker-b"].address
-    notebook = write_notebook(
-        folder / "wait.ipynb", WAITING_JOB, parameters="folder = ''\ngo = 'go'"
-    )
+    notebook = write_notebook(folder / "wait.ipynb", WAITING_JOB, parameters=WAITING_PARAMETERS)
     with Client(server.url, server.token) as client:
         wait_for(lambda: pool_hosts(client).keys() == {a, b}, 120, "both workers")
-        run_id = submit(client, notebook, folder=str(folder), go="go")
+        run_id = submit(client, notebook, folder=str(folder), go="go", before="kernel.pid")
         wait_for(lambda: started_pid(client, run_id, 1), 120, "the job to start")
         first = client.get_run(run_id).worker
         assert first is not None
         victim, other = ("worker-a", b) if first.startswith(f"{a}:") else ("worker-b", a)
         seen = Cut(run_id, first, pool_hosts(client)[other])
 
+        log = folder / f"{victim}.log"
         net.cut(victim)
         wait_for(
             lambda: client.get_run(run_id).attempt == 2 and started_pid(client, run_id, 2),
             120,
             "the job to start again on the other worker",
         )
-        # The scheduler lets the cut worker go, and the worker its connection (and kernels).
+        # The scheduler lets the cut worker go, and the worker its connection (its job it
+        # stopped itself already).
         victim_address = net.hosts[victim].address
         wait_for(
             lambda: victim_address not in {w.host for w in client.pool().workers},
@@ -219,6 +235,7 @@ def cut(
         (folder / "go").touch()
         wait_finished(client, run_id)
         seen.pids = {n: started_pid(client, run_id, n) or 0 for n in (1, 2)}
+        seen.gave_up = re.findall(r"gave up (run \d+ \(attempt \d+\))", log.read_text())
 
         # Two jobs that wait: the first takes the other worker, the second waits for a free
         # one, which only the cut worker can be once it is back.
@@ -264,6 +281,10 @@ def test_a_cut_off_workers_job_is_lost_and_completes_on_the_other(
         assert f"started {cut.pids[1]}\n" in first
         assert second.startswith(f"--- attempt 2 of 3 on {cut.other_worker} ---\n")
         assert f"finished {cut.pids[2]}\n" in second
+        # The cut-off worker stopped the first attempt's kernel itself (it fenced itself),
+        # before the second attempt's kernel began: the job never ran twice at once.
+        assert f"the kernel before it, {cut.pids[1]} gone\n" in second
+        assert cut.gave_up == [f"run {cut.run_id} (attempt 1)"]
 
 
 def test_the_cut_off_worker_rejoins_and_takes_work(cut: Cut, server: LabrunServer) -> None:
@@ -285,7 +306,7 @@ def test_the_lost_attempt_records_nothing_over_the_next(cut: Cut, server: Labrun
         assert run.status == RunStatus.completed and run.worker == cut.other_worker
         assert statuses(client, cut.run_id).count("completed") == 1
         notebook = client.download_artifact(cut.run_id, "wait.ipynb").decode()
-        assert f"finished {cut.pids[2]}" in notebook and f"{cut.pids[1]}" not in notebook
+        assert f"finished {cut.pids[2]}" in notebook and f"started {cut.pids[1]}" not in notebook
 
 
 def test_workers_reach_the_scheduler_and_the_server_but_not_the_database(
@@ -402,7 +423,7 @@ def test_an_adaptive_cluster_starts_labrun_workers_on_two_hosts_and_lets_them_go
         )
         try:
             notebook = write_notebook(
-                here / "wait.ipynb", WAITING_JOB, parameters="folder = ''\ngo = 'go'"
+                here / "wait.ipynb", WAITING_JOB, parameters=WAITING_PARAMETERS
             )
             with Client(server.url, server.token) as client:
                 wait_for(lambda: client.pool().state == "ready", 60, "the pool")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from support.api import Api
+from support.notebooks import make_notebook
+
+from labrun.models import ClaimRun, SubmitJob
 
 
 async def test_run_lifecycle_over_rest(api: Api) -> None:
@@ -160,3 +166,26 @@ async def test_metrics_in_compact_rows_form_and_empty_batches(api: Api) -> None:
         "POST", f"runs/{run['id']}/metrics", body={"rows": [["", 1.0, 0, 0.0]]}, status=400
     )
     assert "body.rows.0.0" in bad["message"]
+
+
+async def test_a_heartbeat_naming_an_attempt_its_worker_gave_up_loses_it(
+    api: Api, jp_serverapp: Any
+) -> None:
+    """A worker cut off from the server stops its jobs itself (executor/fencing.py); its next
+    heartbeat says so, and a job the server still counted as running there is queued again."""
+    store = jp_serverapp.web_app.settings["labrun"].store
+    content = json.loads(json.dumps(make_notebook("print(1)")))
+    run_id = store.jobs.submit(SubmitJob(notebook="t.ipynb", content=content), "alice").id
+    (spec,) = store.dispatch.next_attempts([run_id], token_lifetime=3600)
+    store.dispatch.claim(run_id, ClaimRun(attempt=spec.attempt, worker="w1"), max_attempts=3)
+    gave_up = {"host": "h", "abandoned": [{"run_id": run_id, "attempt": 1}]}
+    await api("PUT", "workers/w2", body=gave_up)  # another worker's word: nothing changes
+    assert (await api("GET", f"runs/{run_id}"))["status"] == "running"
+    await api("PUT", "workers/w1", body=gave_up)
+    run = await api("GET", f"runs/{run_id}")
+    assert (run["status"], run["worker"]) == ("queued", None)
+    moves = await api("GET", f"runs/{run_id}/transitions")
+    assert [t["message"] for t in moves["transitions"]][-2:] == [
+        "its worker w1 gave it up",
+        "retry 2 of 3",
+    ]

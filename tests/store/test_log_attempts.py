@@ -13,6 +13,7 @@ from labrun.errors import Conflict, NotFound
 from labrun.jupyter_ext.store import Store
 from labrun.models import (
     AppendLogs,
+    AttemptRef,
     ClaimRun,
     CreateRun,
     LogEntryIn,
@@ -91,3 +92,33 @@ def test_a_lost_attempts_late_status_and_files_do_not_overwrite_the_next_ones(
     store.artifacts.put(run_id, "notes.txt", b"n", content_type=None)
     assert store.artifacts.get(run_id, "train.ipynb").size == len(b"second")
     assert store.runs.get(run_id).status == RunStatus.completed
+
+
+def test_an_attempt_its_worker_gave_up_is_lost_where_it_still_runs_there(store: Store) -> None:
+    """A worker cut off from the server stops its jobs itself (executor/fencing.py) and says
+    so in its next heartbeat: a server that had not counted it gone (it was down meanwhile)
+    loses the job then, instead of waiting for it for ever."""
+    content = json.loads(json.dumps(make_notebook("print(1)")))
+    run_id = store.jobs.submit(SubmitJob(notebook="train.ipynb", content=content), "alice").id
+    start(store, run_id, "w1")
+    # Not this worker's, or not this attempt: nothing changes.
+    assert (
+        store.dispatch.abandoned("w2", [AttemptRef(run_id=run_id, attempt=1)], max_attempts=3) == []
+    )
+    assert (
+        store.dispatch.abandoned("w1", [AttemptRef(run_id=run_id, attempt=2)], max_attempts=3) == []
+    )
+    assert store.runs.get(run_id).status == RunStatus.running
+    gave_up = [AttemptRef(run_id=run_id, attempt=1)]
+    assert store.dispatch.abandoned("w1", gave_up, max_attempts=3) == [run_id]
+    history = [(t.status, t.message) for t in store.runs.transitions(run_id)]
+    assert history[-2:] == [
+        (RunStatus.lost, "its worker w1 gave it up"),
+        (RunStatus.queued, "retry 2 of 3"),
+    ]
+    # Said again (the answer to that heartbeat was lost), or after the server had lost the
+    # attempt itself and dispatched the next: the next attempt runs on.
+    assert store.dispatch.abandoned("w1", gave_up, max_attempts=3) == []
+    start(store, run_id, "w1")
+    assert store.dispatch.abandoned("w1", gave_up, max_attempts=3) == []
+    assert store.runs.get(run_id).status == RunStatus.running
