@@ -109,6 +109,7 @@ class Dispatcher:
     async def start(self) -> None:
         if self.state == "disabled":  # no pool: jobs wait in the scheduler of record's backlog
             self.pool.disabled()
+            self.leadership.url = self.settings.server_url
             self._task = asyncio.create_task(self.leadership.run())
             return
         self._task = asyncio.create_task(self._run())

@@ -92,6 +92,17 @@ def test_each_user_is_the_hub_user_with_their_roles(users: dict[str, UserApi]) -
     }
 
 
+def test_the_dispatching_server_publishes_its_address_through_the_hubs_proxy(
+    users: dict[str, UserApi],
+) -> None:
+    # Every server names the one that dispatches, at the URL the pool's workers report to:
+    # its user's address through the hub's proxy (the README's LABRUN_PUBLIC_URL)
+    seen = {name: users[name]("GET", "pool")["dispatcher"] for name in ("alice", "bob")}
+    assert seen["alice"]["server"] == seen["bob"]["server"], seen
+    holder = seen["alice"]["user"]
+    assert seen["alice"]["url"] == users[holder].server_url
+
+
 def test_who_may_cancel_a_queued_job(users: dict[str, UserApi]) -> None:
     alice, bob, carol, dora = (users[u] for u in ("alice", "bob", "carol", "dora"))
     # Given alice's two jobs, submitted through her server: recorded under alice, not the

@@ -65,6 +65,7 @@ def added_config(directory: Path, *, db_url: str, ports: dict[str, int], service
 import json
 test = json.loads({json.dumps(json.dumps(settings))})
 c.JupyterHub.bind_url = f"http://127.0.0.1:{{test['proxy']}}"
+HUB = f"http://127.0.0.1:{{test['proxy']}}"  # (read by the README's LABRUN_PUBLIC_URL)
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = test["hub"]
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{{test['proxy_api']}}"
