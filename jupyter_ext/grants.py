@@ -24,9 +24,10 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from labrun.models import GrantStatus
+from labrun.models import DescribeGrant, GrantStatus
 
 from .scheduling import GRANT_IDS, QueuedJob
+from .store.grants import entry as grant_entry
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
@@ -72,36 +73,38 @@ class Admissions:
             if event is not None:
                 event.set()
 
-    async def changed(self, asked: Collection[int] = (), released: Collection[int] = ()) -> None:
-        """Grants were asked for (``asked``) or released on this server: the scheduler of
-        record takes them up (here, or told by an event)."""
+    def changed(
+        self, asked: Collection[DescribeGrant] = (), released: Collection[int] = ()
+    ) -> None:
+        """Grants were asked for (``asked``: those waiting) or released (their ids) on this
+        server: the scheduler of record takes them up (here, or told by an event)."""
         dispatcher = self.dispatcher
         if dispatcher.leading:
-            await self.look(asked, released)
+            self.take([grant_entry(grant) for grant in asked], released)
         elif asked or released:
-            data = {"asked": list(asked), "released": list(released)}
+            data = {"asked": [grant.id for grant in asked], "released": list(released)}
             dispatcher.publish("dispatch.grants", data, internal=True)
 
     async def on_event(self, type: str, data: dict[str, Any]) -> None:
+        dispatcher = self.dispatcher
         if type == "dispatch.granted":  # on every server: wake the requests waiting here
             self.notify(data["keys"])
-        elif type == "dispatch.grants" and self.dispatcher.leading:
-            await self.look(data["asked"], data["released"])
+        elif type == "dispatch.grants" and dispatcher.leading:
+            grants = dispatcher.store.grants
+            asked = data["asked"]
+            waiting = (
+                await dispatcher.call(grants.entries, GrantStatus.waiting, asked) if asked else []
+            )
+            self.take(waiting, data["released"])
 
     # --- the scheduler of record ------------------------------------------------------
 
-    async def look(self, asked: Collection[int], released: Collection[int]) -> None:
-        """Grants ``asked`` join the backlog (those still waiting); grants ``released`` leave
-        it, and give back the GPUs they held."""
-        dispatcher = self.dispatcher
-        if asked:
-            waiting = await dispatcher.call(
-                dispatcher.store.grants.entries, GrantStatus.waiting, asked
-            )
-            for entry in waiting:
-                self.asked |= dispatcher.backlog.push(entry)
+    def take(self, waiting: Iterable[QueuedJob], released: Collection[int]) -> None:
+        """Waiting grants join the backlog; released ones leave it, and give back their GPUs."""
+        for queued in waiting:
+            self.asked |= self.dispatcher.backlog.push(queued)
         self.released(released)
-        dispatcher.wake()
+        self.dispatcher.wake()
 
     async def load(self) -> None:
         """This server took over: the waiting grants join the backlog, the granted ones

@@ -32,8 +32,9 @@ class GrantsHandler(LabrunHandler):
         with admissions.waiter(body.key) as changed:
             grant, released = await self.call(self.store.grants.request, body, self.username)
             self.audit_target_id = body.key
-            await admissions.changed(asked=[grant.id], released=released)
-            if grant.status == GrantStatus.waiting and body.wait:
+            waiting = grant.status == GrantStatus.waiting
+            admissions.changed(asked=[grant] if waiting else [], released=released)
+            if waiting and body.wait:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), body.wait)
                 # The row is the truth, whatever woke this request (or nothing did).
@@ -63,5 +64,5 @@ class GrantsReleaseHandler(LabrunHandler):
                 raise Unauthorized(
                     "these grants are another user's; only an admin may release them"
                 )
-        await self.app.dispatcher.grants.changed(released=released)
+        self.app.dispatcher.grants.changed(released=released)
         return GrantList(grants=await self.call(self.store.grants.current, self.username))

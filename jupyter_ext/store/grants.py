@@ -50,7 +50,7 @@ def describe(grant: Grant) -> DescribeGrant:
     )
 
 
-def entry(grant: Grant) -> QueuedJob:
+def entry(grant: Grant | DescribeGrant) -> QueuedJob:
     """The grant as the scheduling policy sees it: a job of its user in its queue."""
     return QueuedJob(GRANT_IDS + grant.id, grant.user, grant.queue, grant.gpus, 0, 0)
 
