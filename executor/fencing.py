@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 FENCE_SHARE = 2 / 3
 # How often the fence looks at the time of the last heartbeat that got through.
 FENCE_CHECK = 0.25
+# Past the fence time, the worker asks the Dask scheduler whether it answers (this long at
+# most, and again this often while it does). A worker that reaches the scheduler is not cut
+# off: the server is away (stopped, culled, restarting), and no server runs its jobs
+# elsewhere meanwhile; were one up and out of this worker's reach only, it stops the jobs on
+# this worker through the scheduler before it runs them again (``jupyter_ext/dispatcher.py``).
+# So the jobs go on to their end: work outlives its server. The probe's time is taken out of
+# the fence's margin above: the fence acts within fence_after + SCHEDULER_PROBE.
+SCHEDULER_PROBE = 2.0
 
 
 def fence_after(worker_timeout: float) -> float:
@@ -81,6 +89,11 @@ class Fence:
                 return False
             self._fenced = False
             return True
+
+    def due(self, now: float) -> bool:
+        """Whether the silence exceeds ``after`` and the jobs were not stopped yet."""
+        with self._lock:
+            return not self._fenced and now - self._last > self.after
 
     def check(self, now: float) -> bool:
         """True once the silence exceeds ``after``: stop the jobs now (once per cut)."""

@@ -27,7 +27,7 @@ from labrun.models import (
     RegisterWorker,
 )
 
-from .fencing import FENCE_CHECK, Fence, abandon_all, fence_after
+from .fencing import FENCE_CHECK, SCHEDULER_PROBE, Fence, abandon_all, fence_after
 from .plugins import CellRuns, Devices, Kernels, LabrunPlugin, ServerLink
 
 if TYPE_CHECKING:
@@ -189,21 +189,52 @@ class Telemetry(LabrunPlugin):
             self._stop.wait(self.sample_interval)
 
     def _fence_loop(self) -> None:
+        probed = -SCHEDULER_PROBE
+        said_away = False
         while not self._stop.wait(FENCE_CHECK):
             now = time.monotonic()
-            if not self.fence.check(now):
+            if not self.fence.due(now):
+                said_away = said_away and self.fence.fenced  # the server answered again
                 continue
-            try:
-                reason = (
-                    f"this worker could not reach the server at {self.link.client.url} for "
-                    f"{self.fence.silence(now):.0f} s; the server runs its jobs elsewhere "
-                    f"after {self.worker_timeout:g} s (c.LabRun.worker_timeout)"
-                )
-                stopped = abandon_all(self.kernels, self.cells, reason)
-                with self._abandoned_lock:
-                    self.abandoned += stopped
-                gave_up = ", ".join(f"run {a.run_id} (attempt {a.attempt})" for a in stopped)
-                level = logging.WARNING if stopped else logging.INFO
-                logger.log(level, "labrun: %s: gave up %s", reason, gave_up or "no job")
-            except Exception:
-                logger.exception("labrun: stopping the jobs of a cut-off worker failed")
+            if now - probed < SCHEDULER_PROBE:
+                continue
+            probed = now
+            if self._scheduler_answers():
+                if not said_away:
+                    logger.warning(
+                        "labrun: the server at %s has not answered for %.0f s, but the "
+                        "scheduler does: the server is away, not this worker, which keeps "
+                        "its jobs",
+                        self.link.client.url,
+                        self.fence.silence(now),
+                    )
+                    said_away = True
+                continue
+            if self.fence.check(time.monotonic()):
+                self._give_up(now)
+
+    def _scheduler_answers(self) -> bool:
+        """Whether the Dask scheduler answers this worker within SCHEDULER_PROBE seconds."""
+        from distributed.utils import sync
+
+        try:
+            sync(self.worker.loop, self.worker.scheduler.identity, callback_timeout=SCHEDULER_PROBE)
+            return True
+        except Exception:  # noqa: BLE001 - no answer in time, or none at all
+            return False
+
+    def _give_up(self, now: float) -> None:
+        try:
+            reason = (
+                f"this worker could not reach the server at {self.link.client.url} nor the "
+                f"scheduler for {self.fence.silence(now):.0f} s; the server runs its jobs "
+                f"elsewhere after {self.worker_timeout:g} s (c.LabRun.worker_timeout)"
+            )
+            stopped = abandon_all(self.kernels, self.cells, reason)
+            with self._abandoned_lock:
+                self.abandoned += stopped
+            gave_up = ", ".join(f"run {a.run_id} (attempt {a.attempt})" for a in stopped)
+            level = logging.WARNING if stopped else logging.INFO
+            logger.log(level, "labrun: %s: gave up %s", reason, gave_up or "no job")
+        except Exception:
+            logger.exception("labrun: stopping the jobs of a cut-off worker failed")

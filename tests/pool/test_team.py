@@ -124,6 +124,9 @@ def team(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> 
                 f"--LabRun.dask_scheduler={address}",
                 "--LabRun.lease_seconds=2",
                 "--LabRun.max_gpus_per_user=1",
+                # Workers give their jobs up after 6 s cut off from the server and the
+                # scheduler (executor/fencing.py): the last test stops every server longer.
+                "--LabRun.worker_timeout=9",
             ],
             env={"LABRUN_USER": user},
         )
@@ -286,3 +289,33 @@ def test_jobs_outlive_the_dispatching_server_and_another_takes_over(team: Team) 
             assert run.attempt == 1, run_id
         log = "".join(e.text for e in client.logs(running).entries)
         assert "finished" in log
+
+
+def test_jobs_run_to_the_end_while_no_server_is_up_and_are_recorded_when_one_is(
+    team: Team,
+) -> None:
+    leader = team.dispatching()
+    running = team.submit(leader, "slow.ipynb", seconds=25)
+    with team.client(leader) as client:
+        kernel_pid(client, running)
+
+    # Every server stops (JupyterHub culls them): no server for the workers to report to
+    for server in team.servers.values():
+        server.stop()
+    logs = [team.notebooks.parent / f"{name}.log" for name in ("host-a", "host-b")]
+
+    # The job's worker sees the server away past its fence time, but the scheduler there:
+    # it keeps its job (a worker cut off from both would give it up)
+    def kept() -> bool:
+        return any("which keeps its jobs" in log.read_text() for log in logs)
+
+    wait_for(kept, timeout=120, what="the worker to keep its job with no server up")
+
+    # When a server comes back, the job ran to its end once, and is recorded so
+    team.servers[leader].start()
+    with team.client(leader) as client:
+        run = wait_finished(client, running, timeout=180)
+        assert run.status == RunStatus.completed, run.error
+        assert run.attempt == 1
+        assert "finished" in "".join(e.text for e in client.logs(running).entries)
+    assert not any("gave up run" in log.read_text() for log in logs)
