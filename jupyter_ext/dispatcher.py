@@ -28,7 +28,7 @@ from labrun.models import PoolStatus, RunStatus
 
 from . import scheduling
 from .dask_pool import DaskPool, DispatcherSettings
-from .inflight import Inflight, in_flight
+from .inflight import Inflight, InflightJobs, count_usage, in_flight
 from .leadership import Leadership
 from .orphans import settle_orphan_cells
 from .pool_status import pool_status
@@ -80,7 +80,7 @@ class Dispatcher:
         # Runs a store function on the database's threads: `await self.call(fn, *args)`.
         self.call = call
         self.pool = DaskPool(settings)
-        self.inflight: dict[int, Inflight] = {}
+        self.inflight = InflightJobs()
         self.backlog = Backlog()
         self.queues: dict[str, QueueRule] = {}
         self.usage: dict[str, float] = {}
@@ -142,7 +142,7 @@ class Dispatcher:
         scheduler, tell the workers where to report, and dispatch."""
         await self._step_down()
         await self.pool.publish_server(self.settings.server_url)
-        self.inflight = {e.job.id: e for e in await in_flight(self.pool, self.store, self.call)}
+        self.inflight = InflightJobs(await in_flight(self.pool, self.store, self.call))
         await self._load_backlog()
         self._usage_at = 0.0
         self._serving = asyncio.create_task(self.serve())
@@ -155,7 +155,7 @@ class Dispatcher:
             self._serving.cancel()
             await asyncio.wait([self._serving], timeout=1.0)
             self._serving = None
-        entries, self.inflight = list(self.inflight.values()), {}
+        entries, self.inflight = list(self.inflight.values()), InflightJobs()
         for entry in entries:
             if entry.task is not None:
                 entry.task.cancel()
@@ -271,7 +271,7 @@ class Dispatcher:
     def choose(self) -> list[QueuedJob]:
         """The jobs to start now, in order, within the pool's free capacity, as the policy
         chooses them; each has its slot reserved here until it is submitted."""
-        running = [entry.job for entry in self.inflight.values()]
+        running = self.inflight.running
         free = scheduling.capacity(
             ((w.nthreads, w.gpus) for w in self.pool.workers.values()),
             running,
@@ -380,8 +380,9 @@ class Dispatcher:
                 del self.inflight[run_id]
                 self.wake()
         self.retiring.add(entry.token_id)
+        if outcome not in ("superseded", "lost"):
+            count_usage(self.usage, entry, self._usage_at)  # fair share sees it at once
         if outcome not in (None, "superseded", "lost"):
-            self._usage_at = 0.0  # refresh fair share with this job's hours
             await self._settle_sweep(run_id)
 
     # --- claims, cancels, losses ----------------------------------------------------
@@ -390,6 +391,7 @@ class Dispatcher:
         entry = self.inflight.get(run_id)
         if entry is not None:
             entry.worker = worker
+            entry.started = time.monotonic()
 
     async def cancel(self, run_ids: Collection[int]) -> None:
         """Stop the jobs the store just marked cancelled (one run, or a sweep's unfinished
