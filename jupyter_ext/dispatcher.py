@@ -36,6 +36,7 @@ from .retiring import TokenRetirement
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 from .stopping import stop_on_pool
 from .store.leases import Hold, LeaseLost
+from .sweep_settling import SweepSettling
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -92,6 +93,7 @@ class Dispatcher:
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
         self.retiring = TokenRetirement(store, call)
+        self.sweeps = SweepSettling(store, call, publish, self.add)
         self.leadership = Leadership(
             store,
             call,
@@ -200,6 +202,7 @@ class Dispatcher:
         await self.leadership.release()
         self.publish("dispatch.released", {"server": self.leadership.server}, internal=True)
         await self.retiring.wait(1.0)
+        await self.sweeps.wait(1.0)
         await self.pool.close(deadline)
 
     @property
@@ -383,7 +386,7 @@ class Dispatcher:
         if outcome not in ("superseded", "lost"):
             count_usage(self.usage, entry, self._usage_at)  # fair share sees it at once
         if outcome not in (None, "superseded", "lost"):
-            await self._settle_sweep(run_id)
+            self.sweeps.add(run_id)
 
     # --- claims, cancels, losses ----------------------------------------------------
 
@@ -477,24 +480,11 @@ class Dispatcher:
             for job in await self.call(self.store.dispatch.queued, run_id):
                 self._push(job)
         self._changed(run_id)
-        await self._settle_sweep(run_id)
+        self.sweeps.add(run_id)
         self.wake()
 
     def _changed(self, run_id: int) -> None:
         self.publish("run.updated", {"id": run_id})
-
-    async def _settle_sweep(self, run_id: int) -> None:
-        parent = await self.call(self.store.sweeps.parent_of, run_id)
-        if parent is not None:
-            status = await self.call(self.store.sweeps.refresh, parent)
-            if status is not None:
-                self._changed(parent)
-            if status is not None and status.finished:
-                # The store queued the sweep's report, if it asked for one and earned it.
-                report = await self.call(self.store.sweeps.report_run, parent)
-                if report is not None:
-                    self.add(await self.call(self.store.dispatch.queued, report))
-                    self.publish("run.created", {"id": report})
 
     # --- status ---------------------------------------------------------------------
 
