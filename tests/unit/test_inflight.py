@@ -45,6 +45,11 @@ def test_the_tally_is_the_jobs_in_flight_across_start_end_loss_cancel_and_step_d
     assert inflight.pop(99, None) is None
     check()
     assert set(inflight) == {2, 4} and 2 in inflight and 1 not in inflight
+    # a user's CPU jobs ending one after the other
+    inflight[5], inflight[6] = entry(5, "dave"), entry(6, "dave")
+    del inflight[5]
+    del inflight[6]
+    check()
     # stepping down: a new, empty map
     inflight = InflightJobs()
     check()
