@@ -53,8 +53,10 @@ class TeamPool:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.servers: dict[str, LabrunServer] = {}
         self.notebook = write_notebook(root / "noop.ipynb", "x", parameters="x = 0")
+        self.profile: str | None = None
 
-    def start(self, threads: int, noop: str = "1") -> None:
+    def start(self, threads: int, noop: str = "1", profile: str | None = None) -> None:
+        self.profile = profile
         scheduler_port = self.port()
         address = f"tcp://127.0.0.1:{scheduler_port}"
         self.processes.append(
@@ -88,6 +90,7 @@ class TeamPool:
                     "LABRUN_BENCH_NOOP_JOBS": noop,
                     "LABRUN_BENCH_HOST": f"{user}-host",
                     "LABRUN_BENCH_STATS": str(self.root / f"stats-{user}.json"),
+                    **self._profiling(user, profile),
                 },
                 program=[sys.executable, str(HERE / "_team_server.py")],
             )
@@ -97,6 +100,29 @@ class TeamPool:
         for server in self.servers.values():
             server.start(timeout=180)
         wait_for_pool(self.servers[USERS[0]], workers=2, timeout=300)
+
+    def _profiling(self, user: str, clock: str | None) -> dict[str, str]:
+        if clock is None:
+            return {}
+        return {
+            "LABRUN_BENCH_PROFILE": str(self._profile_path(user)),
+            "LABRUN_BENCH_PROFILE_CLOCK": clock,
+        }
+
+    def _profile_path(self, user: str) -> Path:
+        return self.root / f"profile-{user}.{self.profile}.pstat"
+
+    def _toggle_profilers(self, stop: bool) -> None:
+        """Start, or stop and save, each server's profile (SIGUSR2 toggles it)."""
+        if self.profile is None:
+            return
+        for server in self.servers.values():
+            assert server.process is not None
+            server.process.send_signal(signal.SIGUSR2)
+        if stop:
+            for user in self.servers:
+                path = self._profile_path(user)
+                wait_for(path.exists, 120, f"{path.name} to be saved")
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -180,6 +206,7 @@ class TeamPool:
             threading.Thread(target=submit, args=(user, count))
             for user, count in zip(USERS, counts, strict=True)
         ]
+        self._toggle_profilers(stop=False)
         started = time.time()
         for thread in threads:
             thread.start()
@@ -197,6 +224,7 @@ class TeamPool:
             "the dispatcher's figures",
         )
         after = self.stats(leader)
+        self._toggle_profilers(stop=True)
         figures = self._figures(last_warm, started)
         in_ticks = after["in_ticks"] - before["in_ticks"]
         return {
@@ -311,7 +339,7 @@ class TeamPool:
 
 @contextmanager
 def team_pool(
-    root: Path, port: Callable[[], int], threads: int, noop: str = "1"
+    root: Path, port: Callable[[], int], threads: int, noop: str = "1", profile: str | None = None
 ) -> Iterator[TeamPool]:
     postgres = PostgresServer.find()
     if postgres is None:
@@ -321,7 +349,7 @@ def team_pool(
     try:
         pool = TeamPool(root, postgres, port)
         try:
-            pool.start(threads, noop)
+            pool.start(threads, noop, profile)
             yield pool
         finally:
             pool.stop()

@@ -15,6 +15,15 @@ made here, before the server starts, so that nothing in labrun itself reads them
 It also adds up, per server, the time its dispatcher spends inside its rounds, and writes it
 with the number of jobs dispatched to ``LABRUN_BENCH_STATS`` (JSON) about every half second.
 
+- ``LABRUN_BENCH_PROFILE=PATH``: profile the server with yappi (every thread: the event
+  loop's and the store's), from one SIGUSR2 until the next (the benchmark sends them around
+  the run it measures, so the start and the takeover stay out; Jupyter Server has SIGUSR1),
+  on the clock ``LABRUN_BENCH_PROFILE_CLOCK`` names (``cpu``, the default, or ``wall``).
+  At the second it saves the functions' figures to PATH in pstats' format (``PATH.main``: the event loop's
+  thread alone) and each thread's total to ``PATH.threads``. yappi's figures are only whole
+  once it stopped (saved while it runs, calls go missing), hence the signals. yappi is the
+  ``bench`` extra's.
+
     python benchmarks/_team_server.py --port ... --db-url ...   # as `labrun server`
 """
 
@@ -74,7 +83,32 @@ def instrument(stats_path: Path) -> None:
     Dispatcher.tick = timed_tick
 
 
+def profile(path: Path, clock: str) -> None:
+    import signal
+
+    import yappi
+
+    def toggle(*_: object) -> None:
+        if not yappi.is_running():
+            yappi.set_clock_type(clock)
+            yappi.start(builtins=False, profile_threads=True)
+            return
+        yappi.stop()
+        threads = yappi.get_thread_stats()
+        with path.with_name(path.name + ".threads").open("w") as out:
+            threads.print_all(out=out)
+        main = next(t.id for t in threads if t.name == "_MainThread")
+        yappi.get_func_stats(filter={"ctx_id": main}).save(f"{path}.main", type="pstat")
+        yappi.get_func_stats().save(f"{path}.part", type="pstat")
+        Path(f"{path}.part").replace(path)  # last: the benchmark waits for this one
+
+    signal.signal(signal.SIGUSR2, toggle)
+
+
 def main() -> None:
+    if os.environ.get("LABRUN_BENCH_PROFILE"):
+        clock = os.environ.get("LABRUN_BENCH_PROFILE_CLOCK", "cpu")
+        profile(Path(os.environ["LABRUN_BENCH_PROFILE"]), clock)
     if os.environ.get("LABRUN_BENCH_HOST"):
         from labrun.jupyter_ext.store import leases
 

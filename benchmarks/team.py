@@ -93,9 +93,14 @@ def port_source(spec: str | None) -> Callable[[], int]:
 
 
 def pool_part(
-    root: Path, port: Callable[[], int], jobs: int, threads: int, noop: str = "1"
+    root: Path,
+    port: Callable[[], int],
+    jobs: int,
+    threads: int,
+    noop: str = "1",
+    profile: str | None = None,
 ) -> dict[str, Any]:
-    with team_pool(root, port, threads, noop) as pool:
+    with team_pool(root, port, threads, noop, profile) as pool:
         print(f"{jobs:,} no-op jobs from {len(USERS)} users ...", flush=True)
         run = pool.run_jobs(jobs)
         print_run(run)
@@ -164,6 +169,12 @@ def main() -> None:
         help="pool: the no-op job returns no status, so the dispatcher skips what it does "
         "after a job that says how it ended (refreshing fair share): what that costs",
     )
+    parser.add_argument(
+        "--profile",
+        choices=["cpu", "wall"],
+        help="pool: profile each server with yappi on this clock (the bench extra's); the "
+        "profiles (profile-USER.CLOCK.pstat, pstats' format) come out with --keep",
+    )
     parser.add_argument("--ports", help="take ports from LOW-HIGH only (default: any free)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, help="copy the pool's logs into this folder")
@@ -181,7 +192,9 @@ def main() -> None:
         if args.only in (None, "pool"):
             try:
                 noop = "no-status" if args.no_status else "1"
-                figures["pool"] = pool_part(root / "pool", port, jobs, args.threads, noop)
+                figures["pool"] = pool_part(
+                    root / "pool", port, jobs, args.threads, noop, args.profile
+                )
             finally:
                 if args.keep:  # the servers', workers' and scheduler's logs
                     shutil.copytree(

@@ -29,13 +29,14 @@ from labrun.models import RunStatus
 from . import scheduling
 from .dask_pool import DaskPool, DispatcherSettings
 from .grants import Admissions, is_grant
-from .inflight import Inflight, in_flight
+from .inflight import Inflight, InflightJobs, count_usage, in_flight
 from .leadership import Leadership
 from .orphans import settle_orphan_cells
 from .retiring import TokenRetirement
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
 from .stopping import stop_on_pool
 from .store.leases import Hold, LeaseLost
+from .sweep_settling import SweepSettling
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -80,7 +81,7 @@ class Dispatcher:
         # Runs a store function on the database's threads: `await self.call(fn, *args)`.
         self.call = call
         self.pool = DaskPool(settings)
-        self.inflight: dict[int, Inflight] = {}
+        self.inflight = InflightJobs()
         self.backlog = Backlog()
         self.grants = Admissions(self)
         self.queues: dict[str, QueueRule] = {}
@@ -93,6 +94,7 @@ class Dispatcher:
         self._lost_seen: dict[int, float] = {}
         self._orphans_at = 0.0
         self.retiring = TokenRetirement(store, call)
+        self.sweeps = SweepSettling(store, call, publish, self.add)
         self.leadership = Leadership(
             store,
             call,
@@ -144,7 +146,7 @@ class Dispatcher:
         scheduler, tell the workers where to report, and dispatch."""
         await self._step_down()
         await self.pool.publish_server(self.settings.server_url)
-        self.inflight = {e.job.id: e for e in await in_flight(self.pool, self.store, self.call)}
+        self.inflight = InflightJobs(await in_flight(self.pool, self.store, self.call))
         await self._load_backlog()
         await self.grants.load()
         self._usage_at = 0.0
@@ -158,7 +160,7 @@ class Dispatcher:
             self._serving.cancel()
             await asyncio.wait([self._serving], timeout=1.0)
             self._serving = None
-        entries, self.inflight = list(self.inflight.values()), {}
+        entries, self.inflight = list(self.inflight.values()), InflightJobs()
         for entry in entries:
             if entry.task is not None:
                 entry.task.cancel()
@@ -205,6 +207,7 @@ class Dispatcher:
         await self.leadership.release()
         self.publish("dispatch.released", {"server": self.leadership.server}, internal=True)
         await self.retiring.wait(1.0)
+        await self.sweeps.wait(1.0)
         await self.pool.close(deadline)
 
     @property
@@ -273,8 +276,8 @@ class Dispatcher:
     def choose(self) -> list[QueuedJob]:
         """The jobs to start now, in order, within the pool's free capacity, as the policy
         chooses them; each has its slot reserved here until it is submitted."""
-        # (The GPUs of %%mlrun cells and sessions are held as jobs' are: grants.py.)
-        running = [*(entry.job for entry in self.inflight.values()), *self.grants.granted.values()]
+        # (Holding the GPUs of %%mlrun cells and sessions too: grants.py adds them.)
+        running = self.inflight.running
         free = scheduling.capacity(
             ((w.nthreads, w.gpus) for w in self.pool.workers.values()),
             running,
@@ -384,9 +387,10 @@ class Dispatcher:
                 del self.inflight[run_id]
                 self.wake()
         self.retiring.add(entry.token_id)
+        if outcome not in ("superseded", "lost"):
+            count_usage(self.usage, entry, self._usage_at)  # fair share sees it at once
         if outcome not in (None, "superseded", "lost"):
-            self._usage_at = 0.0  # refresh fair share with this job's hours
-            await self._settle_sweep(run_id)
+            self.sweeps.add(run_id)
 
     # --- claims, cancels, losses ----------------------------------------------------
 
@@ -394,6 +398,7 @@ class Dispatcher:
         entry = self.inflight.get(run_id)
         if entry is not None:
             entry.worker = worker
+            entry.started = time.monotonic()
 
     async def cancel(self, run_ids: Collection[int]) -> None:
         """Stop the jobs the store just marked cancelled (one run, or a sweep's unfinished
@@ -479,21 +484,8 @@ class Dispatcher:
             for job in await self.call(self.store.dispatch.queued, run_id):
                 self._push(job)
         self._changed(run_id)
-        await self._settle_sweep(run_id)
+        self.sweeps.add(run_id)
         self.wake()
 
     def _changed(self, run_id: int) -> None:
         self.publish("run.updated", {"id": run_id})
-
-    async def _settle_sweep(self, run_id: int) -> None:
-        parent = await self.call(self.store.sweeps.parent_of, run_id)
-        if parent is not None:
-            status = await self.call(self.store.sweeps.refresh, parent)
-            if status is not None:
-                self._changed(parent)
-            if status is not None and status.finished:
-                # The store queued the sweep's report, if it asked for one and earned it.
-                report = await self.call(self.store.sweeps.report_run, parent)
-                if report is not None:
-                    self.add(await self.call(self.store.dispatch.queued, report))
-                    self.publish("run.created", {"id": report})

@@ -113,16 +113,23 @@ class Admissions:
         grants = dispatcher.store.grants
         for entry in await dispatcher.call(grants.entries, GrantStatus.waiting):
             dispatcher.backlog.push(entry)
-        granted = await dispatcher.call(grants.entries, GrantStatus.granted)
-        self.granted = {entry.id: entry for entry in granted}
+        self.granted = {}
+        for entry in await dispatcher.call(grants.entries, GrantStatus.granted):
+            self._hold(entry)
 
     def clear(self) -> None:
-        self.granted = {}
+        self.granted = {}  # (the dispatcher's tally went with its jobs in flight)
+
+    def _hold(self, entry: QueuedJob) -> None:
+        # The policy's tally of what runs holds the grant's GPUs and slot, as a job's.
+        self.granted[entry.id] = entry
+        self.dispatcher.inflight.running.add(entry)
 
     def released(self, ids: Iterable[int]) -> None:
         entry_ids = {GRANT_IDS + grant_id for grant_id in ids}
         for entry_id in entry_ids:
-            self.granted.pop(entry_id, None)
+            if self.granted.pop(entry_id, None) is not None:
+                self.dispatcher.inflight.running.discard(entry_id)
         if entry_ids:
             self.dispatcher.backlog.discard(entry_ids)
             self.dispatcher.wake()
@@ -139,7 +146,7 @@ class Admissions:
         admitted = await dispatcher.call(dispatcher.store.grants.admit, ids, hold)
         for entry in grants:
             if entry.id - GRANT_IDS in admitted:
-                self.granted[entry.id] = entry
+                self._hold(entry)
         keys = list(admitted.values())
         dispatcher.publish("dispatch.granted", {"keys": keys}, internal=True)
         self.notify(keys)

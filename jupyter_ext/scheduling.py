@@ -72,8 +72,9 @@ class Capacity:
 
 class Running:
     """The jobs the pool runs, with what the policy sums over them kept up to date as they
-    start and end: the GPUs held in all and by each user, and each user's running jobs'
-    fair-share weight (in slots, so that adding and taking away stays exact)."""
+    start and end: the GPUs held in all and by each user (users holding none left out),
+    and each user's running jobs' fair-share weight (in slots, so that adding and taking
+    away stays exact)."""
 
     def __init__(self, jobs: Iterable[QueuedJob] = ()) -> None:
         self._jobs: dict[int, QueuedJob] = {}
@@ -98,8 +99,9 @@ class Running:
             return
         self._jobs[job.id] = job
         self.gpus += job.gpus
-        self.held[job.user] = self.held.get(job.user, 0) + job.gpus
-        self.slots[job.user] = self.slots.get(job.user, 0) + max(job.gpus, 1)
+        for tally, amount in ((self.held, job.gpus), (self.slots, max(job.gpus, 1))):
+            if amount:
+                tally[job.user] = tally.get(job.user, 0) + amount
 
     def discard(self, run_id: int) -> QueuedJob | None:
         """The job ``run_id`` ended; it, or None when it was not running."""
@@ -107,10 +109,13 @@ class Running:
         if job is None:
             return None
         self.gpus -= job.gpus
+        # A user is in a sum while it is not zero: a CPU job neither adds nor takes away
+        # GPUs held, so the end of one cannot drop a user whose other jobs hold some.
         for tally, amount in ((self.held, job.gpus), (self.slots, max(job.gpus, 1))):
-            tally[job.user] -= amount
-            if not tally[job.user]:
-                del tally[job.user]
+            if amount:
+                tally[job.user] -= amount
+                if not tally[job.user]:
+                    del tally[job.user]
         return job
 
 

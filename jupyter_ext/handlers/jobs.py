@@ -151,7 +151,7 @@ class RunClaimHandler(LabrunHandler):
         self.app.dispatcher.claimed(run_id, body.worker)
         self.events.publish("run.updated", run)
         if run.parent_id is not None:
-            await self.call(self.store.sweeps.refresh, run.parent_id)
+            self.app.dispatcher.sweeps.add(run_id)  # with the others started meanwhile
         return run
 
 

@@ -1,16 +1,19 @@
 """What the dispatcher's backlog holds: the jobs submitted, in the order they are to start,
-and none of a sweep once it is cancelled, however many runs it had."""
+none of a sweep once it is cancelled, however many runs it had, and a sweep's report once
+its runs ended."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from support.api import Api
+from support.api import Api, Mint, bearer
 from support.notebooks import make_notebook
 
 from labrun.jupyter_ext.scheduling import Capacity, choose
 from labrun.models import SubmitSweep
+
+REPORT = {"notebook": "r.ipynb", "content": make_notebook("print(sweep)", parameters="sweep = 0")}
 
 JOB = {"notebook": "a.ipynb", "content": make_notebook("y = x", parameters="x = 0")}
 
@@ -58,3 +61,35 @@ async def test_a_jobs_priority_orders_its_users_jobs_in_the_backlog(
     # and a priority the store cannot hold is refused, naming the field
     refused = await api("POST", "jobs", body={**JOB, "priority": 2**31}, status=400)
     assert "body.priority" in refused["message"]
+
+
+async def test_a_sweep_moves_with_its_runs_claims_and_ends_and_queues_its_report(
+    api: Api, mint: Mint, jp_serverapp: Any
+) -> None:
+    # Given a sweep of two runs with a report, both dispatched
+    labrun = jp_serverapp.web_app.settings["labrun"]
+    dispatcher = labrun.dispatcher
+    sweep = await api("POST", "sweeps", body={**JOB, "grid": {"x": [1, 2]}, "report": REPORT})
+    sweep_id, children = sweep["sweep"]["id"], [r["id"] for r in sweep["runs"]]
+    specs = await asyncio.to_thread(labrun.store.dispatch.next_attempts, children, 3600)
+    pool = bearer(mint("server", scope="pool"))
+
+    # When their workers claim them, one right after the other
+    for spec in specs:
+        claim = {"attempt": spec.attempt, "worker": "w1"}
+        await api("POST", f"runs/{spec.run_id}/claim", body=claim, headers=pool)
+    # (the claims' sweep is settled in one batch after them: wait for it, not for time)
+    await dispatcher.sweeps.wait(30)
+
+    # Then the sweep is running
+    assert (await api("GET", f"runs/{sweep_id}"))["status"] == "running"
+
+    # and once both ended, as the dispatcher sees their tasks end, it completed and its
+    # report is queued for the dispatcher
+    for run_id in children:
+        await api("PATCH", f"runs/{run_id}", body={"status": "completed"}, headers=pool)
+        dispatcher.sweeps.add(run_id)
+    await dispatcher.sweeps.wait(30)
+    after = await api("GET", f"sweeps/{sweep_id}")
+    assert after["sweep"]["status"] == "completed" and after["report_run"] is not None
+    assert after["report_run"] in dispatcher.queued_ids

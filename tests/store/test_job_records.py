@@ -124,3 +124,36 @@ def test_a_jobs_priority_reaches_the_dispatcher_and_its_reruns_and_reports(store
     report_run = store.sweeps.report_run(sweep.sweep.id)
     assert report_run is not None
     assert [job.priority for job in store.dispatch.queued(report_run)] == [-2]
+
+
+def test_the_sweeps_of_many_runs_move_in_one_look_each(store: Store) -> None:
+    # Given two sweeps of two runs each, one with a report, and a plain job
+    content = json.loads(json.dumps(make_notebook("print(x)", parameters="x = 1")))
+    report = json.loads(json.dumps(make_notebook("print(sweep)", parameters="sweep = 0")))
+    plain = SubmitSweep(notebook="train.ipynb", content=content, grid={"x": [1, 2]})
+    first = store.sweeps.submit(plain, "alice")
+    second = store.sweeps.submit(
+        plain.model_copy(update={"report": SweepReport(notebook="r.ipynb", content=report)}),
+        "bob",
+    )
+    runs = [r.id for r in (*first.runs, *second.runs)]
+    job = submit(store)
+
+    # When all their runs and the job start, and the dispatcher settles them in one batch
+    for run_id in [*runs, job]:
+        start(store, run_id, "w1", MACHINE)
+    moved = store.sweeps.refresh_of([*runs, job])
+
+    # Then each sweep moved once, to running, and nothing else did
+    running = RunStatus.running
+    assert moved == [(first.sweep.id, running, None), (second.sweep.id, running, None)]
+    assert store.sweeps.refresh_of(runs) == []
+
+    # and once their runs ended, both sweeps end, the one with a report naming it
+    for run_id in runs:
+        store.runs.update(run_id, UpdateRun(status=RunStatus.completed))
+    (done_first, done_second) = store.sweeps.refresh_of(runs)
+    assert done_first == (first.sweep.id, RunStatus.completed, None)
+    assert done_second.status == RunStatus.completed
+    assert done_second.report_run == store.sweeps.report_run(second.sweep.id) is not None
+    assert store.sweeps.get(second.sweep.id).sweep.status == RunStatus.completed

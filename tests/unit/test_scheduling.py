@@ -235,9 +235,23 @@ def test_a_tally_of_running_jobs_keeps_its_sums_as_jobs_start_and_end() -> None:
     assert running.slots == {"alice": 3, "bob": 1}  # a CPU job weighs one slot
     assert running.discard(b1.id) == b1 and running.discard(b1.id) is None
     assert running.discard(a1.id) == a1
-    assert (running.gpus, running.slots) == (0, {"alice": 1})
-    assert not any(running.held.values())
+    assert (running.gpus, running.slots, running.held) == (0, {"alice": 1}, {})
     assert list(running) == [a2] and a2.id in running
+
+
+def test_a_users_cpu_jobs_end_one_by_one_beside_their_gpu_jobs() -> None:
+    # A user's CPU jobs hold no GPUs: their ends leave the GPUs the user's others hold
+    # (the dispatcher keeps one tally all day: an end must never break the next one).
+    c1, c2, c3, g1 = job("alice"), job("alice"), job("alice"), job("alice", gpus=2)
+    running = Running([c1, c2, c3])
+    assert running.held == {} and running.slots == {"alice": 3}
+    running.discard(c1.id)
+    running.discard(c2.id)
+    running.add(g1)
+    running.discard(c3.id)
+    assert (running.held, running.slots) == ({"alice": 2}, {"alice": 2})
+    running.discard(g1.id)
+    assert (len(running), running.gpus, running.held, running.slots) == (0, 0, {}, {})
 
 
 def test_a_tally_chooses_what_a_list_of_the_same_jobs_chooses_and_is_left_as_it_was() -> None:
@@ -268,4 +282,4 @@ def test_a_tally_chooses_what_a_list_of_the_same_jobs_chooses_and_is_left_as_it_
         max_gpus_per_user=3,
     )
     assert by_tally == by_list and len(by_list) == 5
-    assert (len(tally), tally.gpus, tally.held) == (3, 3, {"alice": 2, "bob": 0, "carol": 1})
+    assert (len(tally), tally.gpus, tally.held) == (3, 3, {"alice": 2, "carol": 1})
