@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from labrun.models import DescribeGrant, GrantStatus
+from labrun.models import DescribeGrant, GrantStatus, RequestGrant
 
-from .scheduling import GRANT_IDS, QueuedJob
+from . import scheduling
+from .scheduling import GRANT_IDS, Backlog, QueuedJob
 from .store.grants import entry as grant_entry
+from .store.leases import Hold, LeaseLost
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
-    from .store.leases import Hold
 
 logger = logging.getLogger("labrun.dispatcher")
 
@@ -43,6 +47,14 @@ def is_grant(entry_id: int) -> bool:
     return entry_id < 0
 
 
+@dataclass
+class Waiter:
+    """A request waiting for its grant: woken when it may have been given."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    granted_at: datetime | None = None  # set when this server gave it
+
+
 class Admissions:
     """The grants of a server's dispatcher: those it has granted (as the scheduler of
     record), and this server's requests waiting for theirs."""
@@ -50,28 +62,36 @@ class Admissions:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.granted: dict[int, QueuedJob] = {}
+        self._waiting: dict[str, Waiter] = {}
+        self._provisional = itertools.count(1)  # ids below every grant's, for _reserve
         # Whether a grant was asked for since the last round: a cell waits on it.
         self.asked = False
-        self._waiting: dict[str, asyncio.Event] = {}
         self._checked_at = 0.0
 
     # --- any server: requests waiting for their grant -------------------------------
 
     @contextlib.contextmanager
-    def waiter(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set when the grant ``key`` may have changed (taken before asking, so a
-        grant given at once is not missed)."""
-        event = self._waiting.setdefault(key, asyncio.Event())
+    def waiter(self, key: str) -> Iterator[Waiter]:
+        """What wakes a request for the grant ``key`` (taken before asking, so a grant
+        given at once is not missed)."""
+        waiter = self._waiting.setdefault(key, Waiter())
         try:
-            yield event
+            yield waiter
         finally:
             self._waiting.pop(key, None)
 
-    def notify(self, keys: Iterable[str]) -> None:
+    def notify(self, keys: Iterable[str], granted_at: datetime | None = None) -> list[str]:
+        """Wake the requests waiting here for ``keys`` (granted at ``granted_at``, when this
+        server granted them); the keys no request here waits for."""
+        elsewhere = []
         for key in keys:
-            event = self._waiting.get(key)
-            if event is not None:
-                event.set()
+            waiter = self._waiting.get(key)
+            if waiter is None:
+                elsewhere.append(key)
+                continue
+            waiter.granted_at = granted_at
+            waiter.event.set()
+        return elsewhere
 
     def changed(
         self, asked: Collection[DescribeGrant] = (), released: Collection[int] = ()
@@ -97,7 +117,54 @@ class Admissions:
             )
             self.take(waiting, data["released"])
 
+    async def request(self, body: RequestGrant, user: str) -> tuple[DescribeGrant, list[int]]:
+        """Record ``user``'s request ``body``: the grant as it is then, and the ids of the
+        grants it released. On the scheduler of record with nothing queued, a grant the
+        policy gives now is given in the request's own transaction (no round to wait for):
+        its GPUs are held from the decision on, as a round would hold them."""
+        dispatcher = self.dispatcher
+        grants = dispatcher.store.grants
+        provisional = self._reserve(user, body.queue, body.gpus)
+        if provisional is None:
+            return await dispatcher.call(grants.request, body, user)
+        try:
+            granted = dispatcher.leadership.hold or True
+            grant, released = await dispatcher.call(grants.request, body, user, granted=granted)
+        except LeaseLost:
+            grant, released = await dispatcher.call(grants.request, body, user)
+        finally:
+            dispatcher.inflight.running.discard(provisional.id)
+        if grant.status == GrantStatus.granted:
+            self._hold(grant_entry(grant))
+        return grant, released
+
     # --- the scheduler of record ------------------------------------------------------
+
+    def _reserve(self, user: str, queue: str, gpus: int) -> QueuedJob | None:
+        """A provisional entry holding the GPUs of a grant the policy gives now, or None
+        (not the scheduler of record, something queued, or it does not fit)."""
+        dispatcher = self.dispatcher
+        if not dispatcher.leading or len(dispatcher.backlog) or dispatcher.client is None:
+            return None
+        entry = QueuedJob(GRANT_IDS - next(self._provisional), user, queue, gpus, 0, 0)
+        running = dispatcher.inflight.running
+        workers = ((w.nthreads, w.gpus) for w in dispatcher.pool.workers.values())
+        alone = Backlog()
+        alone.push(entry)
+        chosen = scheduling.choose(
+            alone,
+            scheduling.capacity(
+                workers, running, adaptive_backlog=dispatcher.settings.adaptive_backlog
+            ),
+            running=running,
+            usage=dispatcher.usage,
+            rules=dispatcher.queues,
+            max_gpus_per_user=dispatcher.settings.max_gpus_per_user,
+        )
+        if not chosen:
+            return None
+        running.add(entry)  # before any await: a round meanwhile sees these GPUs taken
+        return entry
 
     def take(self, waiting: Iterable[QueuedJob], released: Collection[int]) -> None:
         """Waiting grants join the backlog; released ones leave it, and give back their GPUs."""
@@ -143,13 +210,14 @@ class Admissions:
         dispatcher = self.dispatcher
         ids = [entry.id - GRANT_IDS for entry in grants]
         # (Fenced: a server that lost the lease grants nothing.)
-        admitted = await dispatcher.call(dispatcher.store.grants.admit, ids, hold)
+        admitted, granted_at = await dispatcher.call(dispatcher.store.grants.admit, ids, hold)
         for entry in grants:
             if entry.id - GRANT_IDS in admitted:
                 self._hold(entry)
-        keys = list(admitted.values())
-        dispatcher.publish("dispatch.granted", {"keys": keys}, internal=True)
-        self.notify(keys)
+        # The requests waiting here learn it at once; the other servers', by an event.
+        elsewhere = self.notify(admitted.values(), granted_at)
+        if elsewhere:
+            dispatcher.publish("dispatch.granted", {"keys": elsewhere}, internal=True)
         return [entry for entry in chosen if not is_grant(entry.id)]
 
     async def release_stale(self) -> None:

@@ -29,15 +29,18 @@ class GrantsHandler(LabrunHandler):
         await self.app.dispatcher.pool.check_gpus(body.gpus, fresh=False)
         admissions = self.app.dispatcher.grants
         # Listening before asking: a grant given at once wakes this request too.
-        with admissions.waiter(body.key) as changed:
-            grant, released = await self.call(self.store.grants.request, body, self.username)
+        with admissions.waiter(body.key) as waiter:
+            grant, released = await admissions.request(body, self.username)
             self.audit_target_id = body.key
             waiting = grant.status == GrantStatus.waiting
             admissions.changed(asked=[grant] if waiting else [], released=released)
             if waiting and body.wait:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), body.wait)
-                # The row is the truth, whatever woke this request (or nothing did).
+                    await asyncio.wait_for(waiter.event.wait(), body.wait)
+                if waiter.granted_at is not None:  # granted here, just now
+                    update = {"status": GrantStatus.granted, "granted_at": waiter.granted_at}
+                    return grant.model_copy(update=update)
+                # Granted by another server, or still waiting: the row says which.
                 grant = await self.call(self.store.grants.get, body.key) or grant
         return grant
 

@@ -9,7 +9,7 @@ the cell's run has ended or its kernel is gone (``released``).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -60,22 +60,28 @@ class GrantStore:
         self.db = db
         self.leases = leases
 
-    def request(self, req: RequestGrant, user: str) -> tuple[DescribeGrant, list[int]]:
+    def request(
+        self, req: RequestGrant, user: str, *, granted: Hold | bool = False
+    ) -> tuple[DescribeGrant, list[int]]:
         """Ask for ``req``'s grant (again: the grant as it is), releasing ``req.release``
-        first; the grant and the ids of the grants released."""
+        first; the grant and the ids of the grants released. ``granted``: a new grant is
+        given at once, by the scheduler of record (its hold, fenced; True: unfenced)."""
         with self.db.session() as session:
             released = self._release(session, req.release, user) if req.release else []
             grant = session.scalar(select(Grant).where(Grant.key == req.key))
             if grant is None:
                 check_queue(session, req.queue)
+                if isinstance(granted, Hold):
+                    self.leases.fence(session, granted)
                 grant = Grant(
                     key=req.key,
                     user=user,
                     kind=req.kind,
                     queue=req.queue,
                     gpus=req.gpus,
-                    status=GrantStatus.waiting.value,
+                    status=(GrantStatus.granted if granted else GrantStatus.waiting).value,
                     client=req.client,
+                    granted_at=utcnow() if granted else None,
                 )
                 session.add(grant)
                 session.flush()
@@ -104,20 +110,21 @@ class GrantStore:
         with self.db.session() as session:
             return [entry(grant) for grant in session.scalars(stmt)]
 
-    def admit(self, ids: Iterable[int], hold: Hold | None) -> dict[int, str]:
-        """Grant the waiting grants ``ids`` (for the scheduler of record ``hold``); the keys
-        of those granted by id (one released meanwhile is not)."""
+    def admit(self, ids: Iterable[int], hold: Hold | None) -> tuple[dict[int, str], datetime]:
+        """Grant the waiting grants ``ids`` (for the scheduler of record ``hold``): the keys
+        of those granted by id (one released meanwhile is not), and when."""
+        now = utcnow()
         with self.db.session() as session:
             if hold is not None:
                 self.leases.fence(session, hold)
             rows = session.execute(
                 update(Grant)
                 .where(Grant.id.in_(list(ids)), Grant.status == GrantStatus.waiting.value)
-                .values(status=GrantStatus.granted.value, granted_at=utcnow())
+                .values(status=GrantStatus.granted.value, granted_at=now)
                 .returning(Grant.id, Grant.key),
                 execution_options={"synchronize_session": False},
             )
-            return {grant_id: key for grant_id, key in rows}
+            return {grant_id: key for grant_id, key in rows}, now
 
     def release(self, keys: Collection[str], user: str | None) -> list[int]:
         """Release the grants ``keys`` (``user``'s only, unless None); the ids released."""
