@@ -150,6 +150,17 @@ def stop_run(
     return True
 
 
+def abandon_run(run_id: int, attempt: int, reason: str, *, dask_worker: Any) -> bool:
+    """Run on a worker by the scheduler of record (``client.run``): give attempt ``attempt``
+    of the notebook job ``run_id`` up here (its kernel killed, its records dropped), because
+    the server is about to run it again elsewhere. True when it ran here."""
+    job = Kernels.of(dask_worker).jobs.get(run_id)
+    if job is None or job.attempt != attempt:
+        return False
+    job.abandon(reason)
+    return True
+
+
 def describe_worker(*, dask_worker: Any) -> dict[str, Any]:
     """This worker's devices, holders and jobs (``client.run`` from the server or tests)."""
     devices, cells = Devices.of(dask_worker), CellRuns.of(dask_worker)

@@ -34,7 +34,7 @@ from .leadership import Leadership
 from .orphans import settle_orphan_cells
 from .retiring import TokenRetirement
 from .scheduling import USAGE_WINDOW, Backlog, QueuedJob, QueueRule
-from .stopping import stop_on_pool
+from .stopping import give_up_on, stop_on_pool
 from .store.leases import Hold, LeaseLost
 from .sweep_settling import SweepSettling
 
@@ -439,6 +439,7 @@ class Dispatcher:
             if entry.worker is not None
         }
         running = await self.call(self.store.dispatch.running)
+        attempts = {job.id: job.attempt for job in running}
         for job in running:
             entry = self.inflight.get(job.id)
             if entry is not None and entry.worker is None:
@@ -463,6 +464,9 @@ class Dispatcher:
                 continue
             del self._lost_seen[run_id]
             why = "stopped sending heartbeats" if worker in alive else "left the pool"
+            if worker in alive:  # out of reach of the servers only: stop it there first
+                attempt = entry.attempt if entry is not None else attempts.get(run_id, 0)
+                await give_up_on(self.pool, run_id, attempt, worker)
             await self._lose(run_id, entry, f"its worker {worker} {why}")
 
     async def _lose(self, run_id: int, entry: Inflight | None, reason: str) -> None:

@@ -7,6 +7,7 @@ client and the store, not the dispatcher's memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 logger = logging.getLogger("labrun.dispatcher")
+
+# Seconds the scheduler of record gives a worker to stop an attempt it is about to run again.
+GIVE_UP_WAIT = 5.0
 
 
 async def stop_on_pool(
@@ -75,3 +79,28 @@ async def _cancel_cell_task(client: Client, key: str | None) -> None:
         return
     task: Future[Any] = Future(f"labrun-cell-{key}", client)
     await client.cancel([task], force=True, reason="labrun: the run was cancelled")
+
+
+async def give_up_on(pool: DaskPool, run_id: int, attempt: int, worker: str) -> None:
+    """Stop attempt ``attempt`` of the job ``run_id`` on ``worker``, which is in the pool
+    but out of this server's reach (no heartbeats): the job is about to run again, and the
+    worker keeps its jobs while it reaches the scheduler (``executor/fencing.py``). Through
+    the scheduler, within GIVE_UP_WAIT seconds: a worker cut off from it too stops the job
+    itself."""
+    from labrun.executor.tasks import abandon_run
+
+    client = pool.client
+    if client is None:
+        return
+    await pool.refresh_workers(force=True)
+    address = pool.address_of(worker)
+    if address is None:
+        return
+    reason = "the server runs this job again: this worker could not reach it"
+    try:
+        await asyncio.wait_for(
+            client.run(abandon_run, run_id, attempt, reason, workers=[address], on_error="ignore"),
+            GIVE_UP_WAIT,
+        )
+    except Exception as err:  # noqa: BLE001 - the worker may be cut off from the pool too
+        logger.warning("labrun: could not stop run %d on %s: %s", run_id, address, err)

@@ -15,9 +15,13 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "conte
 
 class _Forward(BaseHTTPRequestHandler):
     upstream: str
+    cut: threading.Event
     protocol_version = "HTTP/1.1"
 
     def _forward(self) -> None:
+        if self.cut.is_set():  # the link is down: no answer, the connection dropped
+            self.close_connection = True
+            return
         if self.headers.get("Upgrade", "").lower() == "websocket":
             self.send_error(502, "this proxy does not pass WebSockets")
             return
@@ -46,12 +50,21 @@ class _Forward(BaseHTTPRequestHandler):
 @contextmanager
 def http_only_proxy(upstream: str) -> Iterator[str]:
     """Serve a proxy to ``upstream`` (``http://host:port/``) on a free port; yields its URL."""
-    handler = type("Forward", (_Forward,), {"upstream": upstream.rstrip("/")})
+    with cuttable_proxy(upstream) as (url, _):
+        yield url
+
+
+@contextmanager
+def cuttable_proxy(upstream: str) -> Iterator[tuple[str, threading.Event]]:
+    """The same proxy, and an event that, while set, cuts it: every request through it is
+    dropped unanswered, as over a link that is down."""
+    cut = threading.Event()
+    handler = type("Forward", (_Forward,), {"upstream": upstream.rstrip("/"), "cut": cut})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{server.server_address[1]}/", cut
     finally:
         server.shutdown()
         server.server_close()
