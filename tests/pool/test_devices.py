@@ -7,17 +7,19 @@ interface as the real NVML, which these tests do not reach.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.notebooks import write_notebook
-from support.pool import labrun_cli, wait_finished, wait_for_pool
-from support.postgres import free_port
+from support.pool import (
+    labrun_cli,
+    start_scheduler,
+    start_worker,
+    stop_processes,
+    wait_finished,
+    wait_for_pool,
+)
 from support.server import LabrunServer
 from support.waiting import wait_for
 
@@ -30,29 +32,8 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture
 def gpu_pool(tmp_path: Path) -> Iterator[LabrunServer]:
     """A Dask scheduler, one `labrun worker` offering two (fake) GPUs, and a server."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "LABRUN_FAKE_GPUS": "2"}
-    logs = (tmp_path / "scheduler.log").open("wb")
-    scheduler = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "distributed.cli.dask_scheduler"),
-            *("--host", "127.0.0.1", "--port", str(port), "--no-dashboard"),
-        ],
-        stdout=logs,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "labrun.cli", "worker", address, "--name", "gpu-host"),
-            *("--local-directory", str(tmp_path / "worker")),
-        ],
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    address, scheduler = start_scheduler(tmp_path)
+    worker = start_worker(address, "gpu-host", tmp_path, {"LABRUN_FAKE_GPUS": "2"})
     server = LabrunServer(tmp_path / "server", options=[f"--LabRun.dask_scheduler={address}"])
     server.start()
     try:
@@ -60,9 +41,7 @@ def gpu_pool(tmp_path: Path) -> Iterator[LabrunServer]:
         yield server
     finally:
         server.stop()
-        for process in (worker, scheduler):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
+        stop_processes([worker, scheduler])
 
 
 def test_jobs_get_their_own_devices_and_telemetry_names_the_holder(

@@ -9,17 +9,12 @@ The worker reaches the server only through a proxy that the test cuts (the serve
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 from support.notebooks import write_notebook
-from support.pool import wait_for_pool
-from support.postgres import free_port
+from support.pool import start_scheduler, start_worker, stop_processes, wait_for_pool
 from support.proxy import cuttable_proxy
 from support.server import LabrunServer
 from support.waiting import wait_for
@@ -33,26 +28,8 @@ pytestmark = pytest.mark.timeout(240)
 def test_a_job_on_a_worker_out_of_the_servers_reach_is_stopped_before_it_runs_again(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "distributed.cli.dask_scheduler"),
-            *("--host", "127.0.0.1", "--port", str(port), "--no-dashboard"),
-        ],
-        stdout=(tmp_path / "scheduler.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "labrun.cli", "worker", address, "--name", "far"),
-            *("--local-directory", str(tmp_path / "worker")),
-        ],
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    address, scheduler = start_scheduler(tmp_path)
+    worker = start_worker(address, "far", tmp_path)
     server = LabrunServer(
         tmp_path / "server",
         options=[f"--LabRun.dask_scheduler={address}", "--LabRun.worker_timeout=9"],
@@ -103,6 +80,4 @@ def test_a_job_on_a_worker_out_of_the_servers_reach_is_stopped_before_it_runs_ag
             cut.clear()
     finally:
         server.stop()
-        for process in (worker, scheduler):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
+        stop_processes([worker, scheduler])

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,15 @@ import psutil
 import pytest
 import websocket
 from support.notebooks import write_notebook
-from support.pool import labrun_cli, wait_finished, wait_for_pool
-from support.postgres import PostgresServer, free_port
+from support.pool import (
+    labrun_cli,
+    start_scheduler,
+    start_worker,
+    stop_processes,
+    wait_finished,
+    wait_for_pool,
+)
+from support.postgres import PostgresServer
 from support.server import LabrunServer
 from support.waiting import wait_for
 
@@ -88,33 +93,13 @@ def team(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> 
         "print('finished', flush=True)",
         parameters="seconds = 60",
     )
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    processes = [
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "distributed.cli.dask_scheduler"),
-                *("--host", "127.0.0.1", "--port", str(port), "--no-dashboard"),
-            ],
-            stdout=(root / "scheduler.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    address, scheduler = start_scheduler(root)
+    # One (fake) GPU each, for the GPU cells' grants.
+    workers = [
+        start_worker(address, name, root, {"LABRUN_FAKE_GPUS": "1"})
+        for name in ("host-a", "host-b")
     ]
-    for name in ("host-a", "host-b"):
-        processes.append(
-            subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "labrun.cli", "worker", address, "--name", name),
-                    *("--local-directory", str(root / name)),
-                ],
-                stdout=(root / f"{name}.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                # One (fake) GPU each, for the GPU cells' grants.
-                env={**os.environ, "LABRUN_FAKE_GPUS": "1"},
-                start_new_session=True,
-            )
-        )
+    processes = [scheduler, *workers]
     servers = {
         user: LabrunServer(
             root / user,
@@ -140,9 +125,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> 
     finally:
         for server in servers.values():
             server.stop()
-        for process in reversed(processes):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
+        stop_processes(reversed(processes))
 
 
 class Stream:

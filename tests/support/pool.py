@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from labrun.client import Client
 from labrun.models import DescribeRun
 
+from .postgres import free_port
 from .server import LabrunServer
 from .waiting import wait_for
 
@@ -52,3 +56,42 @@ def labrun_cli(
         timeout=180,
         cwd=cwd,
     )
+
+
+def start_scheduler(folder: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A team's own Dask scheduler on a free port (its log in ``folder``): its address, and
+    its process (in a process group of its own, for :func:`stop_processes`)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "distributed.cli.dask_scheduler"),
+            *("--host", "127.0.0.1", "--port", str(port), "--no-dashboard"),
+        ],
+        stdout=(folder / "scheduler.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return f"tcp://127.0.0.1:{port}", process
+
+
+def start_worker(
+    address: str, name: str, folder: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`labrun worker ADDRESS --name NAME` (log ``folder/NAME.log``), with ``env`` added."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "labrun.cli", "worker", address, "--name", name),
+            *("--local-directory", str(folder / name)),
+        ],
+        stdout=(folder / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each process's group, in order, and wait for it."""
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
