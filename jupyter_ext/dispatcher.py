@@ -165,7 +165,6 @@ class Dispatcher:
             if entry.task is not None:
                 entry.task.cancel()
         self.backlog = Backlog()
-        self.grants.clear()
         self._lost_seen.clear()
 
     async def serve(self) -> None:

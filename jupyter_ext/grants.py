@@ -56,12 +56,11 @@ class Waiter:
 
 
 class Admissions:
-    """The grants of a server's dispatcher: those it has granted (as the scheduler of
-    record), and this server's requests waiting for theirs."""
+    """The grants of a server's dispatcher: those it gives (as the scheduler of record,
+    holding their GPUs in its tally of what runs), and this server's requests waiting."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.granted: dict[int, QueuedJob] = {}
         self._waiting: dict[str, Waiter] = {}
         self._provisional = itertools.count(1)  # ids below every grant's, for _reserve
         # Whether a grant was asked for since the last round: a cell waits on it.
@@ -180,23 +179,18 @@ class Admissions:
         grants = dispatcher.store.grants
         for entry in await dispatcher.call(grants.entries, GrantStatus.waiting):
             dispatcher.backlog.push(entry)
-        self.granted = {}
         for entry in await dispatcher.call(grants.entries, GrantStatus.granted):
             self._hold(entry)
 
-    def clear(self) -> None:
-        self.granted = {}  # (the dispatcher's tally went with its jobs in flight)
-
     def _hold(self, entry: QueuedJob) -> None:
-        # The policy's tally of what runs holds the grant's GPUs and slot, as a job's.
-        self.granted[entry.id] = entry
+        # The policy's tally of what runs holds the grant's GPUs and slot, as a job's (it
+        # goes with the dispatcher's jobs in flight when the server steps down).
         self.dispatcher.inflight.running.add(entry)
 
     def released(self, ids: Iterable[int]) -> None:
         entry_ids = {GRANT_IDS + grant_id for grant_id in ids}
         for entry_id in entry_ids:
-            if self.granted.pop(entry_id, None) is not None:
-                self.dispatcher.inflight.running.discard(entry_id)
+            self.dispatcher.inflight.running.discard(entry_id)
         if entry_ids:
             self.dispatcher.backlog.discard(entry_ids)
             self.dispatcher.wake()
