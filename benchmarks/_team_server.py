@@ -38,7 +38,9 @@ from typing import Any
 
 
 def noop_job(spec: dict[str, Any]) -> dict[str, Any] | None:
-    """A notebook job with no notebook: claim, then report the run completed."""
+    """A notebook job with no notebook: claim, then report the run completed, both as the
+    notebook runner does (the claim through the worker's link, the end through its outbox)."""
+    from labrun.delivery import Outbox, UpdateRunOp
     from labrun.errors import Conflict, NotFound
     from labrun.executor.plugins import ServerLink
     from labrun.models import ClaimRun, RunStatus, UpdateRun
@@ -47,10 +49,13 @@ def noop_job(spec: dict[str, Any]) -> dict[str, Any] | None:
     link = ServerLink.of()
     claim = ClaimRun(attempt=spec["attempt"], worker=link.id, devices=[], environment={})
     try:
-        link.client.claim_run(run_id, claim)
+        link.claim(run_id, claim)
     except (Conflict, NotFound) as err:
         return {"run_id": run_id, "status": "superseded", "error": str(err)}
-    link.client.update_run(run_id, UpdateRun(status=RunStatus.completed))
+    outbox = Outbox.of(link.client)
+    end = UpdateRun(status=RunStatus.completed, attempt=spec["attempt"])
+    outbox.put(UpdateRunOp(run_id=run_id, body=end))
+    outbox.flush(60)
     if os.environ.get("LABRUN_BENCH_NOOP_JOBS") == "no-status":
         return None  # as benchmarks/jobs.py's no-op: the dispatcher settles nothing after it
     return {"run_id": run_id, "status": "completed"}

@@ -33,6 +33,8 @@ from typing_extensions import Self
 
 from labrun import environment, settings
 from labrun.client import Client
+from labrun.delivery.batches import GroupCommit, claim_runs, refusal
+from labrun.models import ClaimItem, ClaimRun
 
 from . import quick_exit, worker_id
 from .kernels import KernelPool
@@ -159,10 +161,18 @@ class ServerLink(LabrunPlugin):
             relocate=self._relocate,
         )
         self._write_url()
+        self._claims = GroupCommit(lambda claims: claim_runs(self.client, claims))
         # The token this plugin was registered with may have expired since: a newer one?
         self._take(await worker.scheduler.get_metadata(keys=POOL_TOKEN_KEY, default=None))
         # And the server that registered it may no longer be the one that dispatches.
         self._move(await worker.scheduler.get_metadata(keys=SERVER_KEY, default=None))
+
+    def claim(self, run_id: int, claim: ClaimRun) -> None:
+        """Start ``run_id`` here, if the server grants it (Conflict or NotFound if not).
+        The claims this worker's threads make at once go to the server in one request."""
+        outcome = self._claims(ClaimItem(run_id=run_id, **dict(claim)))
+        if (error := refusal(outcome)) is not None:
+            raise error
 
     def _move(self, url: Any) -> str | None:
         """Report to ``url`` from now on, if it is another server's; the URL in use."""

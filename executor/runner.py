@@ -417,7 +417,7 @@ def run_notebook_job(spec: dict[str, Any]) -> dict[str, Any]:
         kernel = kernels.pool.acquire()
         machine = devices.job_environment(held)
         try:
-            link.client.claim_run(
+            link.claim(
                 run_id,
                 ClaimRun(
                     attempt=job_spec.attempt, worker=link.id, devices=held, environment=machine

@@ -62,7 +62,7 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         machine = devices.job_environment(held)
         try:
-            client.claim_run(
+            link.claim(
                 run_id,
                 ClaimRun(attempt=job.attempt, worker=link.id, devices=held, environment=machine),
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .handlers.audit import AuditHandler
+from .handlers.batches import RunClaimsHandler, RunUpdatesHandler
 from .handlers.catalog import (
     CompareHandler,
     DatasetHandler,
@@ -70,6 +71,8 @@ ROUTES: list[tuple[str, Any]] = [
     ("/events", EventsHandler),
     ("/projects", ProjectsHandler),
     ("/runs", RunsHandler),
+    ("/runs/claims", RunClaimsHandler),
+    ("/runs/updates", RunUpdatesHandler),
     ("/runs/{run_id}", RunHandler),
     ("/runs/{run_id}/cancel", RunCancelHandler),
     ("/runs/{run_id}/rerun", RunRerunHandler),

@@ -842,6 +842,45 @@ class ClaimRun(Request):
     )
 
 
+# A worker sends at most this many claims or updates in one request.
+MOST_PER_BATCH = 500
+
+
+class ClaimItem(ClaimRun):
+    run_id: int = Field(ge=0, le=INT64_MAX)
+
+
+class ClaimRuns(Request):
+    """Several claims of one worker at once: each is granted or refused on its own."""
+
+    claims: list[ClaimItem] = Field(min_length=1, max_length=MOST_PER_BATCH)
+
+
+class UpdateItem(UpdateRun):
+    run_id: int = Field(ge=0, le=INT64_MAX)
+
+
+class UpdateRuns(Request):
+    """Several runs' updates at once (a worker's ended jobs): each applied or refused on
+    its own, as ``PATCH runs/{id}`` would."""
+
+    updates: list[UpdateItem] = Field(min_length=1, max_length=MOST_PER_BATCH)
+
+
+class ItemOutcome(Response):
+    """What became of one claim or update of a batch: the run's status after it, or the
+    error ``PATCH``/``POST`` of that run alone would have answered."""
+
+    run_id: int
+    status: RunStatus | None = None
+    error: ErrorBody | None = None
+    error_status: int | None = Field(None, description="the HTTP status of that error")
+
+
+class BatchOutcome(Response):
+    results: list[ItemOutcome] = Field(description="one per item, in the request's order")
+
+
 class RerunRun(Request):
     """How to run a recorded run again."""
 

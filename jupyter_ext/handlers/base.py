@@ -290,6 +290,9 @@ class LabrunHandler(CallerHandler):
     # What the audit log records of this request beyond what on_finish reads itself: a
     # handler may name what it made (a sweep's id) and add to the detail (a re-run's new run).
     audit_target_id: str | None = None
+    # A batch (POST runs/claims) is noted once per item, each about its own run: (target
+    # id, what to add to the detail).
+    audit_items: list[tuple[str, dict[str, Any]]] | None = None
 
     @functools.cached_property
     def audit_detail(self) -> dict[str, Any]:
@@ -385,17 +388,19 @@ class LabrunHandler(CallerHandler):
         code = getattr(self, "_labrun_error_code", None)
         if code is not None and self.get_status() >= 400:
             detail["error"] = code
-        self.app.audit.record(
-            user=self.username,
-            scope=self.caller.scope,
-            action=op.action,
-            method=method,
-            path=self.request.path,
-            target_type=op.target_type if target_id is not None else None,
-            target_id=target_id,
-            status=self.get_status(),
-            detail=detail,
-        )
+        items = self.audit_items if self.get_status() < 400 and self.audit_items else None
+        for item_id, item_detail in items or [(target_id, {})]:
+            self.app.audit.record(
+                user=self.username,
+                scope=self.caller.scope,
+                action=op.action,
+                method=method,
+                path=self.request.path,
+                target_type=op.target_type if item_id is not None else None,
+                target_id=item_id,
+                status=self.get_status(),
+                detail={**detail, **item_detail},
+            )
 
     # --- one place that turns errors into JSON ------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .artifacts import ArtifactStore
 from .audit import AuditStore
+from .batches import BatchStore
 from .database import Database, check_schema
 from .datasets import DatasetStore
 from .dispatch import DispatchStore
@@ -38,6 +39,7 @@ class Store:
         self.leases = LeaseStore(db)
         self.events = EventStore(db)
         self.dispatch = DispatchStore(db, self.runs, self.tokens, self.leases)
+        self.batches = BatchStore(db, self.runs, self.dispatch)
         self.sweeps = SweepStore(db, self.runs, self.jobs)
         self.reports = ReportStore(db)
         self.audit = AuditStore(db)

@@ -252,31 +252,35 @@ class DispatchStore:
         """
         with self.db.session() as session:
             run = self.runs.load(session, run_id)
-            if run.status != RunStatus.queued.value or run.claimable_attempt != req.attempt:
-                raise Conflict(
-                    f"run {run_id} is {run.status} at attempt {run.attempt}; attempt "
-                    f"{req.attempt} on {req.worker} must not start it"
-                )
-            self.runs.transition(session, run, RunStatus.running, f"on {req.worker}")
-            run.claimable_attempt = None
-            run.worker = req.worker
-            run.devices = req.devices
-            if req.environment:
-                # A new dict: SQLAlchemy sees a JSON column change only on assignment.
-                run.environment = {**(run.environment or {}), **req.environment}
-            if req.attempt > 1:
-                marker = f"--- attempt {req.attempt} of {max_attempts} on {req.worker} ---\n"
-                session.add(
-                    RunLog(
-                        run_id=run_id,
-                        stream="system",
-                        text=marker,
-                        time=utcnow(),
-                        attempt=req.attempt,
-                    )
-                )
+            self.start(session, run, req, max_attempts)
             session.flush()
             return self.runs.describe(session, run)
+
+    def start(self, session: Session, run: Run, req: ClaimRun, max_attempts: int) -> None:
+        """:meth:`claim`'s change to ``run``, in the caller's transaction."""
+        if run.status != RunStatus.queued.value or run.claimable_attempt != req.attempt:
+            raise Conflict(
+                f"run {run.id} is {run.status} at attempt {run.attempt}; attempt "
+                f"{req.attempt} on {req.worker} must not start it"
+            )
+        self.runs.transition(session, run, RunStatus.running, f"on {req.worker}")
+        run.claimable_attempt = None
+        run.worker = req.worker
+        run.devices = req.devices
+        if req.environment:
+            # A new dict: SQLAlchemy sees a JSON column change only on assignment.
+            run.environment = {**(run.environment or {}), **req.environment}
+        if req.attempt > 1:
+            marker = f"--- attempt {req.attempt} of {max_attempts} on {req.worker} ---\n"
+            session.add(
+                RunLog(
+                    run_id=run.id,
+                    stream="system",
+                    text=marker,
+                    time=utcnow(),
+                    attempt=req.attempt,
+                )
+            )
 
     def lose(
         self, run_id: int, reason: str, *, max_attempts: int, hold: Hold | None = None

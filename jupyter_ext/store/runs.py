@@ -325,11 +325,11 @@ class RunStore:
             f"{attempt!r} is not kept, because that attempt {fate}"
         )
 
-    def _apply(self, session: Session, run: Run, req: UpdateRun) -> None:
+    def apply(self, session: Session, run: Run, req: UpdateRun) -> None:
+        """``req``'s change to ``run``, in the caller's transaction."""
         self.check_attempt(run, req.attempt, "this update")
         if req.started_at is not None and run.status == RunStatus.queued.value:
-            # Start and end reported together (a short cell): both transitions, each
-            # at its own time.
+            # Start and end reported together (a short cell): each at its own time.
             self.transition(session, run, RunStatus.running, at=req.started_at)
         changed = True
         if req.status is not None:
@@ -358,7 +358,7 @@ class RunStore:
     def update(self, run_id: int, req: UpdateRun) -> DescribeRun:
         with self.db.session() as session:
             run = self.load(session, run_id)
-            self._apply(session, run, req)
+            self.apply(session, run, req)
             session.flush()
             return self.describe(session, run)
 
@@ -378,7 +378,7 @@ class RunStore:
                     )
                 self.transition(session, run, RunStatus.cancelled, "cancelled by request")
             else:
-                self._apply(session, run, change)
+                self.apply(session, run, change)
             session.flush()
             now_cancelled = run.status == RunStatus.cancelled.value and was != run.status
             return self.describe(session, run), now_cancelled

@@ -142,6 +142,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/labrun/api/v1/runs/claims": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A worker starts several dispatched runs at once: each claim is granted or refused on its own, as `POST runs/{id}/claim` would */
+        post: operations["postRunClaims"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/labrun/api/v1/runs/updates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Change several runs at once (a worker's ended jobs): each update is applied or refused on its own, as `PATCH runs/{id}` would */
+        post: operations["postRunUpdates"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/labrun/api/v1/runs/{run_id}": {
         parameters: {
             query?: never;
@@ -1154,6 +1188,59 @@ export interface components {
              */
             devices: number[] | null;
         };
+        /** ClaimItem */
+        ClaimItem: {
+            /** Attempt */
+            attempt: number;
+            /** Worker */
+            worker: string;
+            /** Devices */
+            devices?: number[];
+            /**
+             * Environment
+             * @description what the worker records of the run's machine (Python, OS, packages, torch and CUDA, the GPUs it holds), merged into the run's environment
+             */
+            environment?: {
+                [key: string]: unknown;
+            };
+            /** Run Id */
+            run_id: number;
+        };
+        /**
+         * ClaimRuns
+         * @description Several claims of one worker at once: each is granted or refused on its own.
+         */
+        ClaimRuns: {
+            /** Claims */
+            claims: components["schemas"]["ClaimItem"][];
+        };
+        /**
+         * ItemOutcome
+         * @description What became of one claim or update of a batch: the run's status after it, or the
+         *     error ``PATCH``/``POST`` of that run alone would have answered.
+         */
+        ItemOutcome: {
+            /** Run Id */
+            run_id: number;
+            /** @default null */
+            status: components["schemas"]["RunStatus"] | null;
+            /** @default null */
+            error: components["schemas"]["ErrorBody"] | null;
+            /**
+             * Error Status
+             * @description the HTTP status of that error
+             * @default null
+             */
+            error_status: number | null;
+        };
+        /** BatchOutcome */
+        BatchOutcome: {
+            /**
+             * Results
+             * @description one per item, in the request's order
+             */
+            results: components["schemas"]["ItemOutcome"][];
+        };
         /** LogEntryIn */
         LogEntryIn: {
             /**
@@ -1164,6 +1251,75 @@ export interface components {
             stream?: "stdout" | "stderr" | "system";
             /** Text */
             text: string;
+        };
+        /** UpdateItem */
+        UpdateItem: {
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /** @default null */
+            status?: components["schemas"]["RunStatus"] | null;
+            /**
+             * Tags
+             * @default null
+             */
+            tags?: string[] | null;
+            /**
+             * Worker
+             * @default null
+             */
+            worker?: string | null;
+            /**
+             * Environment
+             * @default null
+             */
+            environment?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Error
+             * @default null
+             */
+            error?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Devices
+             * @description GPU indices it holds on its worker
+             * @default null
+             */
+            devices?: number[] | null;
+            /**
+             * Started At
+             * @description when a queued run started: for a start reported with its end
+             * @default null
+             */
+            started_at?: string | null;
+            /**
+             * Log
+             * @description log entries to append with this change; with a status, only when the run takes that status now (so a repeated end record appends nothing twice)
+             * @default null
+             */
+            log?: components["schemas"]["LogEntryIn"][] | null;
+            /**
+             * Attempt
+             * @description the dispatched attempt this record comes from (a worker's): refused with 409 once that attempt was lost, so a cut-off worker's late record does not overwrite the next attempt's
+             * @default null
+             */
+            attempt?: number | null;
+            /** Run Id */
+            run_id: number;
+        };
+        /**
+         * UpdateRuns
+         * @description Several runs' updates at once (a worker's ended jobs): each applied or refused on
+         *     its own, as ``PATCH runs/{id}`` would.
+         */
+        UpdateRuns: {
+            /** Updates */
+            updates: components["schemas"]["UpdateItem"][];
         };
         /** UpdateRun */
         UpdateRun: {
@@ -2939,6 +3095,108 @@ export interface operations {
             };
             /** @description not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request body is larger than c.LabRun.max_body_size */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    postRunClaims: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClaimRuns"];
+            };
+        };
+        responses: {
+            /** @description A worker starts several dispatched runs at once: each claim is granted or refused on its own, as `POST runs/{id}/claim` would */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchOutcome"];
+                };
+            };
+            /** @description invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not authenticated, or not allowed (another user's run; an expired or revoked token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request body is larger than c.LabRun.max_body_size */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    postRunUpdates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateRuns"];
+            };
+        };
+        responses: {
+            /** @description Change several runs at once (a worker's ended jobs): each update is applied or refused on its own, as `PATCH runs/{id}` would */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchOutcome"];
+                };
+            };
+            /** @description invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not authenticated, or not allowed (another user's run; an expired or revoked token) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

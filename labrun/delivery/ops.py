@@ -7,6 +7,7 @@ whose run the kernel creates), which the outbox resolves when it sends.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -14,7 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 
 from labrun.client import Client
-from labrun.models import CreateReport, CreateRun, LinkDataset, LogEntryIn, UpdateRun
+from labrun.errors import Conflict, InvalidRequest, LabrunError, NotFound, PayloadTooLarge
+from labrun.models import CreateReport, CreateRun, LinkDataset, LogEntryIn, UpdateItem, UpdateRun
+
+from .batches import refusal, update_runs
+
+log = logging.getLogger("labrun")
 
 # One metric point: (key, value, step, time).
 Point = tuple[str, float | None, int, float]
@@ -99,6 +105,33 @@ class ArtifactOp(RunTarget):
         )
 
 
+class UpdateRunsOp(BaseModel):
+    """Run updates put one after another, sent in one request (``POST runs/updates``): the
+    outbox joins them as it takes them, so a worker's ended jobs cost the server one."""
+
+    kind: Literal["update_runs"] = "update_runs"
+    ops: list[UpdateRunOp]
+
+    def send(self, client: Client) -> None:
+        """Send the updates not abandoned; log those the server refused, as the outbox
+        logs a refused update sent alone."""
+        ops = [op for op in self.ops if abandoned(op) is None]
+        items = [
+            UpdateItem(run_id=op.run_id, **op.body.model_dump(exclude_unset=True)) for op in ops
+        ]
+        for op, outcome in zip(ops, update_runs(client, items) if items else [], strict=True):
+            if (error := refusal(outcome)) is not None:
+                quiet = isinstance(error, NotFound | Conflict)  # finished or gone meanwhile
+                (log.info if quiet else log.warning)(
+                    "labrun: a record of %s was not taken: %s", op.describe(), error.message
+                )
+
+
+def joinable(item: Any, on_sent: Callable[[Any], None] | None) -> bool:
+    """A run's update, named by id, whose answer nobody waits for: one that can be joined."""
+    return isinstance(item, UpdateRunOp) and item.run_id is not None and on_sent is None
+
+
 class CancelRunOp(RunTarget):
     kind: Literal["cancel_run"] = "cancel_run"
 
@@ -117,6 +150,7 @@ class CreateReportOp(BaseModel):
 Op = Annotated[
     CreateRunOp
     | UpdateRunOp
+    | UpdateRunsOp
     | AppendLogsOp
     | MetricsOp
     | LinkDatasetOp
@@ -174,6 +208,33 @@ def abandoned(op: BaseModel) -> int | None:
     return attempt if is_abandoned(op.run_id, attempt) else None
 
 
+def split_points(
+    send: Callable[[MetricsOp], Any], op: MetricsOp, err: LabrunError
+) -> list[tuple[Point, str]]:
+    """Send the good points of a batch the server refused (``err``) in halves, until
+    each bad one is alone: those, each with the server's reason."""
+    bad: list[tuple[Point, str]] = []
+
+    def halve(rows: list[Point], batch_id: str, why: str) -> None:
+        if len(rows) == 1:
+            bad.append((rows[0], why))
+            return
+        middle = len(rows) // 2
+        for part, half in (("a", rows[:middle]), ("b", rows[middle:])):
+            sub = batch_id + part  # 32 hex digits, then a letter per halving
+            try:
+                send(
+                    MetricsOp.model_construct(
+                        run_id=op.run_id, run_key=op.run_key, batch_id=sub, rows=half
+                    )
+                )
+            except (InvalidRequest, PayloadTooLarge) as refused:
+                halve(half, sub, refused.message)
+
+    halve(op.rows, op.batch_id, err.message)
+    return bad
+
+
 def describe_target(op: BaseModel) -> str:
     """The run an operation is about, for messages."""
     if isinstance(op, RunTarget):
@@ -182,4 +243,6 @@ def describe_target(op: BaseModel) -> str:
         return f"a new run ({op.body.name or op.body.key or op.body.kind.value})"
     if isinstance(op, CreateReportOp):
         return f"run {op.body.run_id} (its report)"
+    if isinstance(op, UpdateRunsOp):
+        return "runs " + ", ".join(str(update.run_id) for update in op.ops)
     return "a run"

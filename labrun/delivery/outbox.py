@@ -46,16 +46,19 @@ from labrun.errors import (
     ServerUnavailable,
     Unauthorized,
 )
+from labrun.models import MOST_PER_BATCH
 
 from .ops import (
     CreateReportOp,
     CreateRunOp,
     Item,
     MetricsOp,
-    Point,
     RunTarget,
+    UpdateRunsOp,
     abandoned,
     describe_target,
+    joinable,
+    split_points,
 )
 from .spool import Spool
 
@@ -308,7 +311,7 @@ class Outbox:
                     entry = self._queue[0]
                     wait = self.hold(entry.put_at) if self.hold is not None else 0.0
                     if wait <= 0:
-                        return self._queue.popleft()
+                        return self._joined(self._queue.popleft())
                 else:
                     wait = self.interval if self._sources else 5.0
                 if self.offline and self.spool.pending():
@@ -317,6 +320,22 @@ class Outbox:
                         # Nothing new, but the spool is due another try.
                         return _Entry(0, list, time.monotonic())
                 self._cond.wait(wait)
+
+    def _joined(self, entry: _Entry) -> _Entry:
+        """``entry``, and when it is a run's update, the updates queued right after it, as
+        one operation: one request for them all (the caller holds the lock)."""
+        ops = [entry.item]
+        while joinable(entry.item, entry.on_sent) and self._queue and len(ops) < MOST_PER_BATCH:
+            if not joinable((after := self._queue[0]).item, after.on_sent):
+                break
+            if self.hold is not None and self.hold(after.put_at) > 0:
+                break
+            entry = self._queue.popleft()
+            ops.append(entry.item)
+        if len(ops) == 1:
+            return entry
+        # Numbered as the last: once it is sent, every update it holds counts as sent.
+        return _Entry(entry.seq, UpdateRunsOp(ops=ops), entry.put_at)
 
     def _collect(self) -> None:
         """Queue what the sources hold (the caller holds the lock)."""
@@ -432,6 +451,9 @@ class Outbox:
                         # Sent again whole later: the halves stored by now are recognised by
                         # their batch ids, which the split derives from the batch's.
                         raise self._transient(client) from again
+                elif isinstance(op, UpdateRunsOp):  # too large together: each alone
+                    for update in op.ops:
+                        self._deliver(client, update)
                 else:
                     log.warning(
                         "labrun: the server refused a record of %s: %s",
@@ -449,6 +471,8 @@ class Outbox:
                 if run_id is None:
                     raise NotFound(f"no run was created with key {op.run_key}")
             return op.send_to(client, run_id)
+        if isinstance(op, UpdateRunsOp):
+            return op.send(client)
         assert isinstance(op, CreateRunOp | CreateReportOp)
         answer = op.send(client)
         if isinstance(op, CreateRunOp) and op.body.key:
@@ -457,26 +481,7 @@ class Outbox:
 
     def _split(self, client: Client, op: MetricsOp, err: LabrunError) -> None:
         """Store the good points of a refused batch; name the bad ones once."""
-        bad: list[tuple[Point, str]] = []
-
-        def send(rows: list[Point], batch_id: str, why: str) -> None:
-            if len(rows) == 1:
-                bad.append((rows[0], why))
-                return
-            middle = len(rows) // 2
-            for part, half in (("a", rows[:middle]), ("b", rows[middle:])):
-                sub = batch_id + part  # 32 hex digits, then a letter per halving
-                try:
-                    self._send(
-                        client,
-                        MetricsOp.model_construct(
-                            run_id=op.run_id, run_key=op.run_key, batch_id=sub, rows=half
-                        ),
-                    )
-                except (InvalidRequest, PayloadTooLarge) as refused:
-                    send(half, sub, refused.message)
-
-        send(op.rows, op.batch_id, err.message)
+        bad = split_points(lambda half: self._send(client, half), op, err)
         target = op.run_id if op.run_id is not None else op.run_key or "?"
         self.refused[target] = self.refused.get(target, 0) + len(bad)
         shown = "; ".join(f"{key!r} step {step}: {why}" for (key, _, step, _), why in bad[:5])

@@ -100,6 +100,15 @@ def walk(server: Server) -> dict[tuple[str, str], Step]:
             f"run:{m['run']}",
             {"fields": ["name", "tags"]},
         ),
+        # A batch is noted per item, each about its run.
+        ("POST", "/runs/updates"): lambda m: (
+            "runs/updates",
+            {"updates": [{"run_id": m["run"], "name": "batch-named"}]},
+            {},
+            200,
+            f"run:{m['run']}",
+            {"fields": ["updates"]},
+        ),
         ("POST", "/runs/{run_id}/params"): lambda m: (
             f"runs/{m['run']}/params",
             {"params": {"lr": 0.1}},
@@ -220,6 +229,15 @@ def walk(server: Server) -> dict[tuple[str, str], Step]:
             f"run:{m['job']}",
             {"error": "conflict"},
         ),
+        # The same in a batch: the request is answered, the item refused.
+        ("POST", "/runs/claims"): lambda m: (
+            "runs/claims",
+            {"claims": [{"run_id": m["job"], "attempt": 1, "worker": "w-walk"}]},
+            pool,
+            200,
+            f"run:{m['job']}",
+            {"error": "conflict"},
+        ),
         ("POST", "/runs/{run_id}/cancel"): lambda m: (
             f"runs/{m['job']}/cancel",
             None,
@@ -308,7 +326,9 @@ def test_every_change_through_the_api_is_audited(server: Server) -> None:
         handler = dict(ROUTES)[template]
         op = operation_of(handler, method.lower())
         assert op is not None
-        worker = template.startswith(("/workers", "/gpus")) or template.endswith("/claim")
+        worker = template.startswith(("/workers", "/gpus")) or template.endswith(
+            ("/claim", "/claims")
+        )
         assert entry["user"] == ("server" if worker else "alice"), entry
         assert entry["scope"] == ("pool" if worker else "user"), entry
         assert (entry["action"], entry["method"], entry["status"]) == (op.action, method, status)

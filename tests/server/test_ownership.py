@@ -151,3 +151,50 @@ async def test_patch_to_cancelled_stops_the_job_as_cancel_does(api: Api, jp_serv
     # A second PATCH to cancelled changes nothing and is no error
     again = await api("PATCH", f"runs/{run['id']}", body={"status": "cancelled"})
     assert again["status"] == "cancelled"
+
+
+async def test_a_batch_of_updates_is_checked_item_by_item(
+    api: Api, mint: Mint, jp_serverapp: Any
+) -> None:
+    # Given alice's run and queued job, and bob's run
+    dispatcher = jp_serverapp.web_app.settings["labrun"].dispatcher
+    alices = (await api("POST", "runs", body={"name": "alice's"}, status=201))["id"]
+    job = {"notebook": "a.ipynb", "content": make_notebook("y = 1")}
+    queued = (await api("POST", "jobs", body=job, status=201))["id"]
+    bob = bearer(mint("bob"))
+    bobs = (await api("POST", "runs", body={"name": "bob's"}, status=201, headers=bob))["id"]
+
+    # When bob sends one batch about all three, and a run that does not exist
+    updates = [
+        {"run_id": bobs, "name": "renamed by bob"},
+        {"run_id": alices, "name": "x"},
+        {"run_id": queued, "status": "cancelled"},
+        {"run_id": 10**9, "name": "y"},
+    ]
+    answer = await api("POST", "runs/updates", body={"updates": updates}, headers=bob)
+
+    # Then his own run is changed, and each other item refused as its PATCH would be
+    results = answer["results"]
+    assert [r["run_id"] for r in results] == [bobs, alices, queued, 10**9]
+    assert [r["error_status"] for r in results] == [None, 403, 403, 404]
+    assert f"run {alices} belongs to 'alice'" in results[1]["error"]["message"]
+    assert (await api("GET", f"runs/{bobs}"))["name"] == "renamed by bob"
+    assert (await api("GET", f"runs/{alices}"))["name"] == "alice's"
+    assert queued in dispatcher.queued_ids
+
+    # And alice's own batch cancels her job as PATCH does (it leaves the backlog) and ends
+    # her run with its last log line
+    updates = [
+        {"run_id": queued, "status": "cancelled"},
+        {"run_id": alices, "status": "completed", "log": [{"text": "done\n"}]},
+    ]
+    answer = await api("POST", "runs/updates", body={"updates": updates})
+    assert [r["status"] for r in answer["results"]] == ["cancelled", "completed"]
+    assert queued not in dispatcher.queued_ids
+    logs = await api("GET", f"runs/{alices}/logs")
+    assert [e["text"] for e in logs["entries"]] == ["done\n"]
+
+    # A batch of claims is the pool's alone
+    claims = {"claims": [{"run_id": queued, "attempt": 1, "worker": "w1"}]}
+    refused = await api("POST", "runs/claims", body=claims, status=403, headers=bob)
+    assert "only the pool's workers" in refused["message"]
