@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("labrun.dispatcher")
 
+# Seconds between two batches while runs keep starting and ending; the first after a quiet
+# spell goes at once.
+SETTLE_EVERY = 0.25
+
 
 class SweepSettling:
     """The sweeps of the runs that started or ended, brought up to date in batches."""
@@ -55,6 +59,7 @@ class SweepSettling:
         await asyncio.sleep(0)
         while self._waiting:
             batch, self._waiting = sorted(self._waiting), set()
+            started = asyncio.get_running_loop().time()
             try:
                 moved = await self.call(self.store.sweeps.refresh_of, batch)
                 for sweep in moved:
@@ -66,3 +71,9 @@ class SweepSettling:
             except Exception:
                 # Its sweeps move with the next of their runs that starts or ends.
                 logger.exception("labrun: settling the sweeps of runs %s failed", batch)
+            if self._waiting:
+                # Busy (a sweep of short jobs): the next batch a moment later, not at once,
+                # so that a sweep is looked at a few times a second, not once a job.
+                await asyncio.sleep(
+                    max(0.0, started + SETTLE_EVERY - asyncio.get_running_loop().time())
+                )

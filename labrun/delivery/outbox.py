@@ -322,18 +322,19 @@ class Outbox:
                 self._cond.wait(wait)
 
     def _joined(self, entry: _Entry) -> _Entry:
-        """``entry``, and when it is a run's update, the updates queued right after it, as
-        one operation: one request for them all (the caller holds the lock)."""
+        """``entry``; when it is a run's update, with the updates queued right after it, as
+        one ``POST runs/updates`` (the caller holds the lock)."""
+        if not joinable(entry.item, entry.on_sent):
+            return entry
         ops = [entry.item]
-        while joinable(entry.item, entry.on_sent) and self._queue and len(ops) < MOST_PER_BATCH:
-            if not joinable((after := self._queue[0]).item, after.on_sent):
+        while self._queue and len(ops) < MOST_PER_BATCH:
+            after = self._queue[0]
+            if not joinable(after.item, after.on_sent):
                 break
             if self.hold is not None and self.hold(after.put_at) > 0:
                 break
             entry = self._queue.popleft()
             ops.append(entry.item)
-        if len(ops) == 1:
-            return entry
         # Numbered as the last: once it is sent, every update it holds counts as sent.
         return _Entry(entry.seq, UpdateRunsOp(ops=ops), entry.put_at)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.server import LabrunServer
@@ -15,7 +18,9 @@ from support.waiting import wait_for
 
 import labrun
 from labrun.client import Client
+from labrun.delivery import Outbox, UpdateRunOp
 from labrun.errors import InvalidRequest, ServerUnavailable
+from labrun.models import CreateRun, RunStatus, UpdateRun
 
 
 @pytest.fixture
@@ -272,3 +277,36 @@ def test_a_status_the_server_missed_at_finish_is_delivered_by_the_next_process(
     finished = client.get_run(run_id)
     assert finished.status.value == "completed"
     assert finished.metrics == {"loss": 0.5}
+
+
+def test_run_updates_waiting_in_the_outbox_go_in_one_request(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given three runs, and an outbox that holds what is put until released
+    runs = [client.create_run(CreateRun(name=f"batched {i}")).id for i in range(3)]
+    outbox = Outbox(client, spool_dir=tmp_path / "outbox-spool")
+    released = threading.Event()
+    outbox.hold = lambda put_at: 0.0 if released.is_set() else 60.0
+    requests: list[tuple[str, str]] = []
+    send = outbox.client.request
+
+    def counted(method: str, path: str, **kwargs: Any) -> Any:
+        requests.append((method, path))
+        return send(method, path, **kwargs)
+
+    outbox.client.request = counted  # type: ignore[method-assign]
+
+    # When each run's end, and an update of a run that does not exist, wait there together
+    for run_id in runs:
+        outbox.put(UpdateRunOp(run_id=run_id, body=UpdateRun(status=RunStatus.completed)))
+    outbox.put(UpdateRunOp(run_id=10**9, body=UpdateRun(name="nobody's")))
+    with caplog.at_level(logging.INFO, logger="labrun"):
+        released.set()
+        outbox.wake()
+        assert outbox.flush(60)
+    outbox.close()
+
+    # Then they went in one request: each run ended, and the missing one was named
+    assert requests == [("POST", "/runs/updates")]
+    assert [client.get_run(run_id).status for run_id in runs] == [RunStatus.completed] * 3
+    assert f"a record of run {10**9} was not taken: no run with id {10**9}" in caplog.text

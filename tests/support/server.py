@@ -93,7 +93,9 @@ class LabrunServer:
         """The environment a client of this server runs with."""
         return {**os.environ, "LABRUN_SERVER_URL": self.url, "LABRUN_TOKEN": self.token}
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
+        # Generous: on two cores shared with other test processes a server with its pool
+        # took over a minute to answer once; one that never answers still fails.
         command = [
             *self.wrap,
             *self.program,
