@@ -34,7 +34,7 @@ from typing_extensions import Self
 from labrun import environment, settings
 from labrun.client import Client
 from labrun.delivery.batches import GroupCommit, claim_runs, refusal
-from labrun.models import ClaimItem, ClaimRun
+from labrun.models import ClaimItem, ClaimRun, ItemOutcome
 
 from . import quick_exit, worker_id
 from .kernels import KernelPool
@@ -161,7 +161,9 @@ class ServerLink(LabrunPlugin):
             relocate=self._relocate,
         )
         self._write_url()
-        self._claims = GroupCommit(lambda claims: claim_runs(self.client, claims))
+        self._claims: GroupCommit[ClaimItem, ItemOutcome] = GroupCommit(
+            lambda claims: claim_runs(self.client, claims)
+        )
         # The token this plugin was registered with may have expired since: a newer one?
         self._take(await worker.scheduler.get_metadata(keys=POOL_TOKEN_KEY, default=None))
         # And the server that registered it may no longer be the one that dispatches.

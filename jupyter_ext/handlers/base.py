@@ -388,8 +388,10 @@ class LabrunHandler(CallerHandler):
         code = getattr(self, "_labrun_error_code", None)
         if code is not None and self.get_status() >= 400:
             detail["error"] = code
-        items = self.audit_items if self.get_status() < 400 and self.audit_items else None
-        for item_id, item_detail in items or [(target_id, {})]:
+        items: list[tuple[str | None, dict[str, Any]]] = [(target_id, {})]
+        if self.get_status() < 400 and self.audit_items:
+            items = list(self.audit_items)
+        for item_id, item_detail in items:
             self.app.audit.record(
                 user=self.username,
                 scope=self.caller.scope,
