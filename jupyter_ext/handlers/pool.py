@@ -58,6 +58,7 @@ class WorkerHandler(LabrunHandler):
         "Register a worker or record its heartbeat",
         body=RegisterWorker,
         response=DescribeWorker,
+        access="pool",
         action="worker.heartbeat",
     )
     async def put(self, worker_id: str, body: RegisterWorker) -> DescribeWorker:
@@ -95,6 +96,7 @@ class SamplesHandler(LabrunHandler):
         "Ingest GPU and host telemetry samples of registered workers",
         body=IngestSamples,
         status=201,
+        access="pool",
         action="worker.samples",
     )
     async def post(self, body: IngestSamples) -> dict[str, int]:

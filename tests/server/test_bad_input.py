@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from support.api import Api
+from support.api import Api, Mint, bearer
 
 BIG = 2**63
 
@@ -36,10 +36,12 @@ def strict_json(body: bytes) -> Any:
     ],
 )
 async def test_integers_beyond_the_store_are_400s_naming_the_field(
-    api: Api, method: str, path: str, body: Any, params: dict | None, fragment: str
+    api: Api, mint: Mint, method: str, path: str, body: Any, params: dict | None, fragment: str
 ) -> None:
     await api("POST", "runs", body={}, status=201)
-    error = await api(method, path, body=body, params=params, status=400)
+    # (a worker's heartbeat is the pool's to send)
+    headers = bearer(mint("server", scope="pool")) if path.startswith("workers/") else None
+    error = await api(method, path, body=body, params=params, status=400, headers=headers)
     assert fragment in error["message"] and error["code"] == "invalid_request"
 
 
@@ -137,13 +139,14 @@ async def test_nan_and_infinity_are_kept_and_written_as_strings(api: Api, jp_fet
     assert {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]} in values
 
 
-async def test_gpu_samples_of_an_unknown_worker_or_run_are_404s(api: Api) -> None:
+async def test_gpu_samples_of_an_unknown_worker_or_run_are_404s(api: Api, mint: Mint) -> None:
+    pool = bearer(mint("server", scope="pool"))
     sample = {"worker_id": "ghost", "gpu_index": 0, "time": 1.0}
-    error = await api("POST", "gpus/samples", body={"gpus": [sample]}, status=404)
+    error = await api("POST", "gpus/samples", body={"gpus": [sample]}, status=404, headers=pool)
     assert "no worker 'ghost'" in error["message"]
-    await api("PUT", "workers/w1", body={})
+    await api("PUT", "workers/w1", body={}, headers=pool)
     sample = {**sample, "worker_id": "w1", "run_id": 999}
-    error = await api("POST", "gpus/samples", body={"gpus": [sample]}, status=404)
+    error = await api("POST", "gpus/samples", body={"gpus": [sample]}, status=404, headers=pool)
     assert "no run with id 999" in error["message"]
 
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from support.api import Api
+from support.api import Api, Mint, bearer
 from tornado.httpclient import HTTPClientError
 
 
@@ -19,7 +19,7 @@ async def next_event(ws: Any, type_: str) -> dict[str, Any]:
 
 
 async def test_events_announce_created_and_changed_runs_and_workers(
-    jp_ws_fetch: Any, api: Api
+    jp_ws_fetch: Any, api: Api, mint: Mint
 ) -> None:
     ws = await jp_ws_fetch("labrun", "api", "v1", "events")
     await next_event(ws, "hello")
@@ -29,7 +29,7 @@ async def test_events_announce_created_and_changed_runs_and_workers(
     await api("PATCH", f"runs/{run['id']}", body={"status": "completed"})
     updated = await next_event(ws, "run.updated")
     assert updated["data"]["status"] == "completed"
-    await api("PUT", "workers/w9", body={"host": "h"})
+    await api("PUT", "workers/w9", body={"host": "h"}, headers=bearer(mint("s", scope="pool")))
     worker = await next_event(ws, "worker.updated")
     assert worker["data"]["id"] == "w9"
     ws.close()

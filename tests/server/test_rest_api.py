@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from support.api import Api
+from support.api import Api, Mint, bearer
 from support.notebooks import make_notebook
 
 from labrun.models import ClaimRun, SubmitJob
@@ -71,7 +71,7 @@ async def test_cancel_and_conflicts(api: Api) -> None:
     assert again["code"] == "conflict" and "already cancelled" in again["message"]
 
 
-async def test_datasets_queues_workers_gpus_compare(api: Api) -> None:
+async def test_datasets_queues_workers_gpus_compare(api: Api, mint: Mint) -> None:
     v1 = await api(
         "POST",
         "datasets/frames/versions",
@@ -92,17 +92,15 @@ async def test_datasets_queues_workers_gpus_compare(api: Api) -> None:
     assert "already exists" in dup["message"]
     assert {q["name"] for q in (await api("GET", "queues"))["queues"]} == {"default", "long"}
 
-    await api(
-        "PUT",
-        "workers/w1",
-        body={"host": "gpu01", "gpus": [{"index": 0, "name": "Fake GPU", "memory_total": 1024}]},
-    )
-    await api(
-        "POST",
-        "gpus/samples",
-        body={"gpus": [{"worker_id": "w1", "gpu_index": 0, "time": 1.0, "utilization": 42}]},
-        status=201,
-    )
+    # A worker registers and reports with its pool's token (a user's is refused)
+    pool = bearer(mint("server", scope="pool"))
+    worker = {"host": "gpu01", "gpus": [{"index": 0, "name": "Fake GPU", "memory_total": 1024}]}
+    refused = await api("PUT", "workers/w1", body=worker, status=403)
+    assert "only the pool's workers" in refused["message"]
+    await api("PUT", "workers/w1", body=worker, headers=pool)
+    sample = {"worker_id": "w1", "gpu_index": 0, "time": 1.0, "utilization": 42}
+    await api("POST", "gpus/samples", body={"gpus": [sample]}, status=403)
+    await api("POST", "gpus/samples", body={"gpus": [sample]}, status=201, headers=pool)
     gpus = await api("GET", "gpus")
     assert [(g["worker_id"], g["utilization"], g["idle"]) for g in gpus["gpus"]] == [
         ("w1", 42, True)
@@ -114,6 +112,7 @@ async def test_datasets_queues_workers_gpus_compare(api: Api) -> None:
         "gpus/samples",
         body={"hosts": [{"worker_id": "w1", "time": 2.0, "cpu_percent": 12.5, "ram_total": 64}]},
         status=201,
+        headers=pool,
     )
     (worker,) = (await api("GET", "workers"))["workers"]
     assert worker["telemetry"] == {
@@ -169,7 +168,7 @@ async def test_metrics_in_compact_rows_form_and_empty_batches(api: Api) -> None:
 
 
 async def test_a_heartbeat_naming_an_attempt_its_worker_gave_up_loses_it(
-    api: Api, jp_serverapp: Any
+    api: Api, mint: Mint, jp_serverapp: Any
 ) -> None:
     """A worker cut off from the server stops its jobs itself (executor/fencing.py); its next
     heartbeat says so, and a job the server still counted as running there is queued again."""
@@ -179,9 +178,13 @@ async def test_a_heartbeat_naming_an_attempt_its_worker_gave_up_loses_it(
     (spec,) = store.dispatch.next_attempts([run_id], token_lifetime=3600)
     store.dispatch.claim(run_id, ClaimRun(attempt=spec.attempt, worker="w1"), max_attempts=3)
     gave_up = {"host": "h", "abandoned": [{"run_id": run_id, "attempt": 1}]}
-    await api("PUT", "workers/w2", body=gave_up)  # another worker's word: nothing changes
+    pool = bearer(mint("server", scope="pool"))
+    # (a user cannot say so for a worker)
+    await api("PUT", "workers/w1", body=gave_up, status=403)
+    # another worker's word: nothing changes
+    await api("PUT", "workers/w2", body=gave_up, headers=pool)
     assert (await api("GET", f"runs/{run_id}"))["status"] == "running"
-    await api("PUT", "workers/w1", body=gave_up)
+    await api("PUT", "workers/w1", body=gave_up, headers=pool)
     run = await api("GET", f"runs/{run_id}")
     assert (run["status"], run["worker"]) == ("queued", None)
     moves = await api("GET", f"runs/{run_id}/transitions")
