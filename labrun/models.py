@@ -387,6 +387,12 @@ class LogEntryIn(Request):
     stream: Literal["stdout", "stderr", "system"] = "stdout"
     text: str
 
+    @field_validator("text")
+    @classmethod
+    def _no_nul(cls, text: str) -> str:
+        # Kept whatever the program printed, in every store: PostgreSQL keeps no NUL.
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
 
 class AppendLogs(Request):
     entries: list[LogEntryIn]

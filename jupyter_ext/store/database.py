@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labrun.errors import InvalidRequest, SchemaMismatch, StoreUnavailable
@@ -106,6 +106,20 @@ def alembic_config(engine: Engine) -> Config:
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+# PostgreSQL keeps no NUL character in text or JSON (SQLite does); such a request is bad
+# input, not a server error. (A log line's NULs are replaced before it gets here: a
+# program's output is kept whatever it printed.)
+NUL_REFUSED = (
+    "the request holds a NUL character (\\u0000), which this server's database (PostgreSQL) "
+    "cannot store in text; remove it from the names, values and filters sent"
+)
+
+
+def _holds_nul(err: DataError) -> bool:
+    message = str(err.orig or err)
+    return "NUL" in message or "\\u0000" in message
 
 
 def _unavailable(engine: Engine, err: DBAPIError, doing: str, fix: str) -> StoreUnavailable:
@@ -225,7 +239,14 @@ class Database:
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a synchronous store call on the database threads, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(fn, *args, **kwargs)
+            )
+        except DataError as err:
+            if _holds_nul(err):
+                raise InvalidRequest(NUL_REFUSED) from err
+            raise
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

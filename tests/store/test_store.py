@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +17,7 @@ from labrun.jupyter_ext import auth
 from labrun.jupyter_ext.store import Store
 from labrun.jupyter_ext.store.tables import MetricSummary
 from labrun.models import (
+    AppendLogs,
     CreateDatasetVersion,
     CreateQueue,
     CreateRun,
@@ -26,7 +28,9 @@ from labrun.models import (
     LinkDataset,
     ListRunsQuery,
     ListTokensQuery,
+    LogEntryIn,
     LogMetrics,
+    LogTailQuery,
     MetricPoint,
     MetricsQuery,
     RegisterWorker,
@@ -448,3 +452,19 @@ def test_a_dispatched_notebook_job_gets_a_token_of_its_own_run(store: Store) -> 
     )
     assert spec.token_id == caller.token_id
     assert caller.expires == pytest.approx(caller.issued + 600, abs=1)
+
+
+def test_a_nul_character_is_kept_by_sqlite_and_a_clear_400_on_postgresql(store: Store) -> None:
+    async def create(**fields: Any) -> Any:
+        return await store.db.run(store.runs.create, CreateRun(**fields), "alice")
+
+    if store.db.dialect == "postgresql":
+        with pytest.raises(InvalidRequest, match=r"NUL character .*remove it"):
+            asyncio.run(create(name="a\x00b"))
+    else:
+        assert asyncio.run(create(name="a\x00b")).name == "a\x00b"
+    # A log line keeps what the program printed, its NUL replaced, in either store
+    run = asyncio.run(create(name="printed"))
+    store.logs.append(run.id, AppendLogs(entries=[LogEntryIn(text="a\x00b\n")]))
+    tail = store.logs.tail(run.id, LogTailQuery())
+    assert [entry.text for entry in tail.entries] == ["a\ufffdb\n"]
