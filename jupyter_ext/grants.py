@@ -124,18 +124,27 @@ class Admissions:
         dispatcher = self.dispatcher
         grants = dispatcher.store.grants
         provisional = self._reserve(user, body.queue, body.gpus)
+        released: list[int] = []
+        if provisional is None and body.release and dispatcher.leading:
+            # The request gives back the kernel's previous cell (back to back, its GPU is
+            # the one this cell needs, under a GPU limit of one): released first, it fits.
+            released = await dispatcher.call(grants.release, body.release, user)
+            self.released(released)
+            body = body.model_copy(update={"release": []})
+            provisional = self._reserve(user, body.queue, body.gpus)
         if provisional is None:
-            return await dispatcher.call(grants.request, body, user)
+            grant, more = await dispatcher.call(grants.request, body, user)
+            return grant, released + more
         try:
             granted = dispatcher.leadership.hold or True
-            grant, released = await dispatcher.call(grants.request, body, user, granted=granted)
+            grant, more = await dispatcher.call(grants.request, body, user, granted=granted)
         except LeaseLost:
-            grant, released = await dispatcher.call(grants.request, body, user)
+            grant, more = await dispatcher.call(grants.request, body, user)
         finally:
             dispatcher.inflight.running.discard(provisional.id)
         if grant.status == GrantStatus.granted:
             self._hold(grant_entry(grant))
-        return grant, released
+        return grant, released + more
 
     # --- the scheduler of record ------------------------------------------------------
 
@@ -170,7 +179,8 @@ class Admissions:
         for queued in waiting:
             self.asked |= self.dispatcher.backlog.push(queued)
         self.released(released)
-        self.dispatcher.wake()
+        if len(self.dispatcher.backlog):  # (a grant given in its request needs no round)
+            self.dispatcher.wake()
 
     async def load(self) -> None:
         """This server took over: the waiting grants join the backlog, the granted ones
@@ -193,7 +203,8 @@ class Admissions:
             self.dispatcher.inflight.running.discard(entry_id)
         if entry_ids:
             self.dispatcher.backlog.discard(entry_ids)
-            self.dispatcher.wake()
+            if len(self.dispatcher.backlog):  # a round gives the GPUs to whoever waits
+                self.dispatcher.wake()
 
     async def admit(self, chosen: list[QueuedJob], hold: Hold | None) -> list[QueuedJob]:
         """Grant the grants among ``chosen``; the jobs among them, to submit."""
