@@ -17,9 +17,11 @@ Everything runs in one process against one warm pool, so the figures compare:
 (f) GPU cells (``--part gpu``, run as a process of its own with its own server: a local
     pool of two workers with one fake GPU each, ``LABRUN_FAKE_GPUS=2``): raw Dask with
     ``resources={"GPU": 1}``, ``%%mlrun --gpus 1`` (admitted by the scheduler of record
-    first: one ``POST grants``) and ``%%mlrun --gpus 0`` on the same pool, against one
+    first: one ``POST grants``; the time the magic spent on it is timed too) and
+    ``%%mlrun --gpus 0`` on the same pool, back to back and paced, against one
     round trip to the server (``GET version``) and one grant asked for and released
-    through the client alone.
+    through the client alone (two requests; and one request that asks for a grant and
+    gives back the one before, as back-to-back GPU cells do).
 
 Each figure is the median of its samples, after warm-up rounds.
 """
@@ -161,6 +163,9 @@ def main() -> None:
         results["session_vs_px"] = results["session_ms"] / results["px_ms"]
     results["ship_rate_vs_raw"] = results["ship_100mb_mlrun_mb_s"] / results["ship_100mb_raw_mb_s"]
     results["gpu_cell_extra_ms"] = results["gpu_mlrun_ms"] - results["gpu_cpu_mlrun_ms"]
+    results["gpu_cell_extra_paced_ms"] = (
+        results["gpu_mlrun_paced_ms"] - results["gpu_cpu_mlrun_paced_ms"]
+    )
     results["gpu_cell_extra_vs_server_round_trip"] = (
         results["gpu_cell_extra_ms"] / results["gpu_server_round_trip_ms"]
     )
@@ -182,7 +187,27 @@ def gpu_cells(rounds: int) -> dict[str, float]:
         results["gpu_raw_dask_ms"] = median_ms(
             lambda: dask.submit(trivial, 1, resources={"GPU": 1}, pure=False).result(), rounds
         )
+        # How long each GPU cell spent asking for its grant, inside the magic.
+        asking: list[float] = []
+        acquire = magics.pool.grants.acquire
+
+        def timed_acquire(*args: Any, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            acquire(*args, **kwargs)
+            asking.append(time.perf_counter() - start)
+
+        magics.pool.grants.acquire = timed_acquire
+        # Paced first: their records go out between them, and none are left to the others.
+        paced = rounds // 2
+        results["gpu_mlrun_paced_ms"] = median_ms(
+            lambda: cell("%%mlrun --gpus 1\nx = 1"), paced, pause=0.2
+        )
+        results["gpu_grant_in_cell_paced_ms"] = statistics.median(asking[-paced:]) * 1000
+        results["gpu_cpu_mlrun_paced_ms"] = median_ms(
+            lambda: cell("%%mlrun --gpus 0\nx = 1"), paced, pause=0.2
+        )
         results["gpu_mlrun_ms"] = median_ms(lambda: cell("%%mlrun --gpus 1\nx = 1"), rounds)
+        results["gpu_grant_in_cell_ms"] = statistics.median(asking[-rounds:]) * 1000
         results["gpu_cpu_mlrun_ms"] = median_ms(lambda: cell("%%mlrun --gpus 0\nx = 1"), rounds)
         with Client() as client:  # the server the magics found (LABRUN_SERVER_URL)
             results["gpu_server_round_trip_ms"] = median_ms(client.version, rounds)
@@ -194,6 +219,15 @@ def gpu_cells(rounds: int) -> dict[str, float]:
                 client.release_grants([key])
 
             results["gpu_grant_and_release_ms"] = median_ms(grant, rounds)
+            ended: list[str] = []
+
+            def carrying() -> None:  # as back-to-back GPU cells: one request for both
+                key = next(keys)
+                client.request_grant(RequestGrant(key=key, gpus=1, release=ended[-1:]))
+                ended.append(key)
+
+            results["gpu_grant_carrying_release_ms"] = median_ms(carrying, rounds)
+            client.release_grants(ended[-1:])
         results["gpu_mlrun_vs_raw"] = results["gpu_mlrun_ms"] / results["gpu_raw_dask_ms"]
     return results
 

@@ -22,10 +22,10 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labrun.models import DescribeGrant, GrantStatus, RequestGrant
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .dispatcher import Dispatcher
 
 logger = logging.getLogger("labrun.dispatcher")
+
+T = TypeVar("T")
 
 # How often the scheduler of record releases the grants of ended runs and gone kernels.
 STALE_CHECK_EVERY = 5.0
@@ -124,18 +126,32 @@ class Admissions:
         dispatcher = self.dispatcher
         grants = dispatcher.store.grants
         provisional = self._reserve(user, body.queue, body.gpus)
+        released: list[int] = []
+        if provisional is None and body.release and dispatcher.leading:
+            # The request gives back the kernel's previous cell (back to back, its GPU is
+            # the one this cell needs, under a GPU limit of one): released first, it fits.
+            released = await self._first(grants.release, body.release, user)
+            self.released(released)
+            body = body.model_copy(update={"release": []})
+            provisional = self._reserve(user, body.queue, body.gpus)
         if provisional is None:
-            return await dispatcher.call(grants.request, body, user)
+            grant, more = await self._first(grants.request, body, user)
+            return grant, released + more
         try:
             granted = dispatcher.leadership.hold or True
-            grant, released = await dispatcher.call(grants.request, body, user, granted=granted)
+            grant, more = await self._first(grants.request, body, user, granted=granted)
         except LeaseLost:
-            grant, released = await dispatcher.call(grants.request, body, user)
+            grant, more = await self._first(grants.request, body, user)
         finally:
             dispatcher.inflight.running.discard(provisional.id)
         if grant.status == GrantStatus.granted:
             self._hold(grant_entry(grant))
-        return grant, released
+        return grant, released + more
+
+    def _first(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+        # A cell waits on these store calls: they go before those queued (the records
+        # kernels send in the background, events, audit batches).
+        return self.dispatcher.store.db.run_first(fn, *args, **kwargs)
 
     # --- the scheduler of record ------------------------------------------------------
 
@@ -170,7 +186,8 @@ class Admissions:
         for queued in waiting:
             self.asked |= self.dispatcher.backlog.push(queued)
         self.released(released)
-        self.dispatcher.wake()
+        if len(self.dispatcher.backlog):  # (a grant given in its request needs no round)
+            self.dispatcher.wake()
 
     async def load(self) -> None:
         """This server took over: the waiting grants join the backlog, the granted ones
@@ -193,7 +210,8 @@ class Admissions:
             self.dispatcher.inflight.running.discard(entry_id)
         if entry_ids:
             self.dispatcher.backlog.discard(entry_ids)
-            self.dispatcher.wake()
+            if len(self.dispatcher.backlog):  # a round gives the GPUs to whoever waits
+                self.dispatcher.wake()
 
     async def admit(self, chosen: list[QueuedJob], hold: Hold | None) -> list[QueuedJob]:
         """Grant the grants among ``chosen``; the jobs among them, to submit."""
@@ -204,7 +222,7 @@ class Admissions:
         dispatcher = self.dispatcher
         ids = [entry.id - GRANT_IDS for entry in grants]
         # (Fenced: a server that lost the lease grants nothing.)
-        admitted, granted_at = await dispatcher.call(dispatcher.store.grants.admit, ids, hold)
+        admitted, granted_at = await self._first(dispatcher.store.grants.admit, ids, hold)
         for entry in grants:
             if entry.id - GRANT_IDS in admitted:
                 self._hold(entry)

@@ -198,19 +198,20 @@ class LabrunMagics(Magics):
             cuda=local_cuda(),
             gpus=gpus,
         )
-        if gpus and session is None:
-            # The scheduler of record admits GPU cells as it does jobs (a session, once).
-            try:
-                pool.grants.acquire(key, gpus, kind="cell", queue=args.queue, what=label)
-            except LabrunError as err:
-                raise MagicError(str(err)) from None
-            run.granted = True
-        if args.no_wait:
-            self._start(run, payload, packed, args, priority)
-            run.follow_in_background(lambda event: None)
-            return run
-        # The record waits while the cell is in flight, unless the cell turns out long.
+        # The records of earlier cells wait while this one is in flight, its grant
+        # included (on the server they would compete with it), unless it turns out long.
         with pool.bookkeeper.busy():
+            if gpus and session is None:
+                # The scheduler of record admits GPU cells as it does jobs (a session, once).
+                try:
+                    pool.grants.acquire(key, gpus, kind="cell", queue=args.queue, what=label)
+                except LabrunError as err:
+                    raise MagicError(str(err)) from None
+                run.granted = True
+            if args.no_wait:
+                self._start(run, payload, packed, args, priority)
+                run.follow_in_background(lambda event: None)
+                return run
             self._start(run, payload, packed, args, priority)
             with interruptible(run):
                 try:

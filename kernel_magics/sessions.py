@@ -38,7 +38,7 @@ class SessionHandle:
         with contextlib.suppress(Exception):
             self.future.release()
         if self.gpus:
-            self.pool.grants.release(self.key)
+            self.pool.grants.release(self.key, at_once=True)
 
 
 def start_session(
@@ -105,7 +105,7 @@ def start_session(
             with contextlib.suppress(LabrunError):
                 pool.client.cancel_run(run.id)
             if gpus:
-                pool.grants.release(key)
+                pool.grants.release(key, at_once=True)
             raise
     return SessionHandle(pool, name, future, actor, run.id, key, gpus)
 

@@ -3,7 +3,8 @@
 The store's methods are synchronous SQLAlchemy code; the server never calls them on its
 event loop but through :meth:`Database.run`, which runs them on a small thread pool.
 SQLite allows a single writer, so its pool has one thread: requests queue in memory
-instead of fighting over the file lock.
+instead of fighting over the file lock (those a person waits on, :meth:`Database.run_first`,
+ahead of the others: ``threads.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import functools
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,8 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labrun.errors import InvalidRequest, SchemaMismatch, StoreUnavailable
+
+from .threads import StoreThreads
 
 T = TypeVar("T")
 
@@ -221,7 +223,7 @@ class Database:
         if threads is None:
             threads = 1 if self.dialect == "sqlite" else 8
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="labrun-db")
+        self._threads = StoreThreads(threads, "labrun-db")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -238,16 +240,21 @@ class Database:
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a synchronous store call on the database threads, off the event loop."""
-        loop = asyncio.get_running_loop()
+        return await self._call(functools.partial(fn, *args, **kwargs), urgent=False)
+
+    async def run_first(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """As :meth:`run`, before the calls still queued: one a person waits on (a GPU
+        cell's grant), which should not wait for the records sent in the background."""
+        return await self._call(functools.partial(fn, *args, **kwargs), urgent=True)
+
+    async def _call(self, call: Callable[[], T], *, urgent: bool) -> T:
         try:
-            return await loop.run_in_executor(
-                self._executor, functools.partial(fn, *args, **kwargs)
-            )
+            return await asyncio.wrap_future(self._threads.submit(call, urgent=urgent))
         except DataError as err:
             if _holds_nul(err):
                 raise InvalidRequest(NUL_REFUSED) from err
             raise
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._threads.shutdown()
         self.engine.dispose()

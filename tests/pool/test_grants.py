@@ -19,6 +19,7 @@ from support.server import LabrunServer
 from support.waiting import wait_for
 
 from labrun.client import Client
+from labrun.kernel_magics.grants import KernelGrants
 from labrun.models import GrantStatus, RequestGrant
 
 pytestmark = pytest.mark.timeout(300)
@@ -147,3 +148,26 @@ def test_bad_grant_requests_say_what_was_wrong(server: LabrunServer) -> None:
         assert client.release_grants(["mine-1234"]).grants == []
         missing = client._http.post("/grants/release", json={"keys": ["nobody-1234"]})
         assert missing.status_code == 404, missing.text
+
+
+def test_a_cells_grant_goes_back_with_the_next_gpu_cells_request(server: LabrunServer) -> None:
+    with Client(server.url, server.token) as client:
+        sent: list[str] = []
+        client._http.event_hooks["request"].append(
+            lambda request: sent.append(f"{request.method} {request.url.path.split('/v1')[-1]}")
+        )
+        # (A long wait for the next request: it is surely the one that carries the grant.)
+        kernel = KernelGrants(client, "a-kernels-pool-client", carry=60)
+        kernel.acquire("cell-one-0001", 1, kind="cell", queue=None, what="the cell")
+        # Given a cell that ended (its grant waits to go back with the next cell's request)
+        kernel.release("cell-one-0001")
+        assert grants(client) == {"cell-one-0001": "granted"}
+        # When the next GPU cell asks at once, under this user's limit of one GPU
+        kernel.acquire("cell-two-0002", 1, kind="cell", queue=None, what="the cell")
+        # Then its request gave the first one's GPU back and took it: one request each
+        assert grants(client) == {"cell-two-0002": "granted"}
+        assert [line for line in sent if line.startswith("POST")] == ["POST /grants"] * 2
+        # A session's grant goes back at once, with a request of its own
+        kernel.release("cell-two-0002", at_once=True)
+        wait_for(lambda: not grants(client), what="the grant to go back")
+        assert sent[-1] == "GET /grants" and "POST /grants/release" in sent
