@@ -393,11 +393,13 @@ class Dispatcher:
 
     # --- claims, cancels, losses ----------------------------------------------------
 
-    def claimed(self, run_id: int, worker: str) -> None:
+    def claimed(self, run_id: int, worker: str, parent_id: int | None) -> None:
         entry = self.inflight.get(run_id)
         if entry is not None:
             entry.worker = worker
             entry.started = time.monotonic()
+        if parent_id is not None:
+            self.sweeps.add(run_id)  # a sweep's run: settled with the others started meanwhile
 
     async def cancel(self, run_ids: Collection[int]) -> None:
         """Stop the jobs the store just marked cancelled (one run, or a sweep's unfinished

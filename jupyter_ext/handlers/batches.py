@@ -51,12 +51,9 @@ class RunClaimsHandler(BatchHandler):
         outcomes = await self.call(
             self.store.batches.claim, body.claims, max_attempts=self.app.max_attempts
         )
-        dispatcher = self.app.dispatcher
         for claim, outcome in zip(body.claims, outcomes, strict=True):
             if outcome.error is None:
-                dispatcher.claimed(claim.run_id, claim.worker)
-                if outcome.parent_id is not None:
-                    dispatcher.sweeps.add(claim.run_id)  # with the others started meanwhile
+                self.app.dispatcher.claimed(claim.run_id, claim.worker, outcome.parent_id)
         return self.answer(outcomes)
 
 
@@ -78,15 +75,8 @@ class RunUpdatesHandler(BatchHandler):
         together = [
             i for i, u in enumerate(updates) if u.run_id not in refused and i not in cancels
         ]
-        stored = dict(
-            zip(
-                together,
-                await self.call(self.store.batches.update, [updates[i] for i in together])
-                if together
-                else [],
-                strict=True,
-            )
-        )
+        batch = [updates[i] for i in together]
+        stored = dict(zip(together, await self.call(self.store.batches.update, batch), strict=True))
         outcomes = []
         for i, update in enumerate(updates):
             if update.run_id in refused:

@@ -148,10 +148,8 @@ class RunClaimHandler(LabrunHandler):
         run = await self.call(
             self.store.dispatch.claim, run_id, body, max_attempts=self.app.max_attempts
         )
-        self.app.dispatcher.claimed(run_id, body.worker)
+        self.app.dispatcher.claimed(run_id, body.worker, run.parent_id)
         self.events.publish("run.updated", run)
-        if run.parent_id is not None:
-            self.app.dispatcher.sweeps.add(run_id)  # with the others started meanwhile
         return run
 
 

@@ -79,6 +79,8 @@ class BatchStore:
         raises is answered with its error, and the transaction is rolled back and run
         again without it (rare: a cancel or a lost worker raced the item, and then the
         others of the batch, written again, cost one more transaction)."""
+        if not items:
+            return []
         refused: dict[int, LabrunError] = {}
         while True:
             try:
